@@ -1,0 +1,124 @@
+"""Records on disk: JSONL reading with file:line errors, and atomic writes.
+
+Every file searchrl writes goes through :func:`atomic_write` (or its JSON/JSONL
+helpers): the bytes go to a temporary file in the same directory, are flushed and
+fsynced, and only then renamed over the destination. A crash or Ctrl-C therefore
+leaves either the old file or the new one, never a half-written file that a later
+step would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+class RecordError(ValueError):
+    """Bad input record; the message names the file, the line and the field."""
+
+    def __init__(self, path: str | os.PathLike, line: int, field: str | None, message: str):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}:{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+def _open_text(path: str | os.PathLike, mode: str = "rt"):
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode, encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` for every non-blank line of a JSONL file (``.gz`` ok).
+
+    Raises :class:`RecordError` naming the file and line for invalid JSON or a non-object.
+    """
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
+            yield lineno, rec
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return [rec for _, rec in iter_jsonl(path)]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w"):
+    """Open a temporary file next to ``path``; rename it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8"}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Atomically write records as JSON Lines; returns the number written."""
+    n = 0
+    with atomic_write(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def require(path: str | os.PathLike, line: int, rec: dict[str, Any], field: str,
+            check: Callable[[Any], bool], expected: str) -> Any:
+    """Return ``rec[field]`` or raise a :class:`RecordError` saying what was expected."""
+    if field not in rec:
+        raise RecordError(path, line, field, f"missing (expected {expected})")
+    value = rec[field]
+    if not check(value):
+        raise RecordError(path, line, field, f"expected {expected}, got {value!r:.80}")
+    return value

@@ -1,0 +1,352 @@
+"""The Guided-ReST results as a reader sees them: a markdown table and two figures.
+
+Why this module exists
+----------------------
+:mod:`searchrl.eval.metrics` produces numbers; this module renders them the way the
+paper does, so a run can be compared with the paper at a glance:
+
+* a pass@k table (rows = methods, columns = k = 1, 2, 4, ..., 32 for the "Seen target"
+  and the "Unseen target" splits), in percent with one decimal. pass@k is the unbiased
+  estimator of Chen et al. (2021), HumanEval, eq. 1 (see :func:`~searchrl.eval.metrics.pass_at_k`);
+* a pass@k-vs-k figure (one panel per split, log2 k axis);
+* an accuracy-vs-token-budget figure (one panel per split), from
+  :func:`~searchrl.eval.metrics.accuracy_vs_budget`.
+
+Every file is written atomically (:func:`searchrl.data.atomic_write`), so an
+interrupted run never leaves a truncated ``results.json`` or PNG behind. Plots use
+matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+
+Inputs may come straight from :func:`~searchrl.eval.metrics.summarize` (integer keys)
+or from a ``results.json`` read back from disk (JSON makes the keys strings); both work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from searchrl.data import atomic_write, write_json, write_text
+from searchrl.eval.metrics import DEFAULT_KS
+
+__all__ = [
+    "DEFAULT_SPLITS",
+    "SPLIT_TITLES",
+    "markdown_table",
+    "plot_pass_at_k",
+    "plot_accuracy_vs_budget",
+    "write_report",
+]
+
+DEFAULT_SPLITS: tuple[str, ...] = ("test_seen", "test_unseen")
+SPLIT_TITLES: dict[str, str] = {"test_seen": "Seen target", "test_unseen": "Unseen target"}
+DASH = "\u2013"  # en dash: "not available"
+DPI = 120
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _int_keyed(d: Mapping[Any, Any] | None) -> dict[int, float]:
+    """``{k: value}`` with integer keys (JSON gives strings) and only finite numeric values."""
+    out: dict[int, float] = {}
+    for key, value in (d or {}).items():
+        try:
+            k = int(key)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[k] = float(value)
+    return out
+
+
+def _percent(value: Any) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return DASH
+    return f"{100.0 * value:.1f}"
+
+
+def _title(split: str, split_titles: Mapping[str, str] | None) -> str:
+    return (split_titles or {}).get(split, split)
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    """Render ``fig`` with the Agg canvas into ``path`` atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
+
+
+def _new_figure(n_panels: int, title: str | None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6 * max(n_panels, 1) + 0.4, 4.3), layout="constrained")
+    axes = fig.subplots(1, max(n_panels, 1), sharey=True, squeeze=False)[0]
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return fig, axes
+
+
+def _method_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One color/marker per method, identical in every panel and figure."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors
+    markers = "osD^vP*Xh<>p"
+    return {m: {"color": colors[i % len(colors)], "marker": markers[i % len(markers)]} for i, m in enumerate(methods)}
+
+
+def _finish(fig, axes, ylabel: str, handles_by_label: dict[str, Any]) -> None:
+    axes[0].set_ylabel(ylabel)
+    for ax in axes:
+        ax.set_ylim(0, 100)
+        ax.grid(True, which="major", alpha=0.35)
+        ax.tick_params(labelleft=True)
+    if handles_by_label:
+        # Legend outside the panels so it never covers a line.
+        fig.legend(list(handles_by_label.values()), list(handles_by_label.keys()), loc="outside lower center",
+                   ncols=min(len(handles_by_label), 4), frameon=False)
+
+
+def _no_data(ax) -> None:
+    ax.set_xticks([])
+    ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5", fontsize=12)
+
+
+# ----------------------------------------------------------------------------- table
+
+def markdown_table(
+    results: Mapping[str, Mapping[str, Mapping[Any, float]]],
+    splits: Sequence[str] = DEFAULT_SPLITS,
+    split_titles: Mapping[str, str] | None = SPLIT_TITLES,
+    ks: Iterable[int] = DEFAULT_KS,
+    greedy: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    """The paper's pass@k table as GitHub markdown.
+
+    ``results[method][split][k]`` is pass@k in [0, 1] (Chen et al. 2021, eq. 1), shown in
+    percent with one decimal. Rows follow the order of ``results``. Markdown has one
+    header row, so the paper's two-level header (split, then k) is emulated: the first
+    column of each split's block is titled ``"<split title> k=1"``, the others ``"k=2"``,
+    ... and a caption line above the table spells out the grouping. ``greedy[method][split]``
+    (accuracy in [0, 1]) adds a ``greedy`` column at the end of each block. Missing or
+    non-finite values are shown as an en dash (``–``).
+    """
+    ks = [int(k) for k in ks]
+    splits = list(splits)
+    show_greedy = greedy is not None
+    header = ["Method"]
+    for split in splits:
+        title = _title(split, split_titles)
+        header += [f"{title} k={k}" if i == 0 else f"k={k}" for i, k in enumerate(ks)]
+        if show_greedy:
+            header.append("greedy" if ks else f"{title} greedy")
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for method, per_split in results.items():
+        row = [str(method).replace("|", "\\|")]
+        for split in splits:
+            values = _int_keyed((per_split or {}).get(split))
+            row += [_percent(values.get(k)) for k in ks]
+            if show_greedy:
+                row.append(_percent((greedy.get(method) or {}).get(split)))
+        lines.append("| " + " | ".join(row) + " |")
+    blocks = "; ".join(
+        f"{_title(s, split_titles)}: k = {', '.join(map(str, ks))}" + (" and greedy" if show_greedy else "")
+        for s in splits
+    )
+    caption = (f"pass@k (%), unbiased estimator of Chen et al. (2021), eq. 1. Column blocks: {blocks}. "
+               f"{DASH} = not available.")
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_pass_at_k(
+    results: Mapping[str, Mapping[str, Mapping[Any, float]]],
+    path: str | os.PathLike,
+    splits: Sequence[str] = DEFAULT_SPLITS,
+    title: str | None = None,
+    split_titles: Mapping[str, str] | None = SPLIT_TITLES,
+) -> None:
+    """pass@k (%) against k, one panel per split and one line per method; written atomically as PNG.
+
+    ``results[method][split][k]`` in [0, 1] (Chen et al. 2021, eq. 1). The k axis is
+    log2 with ticks at the plotted k (1, 2, 4, ..., 32); y runs from 0 to 100 %.
+    """
+    splits = list(splits)
+    methods = list(results)
+    styles = _method_styles(methods)
+    fig, axes = _new_figure(len(splits), title if title is not None else "pass@k")
+    handles: dict[str, Any] = {}
+    for ax, split in zip(axes, splits):
+        all_ks: set[int] = set()
+        for method in methods:
+            values = _int_keyed((results[method] or {}).get(split))
+            ks = sorted(k for k in values if k >= 1)
+            if not ks:
+                continue
+            all_ks.update(ks)
+            (line,) = ax.plot(ks, [100.0 * values[k] for k in ks], label=method, linewidth=1.8, markersize=6,
+                              clip_on=False, zorder=3, **styles[method])
+            handles.setdefault(method, line)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(all_ks) or list(DEFAULT_KS)
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(min(ticks) / 1.25, max(ticks) * 1.25)
+        ax.set_xlabel("k (samples per problem, log scale)")
+        ax.set_title(_title(split, split_titles))
+        if not all_ks:
+            _no_data(ax)
+    _finish(fig, axes, "pass@k (%)", handles)
+    _save(fig, path)
+
+
+def plot_accuracy_vs_budget(
+    budget_results: Mapping[str, Mapping[str, Mapping[Any, float]]],
+    path: str | os.PathLike,
+    splits: Sequence[str] = DEFAULT_SPLITS,
+    title: str | None = None,
+    split_titles: Mapping[str, str] | None = SPLIT_TITLES,
+) -> None:
+    """Accuracy (%) against token budget, one panel per split and one line per method; atomic PNG.
+
+    ``budget_results[method][split][B]`` in [0, 1] from
+    :func:`~searchrl.eval.metrics.accuracy_vs_budget` (a sample counts only if correct
+    within B tokens). The budget axis is log2 when the budgets span at least a factor of 8
+    (the usual powers-of-two grid), linear otherwise; y runs from 0 to 100 %.
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    splits = list(splits)
+    methods = list(budget_results)
+    styles = _method_styles(methods)
+    fig, axes = _new_figure(len(splits), title if title is not None else "Accuracy vs. token budget")
+    handles: dict[str, Any] = {}
+    for ax, split in zip(axes, splits):
+        all_b: set[int] = set()
+        for method in methods:
+            values = _int_keyed((budget_results[method] or {}).get(split))
+            bs = sorted(values)
+            if not bs:
+                continue
+            all_b.update(bs)
+            (line,) = ax.plot(bs, [100.0 * values[b] for b in bs], label=method, linewidth=1.8, markersize=5,
+                              clip_on=False, zorder=3, **styles[method])
+            handles.setdefault(method, line)
+        positive = sorted(b for b in all_b if b > 0)
+        if positive and len(positive) == len(all_b) and positive[-1] >= 8 * positive[0]:
+            ax.set_xscale("log", base=2)
+            ticks = positive
+            if len(ticks) > 9:  # thin out so the labels do not collide
+                step = math.ceil(len(ticks) / 9)
+                ticks = ticks[::-1][::step][::-1]
+            ax.set_xticks(ticks)
+            ax.minorticks_off()
+            ax.set_xlim(positive[0] / 1.25, positive[-1] * 1.25)
+            ax.set_xlabel("token budget (tokens, log scale)")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("token budget (tokens)")
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_tokens))
+        ax.set_title(_title(split, split_titles))
+        if not all_b:
+            _no_data(ax)
+    _finish(fig, axes, "accuracy (%)", handles)
+    _save(fig, path)
+
+
+def _fmt_tokens(x: float, _pos=None) -> str:
+    # Exact token counts: "1k" would leave the reader guessing between 1000 and 1024.
+    return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
+
+
+# ----------------------------------------------------------------------------- report
+
+def _methods_of(results_json: Mapping[str, Any]) -> Mapping[str, Any]:
+    methods = results_json.get("methods", results_json) if isinstance(results_json, Mapping) else None
+    if not isinstance(methods, Mapping):
+        raise ValueError("write_report: results_json must map method -> split -> summary "
+                         "(or hold such a mapping under 'methods')")
+    for method, per_split in methods.items():
+        if not isinstance(per_split, Mapping) or not all(isinstance(s, Mapping) for s in per_split.values()):
+            raise ValueError(f"write_report: method {method!r}: expected a mapping split -> summary dict "
+                             "(as returned by searchrl.eval.metrics.summarize)")
+    return methods
+
+
+def _stats_table(methods: Mapping[str, Any], splits: Sequence[str], split_titles: Mapping[str, str] | None) -> str:
+    def num(v: Any, fmt: str) -> str:
+        return DASH if not isinstance(v, (int, float)) or isinstance(v, bool) else format(v, fmt)
+
+    lines = ["| Method | Split | Problems | Samples | Mean tokens | Mean tokens (correct) |",
+             "| :--- | :--- | ---: | ---: | ---: | ---: |"]
+    for method, per_split in methods.items():
+        for split in splits:
+            s = per_split.get(split)
+            if s is None:
+                continue
+            lines.append(f"| {method} | {_title(split, split_titles)} | {num(s.get('num_problems'), 'd')} | "
+                         f"{num(s.get('num_samples'), 'd')} | {num(s.get('mean_tokens'), '.1f')} | "
+                         f"{num(s.get('mean_tokens_correct'), '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    results_json: Mapping[str, Any],
+    splits: Sequence[str] = DEFAULT_SPLITS,
+    split_titles: Mapping[str, str] | None = SPLIT_TITLES,
+    ks: Iterable[int] = DEFAULT_KS,
+    title: str | None = None,
+) -> dict[str, str]:
+    """Write ``results.json``, ``results.md``, ``passk.png`` and ``accuracy_vs_budget.png`` atomically.
+
+    ``results_json`` is either ``{"methods": {method: summary}, ...other metadata}`` or
+    directly ``{method: summary}``, where ``summary = summarize(...)`` from
+    :mod:`searchrl.eval.metrics`, i.e. ``summary[split]["pass@k"][k]`` (Chen et al. 2021,
+    eq. 1), ``summary[split]["accuracy_vs_budget"][B]`` and optionally
+    ``summary[split]["greedy"]``. ``results_json`` is saved as is (JSON turns integer
+    keys into strings). Returns ``{"json", "markdown", "passk_png", "budget_png"}`` -> path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = _methods_of(results_json)
+    ks = [int(k) for k in ks]
+    splits = list(splits)
+
+    passk = {m: {s: ps.get(s, {}).get("pass@k", {}) for s in splits} for m, ps in methods.items()}
+    budget = {m: {s: ps.get(s, {}).get("accuracy_vs_budget", {}) for s in splits} for m, ps in methods.items()}
+    has_greedy = any("greedy" in ps.get(s, {}) for ps in methods.values() for s in splits)
+    greedy = ({m: {s: ps.get(s, {}).get("greedy") for s in splits} for m, ps in methods.items()}
+              if has_greedy else None)
+
+    paths = {
+        "json": str(out / "results.json"),
+        "markdown": str(out / "results.md"),
+        "passk_png": str(out / "passk.png"),
+        "budget_png": str(out / "accuracy_vs_budget.png"),
+    }
+    write_json(paths["json"], results_json)
+    plot_pass_at_k(passk, paths["passk_png"], splits=splits, split_titles=split_titles,
+                   title=f"{title}: pass@k" if title else None)
+    plot_accuracy_vs_budget(budget, paths["budget_png"], splits=splits, split_titles=split_titles,
+                            title=f"{title}: accuracy vs. token budget" if title else None)
+    md = [f"# {title or 'Results'}", "",
+          markdown_table(passk, splits=splits, split_titles=split_titles, ks=ks, greedy=greedy),
+          "![pass@k](passk.png)", "",
+          "## Accuracy vs. token budget", "",
+          "A sample counts as correct at budget B only if it is correct and used at most B tokens; "
+          "per-problem accuracy averaged over problems.", "",
+          "![accuracy vs. token budget](accuracy_vs_budget.png)", "",
+          "## Samples", "",
+          _stats_table(methods, splits, split_titles)]
+    write_text(paths["markdown"], "\n".join(md))
+    return paths

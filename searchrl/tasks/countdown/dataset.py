@@ -1,0 +1,271 @@
+"""Countdown problem sets: generation, seen/unseen split, Stream-of-Search training traces, I/O.
+
+Generation follows the published Stream-of-Search generator (``countdown_generate.py``):
+targets ``min_target..max_target``; a seeded shuffle holds out 10% of them (``len // 10``)
+as *unseen* targets; a problem picks a target from its split's targets, then draws
+``n_numbers`` starting numbers from ``1..max_target-1`` until the exhaustive search finds a
+solution (the first one in the published order is stored).
+
+Splits: ``train``, ``valid`` and ``test_seen`` use the training targets, ``test_unseen``
+the held-out ones. No evaluation problem (same target and same multiset of numbers)
+appears in ``train`` or in another evaluation split; ``train`` may repeat a problem, as
+the published generator does.
+
+Problem ``i`` of a split is drawn from its own generator seeded by ``(seed, split, i,
+attempt)``, so the output does not depend on how many worker processes made it.
+
+Records are JSON Lines with ``nums``, ``target``, ``solution``; training records also
+carry a Stream-of-Search ``trace`` with ``strategy``, ``heuristic``, ``beam_width`` and
+``trace_seed`` (the mixed training set of Stream of Search: per problem a random heuristic
+and a random strategy, DFS or BFS with a random beam width 1..5). :func:`read_problems`
+also reads the layout of the published Guided-ReST datasets, where the fields sit under
+``extra_info`` (JSONL or parquet).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data import RecordError, iter_jsonl, write_json, write_jsonl
+from .core import solve
+from .grader import grade
+from .traces import sos_trace
+
+SPLITS = ("train", "valid", "test_seen", "test_unseen")
+
+
+@dataclass
+class CountdownDataConfig:
+    """Settings of ``searchrl countdown data``."""
+
+    n_train: int = field(default=100_000, metadata={"help": "training problems (with SoS traces)"})
+    n_valid: int = field(default=1_000, metadata={"help": "validation problems (seen targets)"})
+    n_test: int = field(default=1_000, metadata={"help": "problems in each of test_seen and test_unseen"})
+    n_numbers: int = field(default=3, metadata={"help": "starting numbers per problem (the papers use 4)"})
+    min_target: int = field(default=10, metadata={"help": "smallest target"})
+    max_target: int = field(default=100, metadata={"help": "largest target; numbers are drawn from 1..max_target-1"})
+    seed: int = field(default=0, metadata={"help": "seed of the target split and of every problem"})
+    traces: bool = field(default=True, metadata={"help": "write a Stream-of-Search trace with each training problem"})
+    workers: int = field(default=0, metadata={"help": "worker processes (0 = all available cores)"})
+    max_attempts: int = field(default=1000, metadata={"help": "redraws of one evaluation problem to avoid a repeat"})
+
+
+def split_targets(min_target: int, max_target: int, seed: int) -> tuple[list[int], list[int]]:
+    """``(seen, unseen)`` targets: a seeded shuffle, the first 10% held out."""
+    targets = list(range(min_target, max_target + 1))
+    random.Random(seed).shuffle(targets)
+    k = len(targets) // 10
+    return targets[k:], targets[:k]
+
+
+def generate_problem(rng: random.Random, targets: list[int], n_numbers: int, max_target: int) -> dict:
+    """One solvable problem: a target from ``targets``, numbers resampled until solvable."""
+    target = rng.choice(targets)
+    while True:
+        nums = [rng.randint(1, max_target - 1) for _ in range(n_numbers)]
+        solution = solve(target, nums)
+        if solution is not None:
+            return {"nums": nums, "target": target, "solution": solution}
+
+
+def random_trace_settings(rng: random.Random) -> dict:
+    """Stream of Search's mixed strategy: random heuristic; DFS, or BFS of random width 1..5."""
+    heuristic = rng.choice(["sum", "mult"])
+    strategy = rng.choice(["dfs", "bfs"])
+    beam_width = rng.choice([1, 2, 3, 4, 5]) if strategy == "bfs" else 1
+    return {"strategy": strategy, "heuristic": heuristic, "beam_width": beam_width,
+            "trace_seed": rng.randrange(2**31)}
+
+
+def add_trace(problem: dict, settings: dict) -> dict:
+    trace = sos_trace(problem["target"], problem["nums"], strategy=settings["strategy"],
+                      heuristic=settings["heuristic"], beam_width=settings["beam_width"],
+                      seed=settings["trace_seed"])
+    return {**problem, "trace": trace, **settings}
+
+
+def _make_one(args: tuple) -> dict:
+    cfg, split, targets, i, attempt = args
+    rng = random.Random(f"{cfg['seed']}:{split}:{i}:{attempt}")
+    problem = generate_problem(rng, targets, cfg["n_numbers"], cfg["max_target"])
+    if split == "train" and cfg["traces"]:
+        problem = add_trace(problem, random_trace_settings(rng))
+    return problem
+
+
+def _key(problem: dict) -> tuple:
+    return problem["target"], tuple(sorted(problem["nums"]))
+
+
+def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str, list[dict]]:
+    """All four splits as lists of records (see the module doc for the guarantees)."""
+    from tqdm.auto import tqdm
+
+    if cfg.n_numbers < 2:
+        raise ValueError(f"n_numbers must be >= 2, got {cfg.n_numbers}")
+    if not 1 <= cfg.min_target <= cfg.max_target:
+        raise ValueError(f"need 1 <= min_target <= max_target, got {cfg.min_target}..{cfg.max_target}")
+    seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)
+    if not unseen:
+        raise ValueError(f"targets {cfg.min_target}..{cfg.max_target} are too few to hold out 10% (need >= 10)")
+    sizes = {"train": cfg.n_train, "valid": cfg.n_valid, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
+    split_t = {"train": seen, "valid": seen, "test_seen": seen, "test_unseen": unseen}
+    workers = cfg.workers or os.cpu_count() or 1
+    c = asdict(cfg)
+    out: dict[str, list[dict]] = {}
+    taken: set[tuple] = set()
+    total = sum(sizes.values())
+    with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool, \
+            tqdm(total=total, desc="countdown data", unit="problem", disable=not progress) as bar:
+        for split in SPLITS:
+            n = sizes[split]
+            records: list[dict | None] = [None] * n
+            attempts = [0] * n
+            todo = list(range(n))
+            while todo:
+                jobs = [(c, split, split_t[split], i, attempts[i]) for i in todo]
+                made = pool.map(_make_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+                redo = []
+                for i, problem in zip(todo, made):
+                    key = _key(problem)
+                    if split != "train" and key in taken:
+                        attempts[i] += 1
+                        if attempts[i] >= cfg.max_attempts:
+                            raise RuntimeError(
+                                f"{split}: could not find a new problem after {cfg.max_attempts} draws; "
+                                f"the problem space (n_numbers={cfg.n_numbers}, targets {cfg.min_target}.."
+                                f"{cfg.max_target}) is too small for the requested split sizes")
+                        redo.append(i)
+                        continue
+                    if split != "train":
+                        taken.add(key)
+                    records[i] = problem
+                    bar.update(1)
+                todo = redo
+            out[split] = records  # type: ignore[assignment]
+            if split == "train":
+                taken.update(_key(p) for p in out["train"])
+    return out
+
+
+class _Inline:
+    """A stand-in for a process pool that maps in this process (workers == 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(fn, items, chunksize=1):
+        return map(fn, items)
+
+
+def statistics(splits: dict[str, list[dict]]) -> dict[str, Any]:
+    """Counts, trace lengths and search success of a generated data set."""
+    stats: dict[str, Any] = {}
+    for split, recs in splits.items():
+        s: dict[str, Any] = {"problems": len(recs), "targets": len({r["target"] for r in recs})}
+        traced = [r for r in recs if "trace" in r]
+        if traced:
+            lengths = sorted(len(r["trace"]) for r in traced)
+            solved = sum(grade(r["trace"], r["target"], r["nums"]) for r in traced)
+            s.update({
+                "traces": len(traced),
+                "trace_solved": solved / len(traced),
+                "trace_chars_mean": sum(lengths) / len(lengths),
+                "trace_chars_median": lengths[len(lengths) // 2],
+                "trace_chars_max": lengths[-1],
+                "strategies": _count(f"{r['strategy']}{r['beam_width'] if r['strategy'] == 'bfs' else ''}"
+                                     for r in traced),
+            })
+        stats[split] = s
+    return stats
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def write_splits(out_dir: str | os.PathLike, cfg: CountdownDataConfig, progress: bool = True) -> dict:
+    """Generate and write ``{split}.jsonl``, ``stats.json`` and ``config.json`` into ``out_dir``."""
+    t0 = time.perf_counter()
+    splits = generate_splits(cfg, progress=progress)
+    elapsed = time.perf_counter() - t0
+    out = Path(out_dir)
+    for split, recs in splits.items():
+        write_jsonl(out / f"{split}.jsonl", recs)
+    stats = statistics(splits)
+    seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)
+    stats["_run"] = {"seconds": round(elapsed, 2),
+                     "problems_per_s": round(sum(len(r) for r in splits.values()) / max(elapsed, 1e-9), 1),
+                     "workers": cfg.workers or os.cpu_count() or 1,
+                     "unseen_targets": sorted(unseen)}
+    write_json(out / "config.json", asdict(cfg))
+    write_json(out / "stats.json", stats)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------
+# Reading problems (ours and the published Guided-ReST layout)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """Normalise one record to ``{"nums", "target", "solution", ...}`` or raise RecordError."""
+    if "target" not in rec and isinstance(rec.get("extra_info"), dict):
+        src, prefix = rec["extra_info"], "extra_info."
+    else:
+        src, prefix = rec, ""
+
+    def get(name, check, expected):
+        if name not in src:
+            raise RecordError(path, line, prefix + name, f"missing (expected {expected})")
+        value = src[name]
+        if not check(value):
+            raise RecordError(path, line, prefix + name, f"expected {expected}, got {value!r:.80}")
+        return value
+
+    target = get("target", _is_int, "an integer")
+    nums = get("nums", lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(n) and n >= 0 for n in v),
+                 "a list of at least 2 non-negative integers")
+    out = {k: v for k, v in rec.items() if k != "extra_info"}
+    out.update({"target": target, "nums": [int(n) for n in nums]})
+    if "solution" in src and src["solution"] is not None:
+        out["solution"] = list(get("solution", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+                                     "a list of operation strings like '14+15=29'"))
+    return out
+
+
+def _iter_parquet(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RecordError(path, 0, None, "reading parquet needs pyarrow (pip install pyarrow)") from None
+    for i, rec in enumerate(pq.read_table(path).to_pylist(), start=1):
+        yield i, rec
+
+
+def read_problems(path: str | os.PathLike) -> list[dict]:
+    """Problems from a JSONL(.gz) or parquet file; errors name the file, line and field."""
+    rows = _iter_parquet(path) if str(path).endswith(".parquet") else iter_jsonl(path)
+    return [validate_problem(rec, path, line) for line, rec in rows]
+
+
+__all__ = ["CountdownDataConfig", "SPLITS", "split_targets", "generate_problem", "generate_splits",
+           "random_trace_settings", "add_trace", "statistics", "write_splits", "read_problems",
+           "validate_problem"]
