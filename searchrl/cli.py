@@ -50,6 +50,82 @@ def cmd_countdown_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    from .config import load_config
+    from .runs import prepare_run_dir
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    cfg = load_config(args.config, overrides)
+    prepare_run_dir(cfg, force=args.force_config)
+    return cfg
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from .runs import run_sft
+
+    cfg = _load(args)
+    final = run_sft(cfg, progress=not args.quiet)
+    print(f"model: {final}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runs import run_eval
+
+    cfg = _load(args)
+    results = run_eval(cfg, args.model, progress=not args.quiet)
+    out = f"{cfg.run_dir}/eval"
+    print(open(f"{out}/results.md", encoding="utf-8").read())
+    print(f"results: {out}/results.json ({results['meta']['seconds']} s)")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .runs import run_generate
+
+    cfg = _load(args)
+    out = run_generate(cfg, args.split, args.model, args.n, args.temperature, progress=not args.quiet)
+    print(open(f"{out}/{args.split}-{'greedy' if args.temperature == 0 else 'sampled'}-summary.json").read())
+    return 0
+
+
+def _config_help() -> str:
+    from .config import Config
+
+    lines = ["config keys (set in the recipe or as key=value overrides):"]
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            if f.name == "output_dir":  # set by the command inside the run directory
+                continue
+            if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.name in
+                                                     ("data", "model", "sft", "eval")):
+                sub = getattr(cls(), f.name) if cls is Config else None
+                walk(type(sub), prefix + f.name + ".")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+            lines.append(f"  {prefix}{f.name} = {default!r}: {f.metadata.get('help', '')}")
+
+    walk(Config, "")
+    return "\n".join(lines)
+
+
+def _run_parser(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_, epilog=_config_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="recipe YAML (e.g. recipes/countdown/sos-tiny.yaml)")
+    p.add_argument("--run-dir", help="run directory (same as run_dir=...)")
+    p.add_argument("--force-config", action="store_true",
+                   help="reuse a run directory even though its recorded config differs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sft.lr=3e-4")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .tasks.countdown import CountdownDataConfig
 
@@ -68,14 +144,33 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_dataclass_args(data, CountdownDataConfig)
     data.set_defaults(func=cmd_countdown_data)
+
+    _run_parser(sub, "sft", "train the Stream-of-Search base model on the run's training traces "
+                "(resumes from the last checkpoint)", cmd_sft)
+    ev = _run_parser(sub, "eval", "greedy and sampled pass@k on the test splits; writes results.json, "
+                     "results.md and PNG plots into <run_dir>/eval", cmd_eval)
+    ev.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
+    gen = _run_parser(sub, "generate", "sample graded completions for one split into <run_dir>/generate", cmd_generate)
+    gen.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
+    gen.add_argument("--split", default="valid", help="split to sample (default: valid)")
+    gen.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .data import RecordError
+    from .runs import RunDirError
+    from .tasks.countdown.dataset import ProblemSpaceExhausted
+
     try:
         return args.func(args)
+    except (ConfigError, RecordError, RunDirError, ProblemSpaceExhausted, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130

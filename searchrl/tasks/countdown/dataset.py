@@ -9,7 +9,8 @@ solution (the first one in the published order is stored).
 Splits: ``train``, ``valid`` and ``test_seen`` use the training targets, ``test_unseen``
 the held-out ones. No evaluation problem (same target and same multiset of numbers)
 appears in ``train`` or in another evaluation split; ``train`` may repeat a problem, as
-the published generator does.
+the published generator does. The evaluation splits are drawn first, so a training set
+that covers most of a small problem space still leaves them their problems.
 
 Problem ``i`` of a split is drawn from its own generator seeded by ``(seed, split, i,
 attempt)``, so the output does not depend on how many worker processes made it.
@@ -120,11 +121,13 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
     workers = cfg.workers or os.cpu_count() or 1
     c = asdict(cfg)
     out: dict[str, list[dict]] = {}
-    taken: set[tuple] = set()
+    taken: set[tuple] = set()   # problems of the evaluation splits made so far
     total = sum(sizes.values())
+    # Evaluation splits first, so a large training set can never exhaust the problems
+    # they need; training problems then avoid every evaluation problem.
     with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool, \
             tqdm(total=total, desc="countdown data", unit="problem", disable=not progress) as bar:
-        for split in SPLITS:
+        for split in ("test_unseen", "test_seen", "valid", "train"):
             n = sizes[split]
             records: list[dict | None] = [None] * n
             attempts = [0] * n
@@ -135,13 +138,13 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
                 redo = []
                 for i, problem in zip(todo, made):
                     key = _key(problem)
-                    if split != "train" and key in taken:
+                    if key in taken:
                         attempts[i] += 1
                         if attempts[i] >= cfg.max_attempts:
-                            raise RuntimeError(
-                                f"{split}: could not find a new problem after {cfg.max_attempts} draws; "
-                                f"the problem space (n_numbers={cfg.n_numbers}, targets {cfg.min_target}.."
-                                f"{cfg.max_target}) is too small for the requested split sizes")
+                            raise ProblemSpaceExhausted(
+                                f"{split}: no new problem after {cfg.max_attempts} draws; the problem space "
+                                f"(n_numbers={cfg.n_numbers}, targets {cfg.min_target}..{cfg.max_target}) "
+                                f"is too small for the requested split sizes")
                         redo.append(i)
                         continue
                     if split != "train":
@@ -150,9 +153,11 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
                     bar.update(1)
                 todo = redo
             out[split] = records  # type: ignore[assignment]
-            if split == "train":
-                taken.update(_key(p) for p in out["train"])
-    return out
+    return {split: out[split] for split in SPLITS}
+
+
+class ProblemSpaceExhausted(RuntimeError):
+    """The requested number of distinct evaluation problems does not exist."""
 
 
 class _Inline:

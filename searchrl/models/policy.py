@@ -1,0 +1,89 @@
+"""Policies: any Hugging Face causal LM; tiny Llama presets trained from scratch.
+
+A policy is a ``(model, tokenizer)`` pair of plain transformers objects, so checkpoints
+are ``save_pretrained`` directories that vLLM, TRL and transformers load as they are.
+
+* ``load_policy("tiny-1m", tokenizer=...)`` creates a fresh Llama-style model from a preset
+  (sized for this 2-core CPU; the tokenizer decides the vocabulary).
+* ``load_policy("path/to/dir")`` loads a checkpoint or a local pretrained model with its
+  own tokenizer and chat template (e.g. Llama-3.2-1B-Instruct; its chat template's
+  ``| trim`` is removed so that continuing a prefix re-tokenizes consistently, as the
+  published Guided-ReST recipe does).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from .tokenizer import build_countdown_tokenizer, fix_chat_template_trim
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+
+#: Tiny Llama-style presets (parameter counts with the 40-token digit vocabulary).
+PRESETS: dict[str, Preset] = {
+    "micro": Preset(hidden=32, layers=2, heads=2, intermediate=64),        # tests: 22k params
+    "tiny-1m": Preset(hidden=128, layers=4, heads=4, intermediate=512),    # 1.05M
+    "tiny-3m": Preset(hidden=192, layers=6, heads=6, intermediate=768),    # 3.5M
+    "small-8m": Preset(hidden=256, layers=8, heads=8, intermediate=1024),  # 8.4M
+    "small-20m": Preset(hidden=384, layers=8, heads=6, intermediate=1536), # 18.9M
+}
+
+
+def tiny_config(preset: str, vocab_size: int, max_seq_len: int, tokenizer=None) -> LlamaConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)} or a model directory")
+    p = PRESETS[preset]
+    ids = {}
+    if tokenizer is not None:
+        ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=p.hidden, num_hidden_layers=p.layers,
+        num_attention_heads=p.heads, num_key_value_heads=p.heads, intermediate_size=p.intermediate,
+        max_position_embeddings=max_seq_len, rope_theta=10000.0, tie_word_embeddings=True,
+        rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False, **ids,
+    )
+
+
+def is_model_dir(name: str | os.PathLike) -> bool:
+    return Path(name).is_dir() and (Path(name) / "config.json").exists()
+
+
+def load_policy(name: str | os.PathLike, tokenizer=None, *, number_digits: int = 0, max_seq_len: int = 1024,
+                seed: int = 0, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
+    """``(model, tokenizer)`` from a preset name or a local model directory (see module doc)."""
+    if is_model_dir(name):
+        tok = tokenizer or AutoTokenizer.from_pretrained(name)
+        fix_chat_template_trim(tok)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32)
+    elif str(name) in PRESETS:
+        tok = tokenizer or build_countdown_tokenizer(number_digits)
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(tiny_config(str(name), len(tok), max_seq_len, tok))
+        if dtype is not None:
+            model = model.to(dtype)
+    else:
+        raise FileNotFoundError(f"{name}: neither a model directory (with config.json) nor a preset "
+                                f"({', '.join(sorted(PRESETS))})")
+    if device is not None:
+        model = model.to(device)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
