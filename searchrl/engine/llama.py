@@ -1,0 +1,317 @@
+"""A Llama-family forward pass over a preallocated (static) KV cache.
+
+This is the part of the engine that does arithmetic. It reads the weights of an
+already-loaded Hugging Face ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` /
+``MistralForCausalLM`` and runs the same computation as their ``forward``, but
+organised for decoding many independent sequences at once:
+
+* The KV cache is one tensor per layer, ``[rows, kv_heads, max_seq_len, head_dim]``,
+  allocated once. Decoding a token writes one slot per row in place (HF's
+  ``DynamicCache`` concatenates, i.e. copies the whole cache, every step).
+* Each row has its own position. One decode step takes one token per row, each
+  at its own position, and a boolean mask ``key_pos <= row_pos`` hides the unused
+  tail of each row's cache. So rows that started at different times (different
+  prompt lengths, or refilled mid-way by the scheduler) share one batched step.
+* Grouped-query attention without copying K/V: for a single query token the
+  ``G = heads / kv_heads`` query heads that share a KV head are laid out as ``G``
+  "query positions" of that KV head, ``q: [rows, kv_heads, G, head_dim]``, so one
+  ``scaled_dot_product_attention`` call attends all of them to the shared cache.
+* q/k/v projections are fused into one matmul, gate/up into another (for models
+  up to 200M parameters: the fused weights are a copy); rotary is applied to q and
+  k in one go. Fewer, bigger kernels means less per-op overhead per token.
+
+The arithmetic mirrors Hugging Face's op for op (RMSNorm in float32, the rotary
+tables built from the model's own ``rotary_emb.inv_freq`` and
+``attention_scaling``, so default/linear/llama3/yarn RoPE are all covered,
+``rotate_half`` convention, SiLU-gated MLP, tied or untied ``lm_head``), so greedy
+decoding reproduces ``model.generate`` token for token up to floating-point
+rounding differences between kernels (which only matter at exact argmax ties).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+_DYNAMIC_ROPE = ("dynamic", "longrope")  # inv_freq depends on sequence length
+
+
+def unsupported_reason(model, seq_len: int | None = None) -> str | None:
+    """Why ``model`` cannot use the static-cache path (``None`` if it can)."""
+    name = type(model).__name__
+    if name not in SUPPORTED_ARCHS:
+        return f"architecture {name} is not one of {SUPPORTED_ARCHS}"
+    cfg = model.config
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"hidden_act={cfg.hidden_act!r} (only silu)"
+    if getattr(cfg, "pretraining_tp", 1) not in (None, 1):
+        return "pretraining_tp != 1"
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    if rope_type in _DYNAMIC_ROPE:
+        return f"rope_type={rope_type!r} changes with sequence length"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner.rotary_emb, "inv_freq"):
+        return "model has no model.rotary_emb.inv_freq"
+    # Sliding-window attention only differs from full attention past the window.
+    window = _sliding_window(cfg)
+    if window is not None and seq_len is not None and seq_len > window:
+        return f"sequence length {seq_len} exceeds sliding window {window}"
+    return None
+
+
+def _sliding_window(cfg) -> int | None:
+    name = cfg.model_type
+    if name == "qwen2":
+        types = getattr(cfg, "layer_types", None) or []
+        if not any(t == "sliding_attention" for t in types) and not getattr(cfg, "use_sliding_window", False):
+            return None
+    return getattr(cfg, "sliding_window", None) if name in ("qwen2", "mistral") else None
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Same op order as LlamaRMSNorm: normalise in float32, scale in the input dtype.
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _project(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> torch.Tensor:
+    """``h`` through one fused weight, or through several whose outputs are concatenated."""
+    if len(weights) == 1:
+        return F.linear(h, weights[0], biases[0])
+    return torch.cat([F.linear(h, w, b) for w, b in zip(weights, biases)], dim=-1)
+
+
+class _Layer:
+    # wqkv/bqkv and wgu/bgu are lists: one fused tensor, or the separate q,k,v / gate,up ones
+    __slots__ = ("ln1", "wqkv", "bqkv", "wo", "bo", "ln2", "wgu", "bgu", "wd", "bd")
+
+
+class StaticLlama:
+    """Static-cache forward pass for Llama-family HF models (see module docstring).
+
+    ``rows`` is the number of sequences decoded together. The cache is allocated by
+    :meth:`ensure_cache`; weights are read (q/k/v and gate/up fused, i.e. copied)
+    from the HF module by :meth:`load_weights`, again whenever a parameter's
+    storage or version counter changed, so a model trained in place in between
+    generate calls is picked up.
+    """
+
+    FUSE_MAX_PARAMS = 200_000_000  # above this, don't pay for a fused copy of the weights
+
+    def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None):
+        self.model = model
+        n_params = sum(p.numel() for p in model.parameters())
+        self.fuse = n_params <= self.FUSE_MAX_PARAMS if fuse is None else fuse
+        cfg = model.config
+        self.rows = rows
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.n_layers = cfg.num_hidden_layers
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.groups = self.n_heads // self.n_kv
+        self.scaling = self.head_dim**-0.5  # same Python float HF passes to attention
+        self.eps = cfg.rms_norm_eps
+        self.seq_len = 0
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+        self.layers: list[_Layer] = []
+        self._loaded_sig = None
+        self._cos = self._sin = None
+
+    # ------------------------------------------------------------------ weights
+    def _weights_signature(self):
+        # Identity and version counter of every parameter: an optimizer step (in-place
+        # update), load_state_dict or reassigning .data changes it.
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+
+    @torch.inference_mode()
+    def load_weights(self, force: bool = False) -> None:
+        """Read (and fuse) the current weights of the HF module, unless unchanged since last time."""
+        sig = self._weights_signature()
+        if not force and self.layers and sig == self._loaded_sig:
+            return
+        self._loaded_sig = sig
+        dev, dt = self.device, self.dtype
+
+        def w(t):
+            return None if t is None else t.detach().to(device=dev, dtype=dt)
+
+        def cat(*ts):  # fused copy (one matmul instead of several), or the tensors themselves
+            if not self.fuse:
+                return [w(t) for t in ts]
+            if any(t is None for t in ts):
+                assert all(t is None for t in ts)
+                return [None]
+            return [torch.cat([w(t) for t in ts], dim=0).contiguous()]
+
+        inner = self.model.model
+        self.layers = []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            L = _Layer()
+            L.ln1 = w(layer.input_layernorm.weight)
+            L.wqkv = cat(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)
+            L.bqkv = cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)
+            L.wo, L.bo = w(a.o_proj.weight), w(a.o_proj.bias)
+            L.ln2 = w(layer.post_attention_layernorm.weight)
+            L.wgu = cat(m.gate_proj.weight, m.up_proj.weight)
+            L.bgu = cat(m.gate_proj.bias, m.up_proj.bias)
+            L.wd, L.bd = w(m.down_proj.weight), w(m.down_proj.bias)
+            self.layers.append(L)
+        self.embed = w(inner.embed_tokens.weight)
+        self.norm = w(inner.norm.weight)
+        self.lm_head = w(self.model.lm_head.weight)
+        self.lm_bias = w(getattr(self.model.lm_head, "bias", None))
+        rot = inner.rotary_emb
+        self.inv_freq = rot.inv_freq.detach().to(self.device, torch.float32)
+        self.attention_scaling = float(getattr(rot, "attention_scaling", 1.0))
+        if self.seq_len:
+            self._build_rope(self.seq_len)
+
+    def _build_rope(self, n: int) -> None:
+        # Exactly LlamaRotaryEmbedding.forward: float positions * inv_freq, duplicated, cos/sin.
+        pos = torch.arange(n, device=self.device).float()
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self._cos = (emb.cos() * self.attention_scaling).to(self.dtype)
+        self._sin = (emb.sin() * self.attention_scaling).to(self.dtype)
+
+    # -------------------------------------------------------------------- cache
+    def ensure_cache(self, seq_len: int) -> None:
+        """Make sure the cache holds at least ``seq_len`` positions per row."""
+        if seq_len <= self.seq_len and len(self.k_cache) == self.n_layers:
+            return
+        shape = (self.rows, self.n_kv, seq_len, self.head_dim)
+        self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.n_layers)]
+        self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.n_layers)]
+        self.seq_len = seq_len
+        self._build_rope(seq_len)
+        self._key_pos = torch.arange(seq_len, device=self.device)
+        # flat slot index of (row, kv_head, position=0) for scattering one token per row
+        self._row_base = (
+            torch.arange(self.rows, device=self.device)[:, None] * (self.n_kv * seq_len)
+            + torch.arange(self.n_kv, device=self.device)[None, :] * seq_len
+        )
+
+    def copy_rows(self, dst: torch.Tensor, src: torch.Tensor, length: int) -> None:
+        """Copy the first ``length`` cache positions of rows ``src`` into rows ``dst``."""
+        for kc, vc in zip(self.k_cache, self.v_cache):
+            kc[dst, :, :length] = kc[src, :, :length]
+            vc[dst, :, :length] = vc[src, :, :length]
+
+    # ------------------------------------------------------------------ forward
+    def _qkv(self, L: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Project, split into heads and apply RoPE. Returns q, k, v as [..., heads, head_dim]."""
+        nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
+        qkv = _project(h, L.wqkv, L.bqkv).unflatten(-1, (nh + 2 * nkv, d))
+        qk = qkv[..., : nh + nkv, :]
+        qk = qk * cos + _rotate_half(qk) * sin
+        return qk[..., :nh, :], qk[..., nh:, :], qkv[..., nh + nkv :, :]
+
+    def _mlp_block(self, L: _Layer, x: torch.Tensor) -> torch.Tensor:
+        h = _rms_norm(x, L.ln2, self.eps)
+        gate, up = _project(h, L.wgu, L.bgu).chunk(2, dim=-1)
+        return x + F.linear(F.silu(gate) * up, L.wd, L.bd)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = _rms_norm(x, self.norm, self.eps)
+        return F.linear(x, self.lm_head, self.lm_bias).float()
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]):
+        """Run a batch of prompts through the model.
+
+        The projections and MLPs run on the prompts' tokens packed back to back
+        (no padding tokens to pay for); only attention uses a padded
+        ``[P, heads, T, head_dim]`` layout with a causal + length mask.
+
+        Returns ``(keys, values, logits)``: per layer K and V of shape
+        ``[P, kv_heads, T, head_dim]`` (to be copied into cache rows with
+        :meth:`write_prefill`, possibly several rows per prompt) and the logits
+        of each prompt's last token, ``[P, vocab]``.
+        """
+        dev, nh, d = self.device, self.n_heads, self.head_dim
+        lens = [len(p) for p in prompts]
+        P, T, N = len(prompts), max(lens), sum(lens)
+        ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long).to(dev)
+        positions = torch.cat([torch.arange(n) for n in lens]).to(dev)
+        padded = N < P * T
+        if padded:  # where each packed token sits in the padded [P * T] layout
+            slot = torch.cat([torch.arange(n) + i * T for i, n in enumerate(lens)]).to(dev)
+        lens_t = torch.tensor(lens, device=dev)
+        key_pos = torch.arange(T, device=dev)
+        causal = key_pos[None, :] <= key_pos[:, None]  # [T(query), T(key)]
+        mask = (causal[None] & (key_pos[None, None, :] < lens_t[:, None, None]))[:, None]  # [P, 1, T, T]
+
+        def to_padded(t):  # [N, heads, D] -> [P, heads, T, D]
+            if padded:
+                t = t.new_zeros(P * T, *t.shape[1:]).index_copy_(0, slot, t)
+            return t.view(P, T, -1, d).transpose(1, 2)
+
+        cos, sin = self._cos[positions][:, None, :], self._sin[positions][:, None, :]  # [N, 1, D]
+        x = F.embedding(ids, self.embed)  # [N, hidden]
+        keys, values = [], []
+        for L in self.layers:
+            h = _rms_norm(x, L.ln1, self.eps)
+            q, k, v = self._qkv(L, h, cos, sin)  # [N, heads, D]
+            q, k, v = to_padded(q), to_padded(k).contiguous(), to_padded(v).contiguous()
+            keys.append(k)
+            values.append(v)
+            if self.groups > 1:
+                k, v = k.repeat_interleave(self.groups, dim=1), v.repeat_interleave(self.groups, dim=1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+            o = o.transpose(1, 2).reshape(P * T, nh * d)
+            if padded:
+                o = o.index_select(0, slot)
+            x = x + F.linear(o, L.wo, L.bo)
+            x = self._mlp_block(L, x)
+        last = torch.cumsum(lens_t, 0) - 1
+        return keys, values, self._logits(x[last])
+
+    @torch.inference_mode()
+    def write_prefill(self, rows: torch.Tensor, src: torch.Tensor, keys, values) -> None:
+        """Copy prefill K/V of prompts ``src`` (indices into the prefill batch) into cache ``rows``."""
+        T = keys[0].shape[2]
+        for kc, vc, k, v in zip(self.k_cache, self.v_cache, keys, values):
+            kc[rows, :, :T] = k[src]
+            vc[rows, :, :T] = v[src]
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, pos: torch.Tensor, n: int, span: int) -> torch.Tensor:
+        """One decode step for cache rows ``0..n-1``.
+
+        ``tokens[i]`` is fed at position ``pos[i]`` of row ``i`` (its K/V is written
+        there); ``span`` > max(pos) bounds the part of the cache attended to.
+        Returns logits ``[n, vocab]`` for the next token of every row.
+        """
+        nkv, G, d = self.n_kv, self.groups, self.head_dim
+        cos, sin = self._cos[pos][:, None, :], self._sin[pos][:, None, :]  # [n, 1, D]
+        mask = (self._key_pos[None, :span] <= pos[:, None])[:, None, None, :]  # [n, 1, 1, span]
+        slot = (self._row_base[:n] + pos[:, None]).flatten()  # [n * kv_heads]
+        x = F.embedding(tokens, self.embed)  # [n, hidden]
+        for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
+            h = _rms_norm(x, L.ln1, self.eps)
+            q, k, v = self._qkv(L, h, cos, sin)  # [n, heads, D]
+            kc.view(-1, d).index_copy_(0, slot, k.reshape(-1, d))
+            vc.view(-1, d).index_copy_(0, slot, v.reshape(-1, d))
+            o = F.scaled_dot_product_attention(
+                q.reshape(n, nkv, G, d),  # the G query heads of a KV head as G "positions"
+                kc[:n, :, :span],
+                vc[:n, :, :span],
+                attn_mask=mask,
+                scale=self.scaling,
+            )
+            x = x + F.linear(o.reshape(n, -1), L.wo, L.bo)
+            x = self._mlp_block(L, x)
+        return self._logits(x)
