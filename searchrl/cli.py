@@ -91,25 +91,34 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .runs import prepare_run_dir
+    from .selftrain.demo import load_demo_config, run_demo
+
+    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    cfg = load_demo_config(args.preset, args.config, overrides)
+    prepare_run_dir(cfg, force=args.force_config)
+    run_demo(cfg, progress=not args.quiet)
+    print(open(f"{cfg.run_dir}/results.md", encoding="utf-8").read())
+    return 0
+
+
 def _config_help() -> str:
     from .config import Config
 
     lines = ["config keys (set in the recipe or as key=value overrides):"]
 
-    def walk(cls, prefix):
-        for f in dataclasses.fields(cls):
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
             if f.name == "output_dir":  # set by the command inside the run directory
                 continue
-            if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.name in
-                                                     ("data", "model", "sft", "eval")):
-                sub = getattr(cls(), f.name) if cls is Config else None
-                walk(type(sub), prefix + f.name + ".")
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, prefix + f.name + ".")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-            lines.append(f"  {prefix}{f.name} = {default!r}: {f.metadata.get('help', '')}")
+            lines.append(f"  {prefix}{f.name} = {value!r}: {f.metadata.get('help', '')}")
 
-    walk(Config, "")
+    walk(Config(), "")
     return "\n".join(lines)
 
 
@@ -147,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _run_parser(sub, "sft", "train the Stream-of-Search base model on the run's training traces "
                 "(resumes from the last checkpoint)", cmd_sft)
+    demo = _run_parser(sub, "demo", "the whole Countdown comparison: data, SoS base, ReST, Guided-ReST, "
+                       "evaluation, table and plots (resumable)", cmd_demo)
+    demo.add_argument("--preset", default="default", choices=["default", "smoke"],
+                      help="default: the real comparison; smoke: minuscule settings, about two minutes")
     ev = _run_parser(sub, "eval", "greedy and sampled pass@k on the test splits; writes results.json, "
                      "results.md and PNG plots into <run_dir>/eval", cmd_eval)
     ev.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")

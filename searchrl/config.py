@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .selftrain.rest import SelfTrainConfig
 from .tasks.countdown.dataset import CountdownDataConfig
 from .train.sft import SFTConfig
 
@@ -31,6 +32,7 @@ class ModelConfig:
     number_digits: int = _f(0, "tokenizer for presets: 0 = one token per digit, D = whole numbers of <= D digits")
     max_seq_len: int = _f(1024, "context length of presets (tokens)")
     dtype: str = _f("float32", "weights dtype for loading: float32 | bfloat16 | float16")
+    device: str = _f("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
 
 
 @dataclass
@@ -58,19 +60,25 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(output_dir=""))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    rest_sft: SFTConfig = field(default_factory=lambda: SFTConfig(output_dir="", warmup_steps=20, epochs=2.0))
+    base_model: str = _f("", "start self-training from this checkpoint instead of training the SoS base "
+                         "('' = train it into <run_dir>/sft)")
 
 
 class ConfigError(ValueError):
     pass
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+def load_config(path: str | os.PathLike | list | None = None, overrides: list[str] | None = None,
                 cls: type = Config) -> Any:
-    """Recipe YAML (optional) merged over the dataclass defaults, then ``key=value`` overrides."""
+    """Recipe YAML(s) (optional; later ones win) merged over the dataclass defaults, then
+    ``key=value`` overrides."""
     base = OmegaConf.structured(cls)
+    paths = path if isinstance(path, list) else ([] if path is None else [path])
     try:
-        if path is not None:
-            base = OmegaConf.merge(base, OmegaConf.load(path))
+        for p in paths:
+            base = OmegaConf.merge(base, OmegaConf.load(p))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -78,7 +86,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(base)
     except OmegaConfBaseException as e:
-        where = f"{path}: " if path is not None else ""
+        where = f"{', '.join(map(str, paths))}: " if paths else ""
         raise ConfigError(f"{where}{e}".strip()) from None
 
 

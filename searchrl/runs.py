@@ -77,8 +77,11 @@ def load_model(cfg: Config, name: str | None = None):
     from .models import load_policy
 
     dtype = getattr(torch, DTYPES[cfg.model.dtype])
+    device = cfg.model.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return load_policy(name or cfg.model.name, number_digits=cfg.model.number_digits,
-                       max_seq_len=cfg.model.max_seq_len, seed=cfg.seed, dtype=dtype)
+                       max_seq_len=cfg.model.max_seq_len, seed=cfg.seed, dtype=dtype, device=device)
 
 
 def sos_examples(problems: list[dict], tokenizer) -> list[dict]:
