@@ -21,6 +21,16 @@ from ..data import read_json, write_json, write_text
 PRESETS = ("default", "smoke")
 
 
+def resolve_model_path(name: str) -> Path:
+    """``builtin:NAME`` is a checkpoint shipped inside the package (``searchrl/presets/NAME``)."""
+    if name.startswith("builtin:"):
+        path = Path(str(resources.files("searchrl") / "presets" / name.split(":", 1)[1]))
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{name}: no shipped checkpoint at {path}")
+        return path
+    return Path(name)
+
+
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
         raise ValueError(f"unknown demo preset {name!r}; choose one of {PRESETS}")
@@ -61,8 +71,9 @@ def run_demo(cfg: Config, progress: bool = True) -> dict:
     task = CountdownTask(data)
     _log(f"data: {data} ({len(task.problems('train'))} training problems)")
     if cfg.base_model:
-        base = Path(cfg.base_model)
-        _log(f"starting from the shipped base checkpoint {base} (not training the SoS base model here)")
+        base = resolve_model_path(cfg.base_model)
+        _log(f"starting from the base checkpoint {base} (the SoS base model is not trained in this run; "
+             f"see README for the command that made it)")
     else:
         _log(f"training the Stream-of-Search base model ({cfg.model.name}) into {run / 'sft'}")
         base = stage("sos_sft", lambda: run_sft(cfg, progress))
