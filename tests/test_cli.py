@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
 
 from searchrl.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SMALL = ["data.n_train=40", "data.n_valid=4", "data.n_test=5", "data.max_target=30", "data.workers=1",

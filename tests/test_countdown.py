@@ -11,8 +11,7 @@ import pytest
 
 from searchrl.data import RecordError
 from searchrl.tasks.countdown import (CountdownDataConfig, CountdownTask, generate_splits, grade, guide,
-                                      optimal_trace, read_problems, solve, sos_trace, split_targets,
-                                      write_splits)
+                                      optimal_trace, read_problems, solve, sos_trace, split_targets)
 from searchrl.tasks.countdown.core import apply_operation, combine_nums
 
 DATA = Path(__file__).parent / "data"

@@ -43,15 +43,6 @@ def tiny(arch: str, vocab: int, **kw):
     return model_cls(cfg).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and 2 OpenMP threads crawl when another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return char_tokenizer()

@@ -11,21 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from searchrl.data import read_json, read_jsonl
 from searchrl.models import load_policy
 from searchrl.selftrain.rest import SelfTrainConfig, run_selftrain
 from searchrl.tasks.countdown import CountdownDataConfig, CountdownTask, grade, write_splits
 from searchrl.train.sft import SFTConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,6 @@ tokenizers = pytest.importorskip("tokenizers")
 WORDS = [str(i) for i in range(10)] + ["+", "=", "reverse", ":", "a", "b", "c", "d"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -14,21 +14,15 @@ content does not depend on what else was generated with it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from ..data import read_jsonl, write_json, write_jsonl
+from ..seeding import stable_seed
 from ..engine import SamplingParams, Sampler
 from ..models.tokenizer import prompt_for
 from .metrics import summarize
-
-
-def request_seed(seed: int, split: str, index: int) -> int:
-    """A stable 31-bit seed for one problem's request (independent of batching and sharding)."""
-    h = hashlib.sha256(f"{seed}:{split}:{index}".encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
 def budgets_for(max_tokens: int) -> list[int]:
@@ -62,7 +56,7 @@ def generate_split(sampler: Sampler, tokenizer, task, split: str, problems: list
         chunk = problems[start:end]
         prompts = [prompt_for(tokenizer, task.prompt(p)) for p in chunk]
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                 seed=request_seed(seed, split, start + i)) for i in range(len(chunk))]
+                                 seed=stable_seed(seed, split, start + i)) for i in range(len(chunk))]
         outputs = sampler.generate(prompts, params)
         shard = []
         for i, (p, o) in enumerate(zip(chunk, outputs)):

@@ -28,15 +28,14 @@ so a regenerated shard equals the lost one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..data import read_json, read_jsonl, write_json, write_jsonl
+from ..seeding import stable_seed
 
 
 @dataclass
@@ -54,11 +53,6 @@ class SelfTrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of the sampling and of the guide's random choices"})
 
 
-def request_seed(*parts: Any) -> int:
-    h = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
 def generate_guided(sampler, tokenizer, task, problems: list[dict], start: int, cfg: SelfTrainConfig,
                     iteration: int) -> list[dict]:
     """Sample one trajectory per problem, then run the guidance rounds on the failures.
@@ -72,7 +66,7 @@ def generate_guided(sampler, tokenizer, task, problems: list[dict], start: int, 
 
     prompts = [prompt_for(tokenizer, task.prompt(p)) for p in problems]
     params = [SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                             seed=request_seed(cfg.seed, iteration, 0, start + i)) for i in range(len(problems))]
+                             seed=stable_seed(cfg.seed, iteration, 0, start + i)) for i in range(len(problems))]
     outs = sampler.generate(prompts, params)
     recs = []
     for i, (p, o) in enumerate(zip(problems, outs)):
@@ -85,7 +79,7 @@ def generate_guided(sampler, tokenizer, task, problems: list[dict], start: int, 
         for i, (p, rec) in enumerate(zip(problems, recs)):
             if rec["reward"] > 0:
                 continue
-            rng = random.Random(request_seed(cfg.seed, iteration, rnd, start + i, "guide"))
+            rng = random.Random(stable_seed(cfg.seed, iteration, rnd, start + i, "guide"))
             prefix = task.guide(p, rec["response"], rng=rng)
             n_prefix = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
             if n_prefix >= cfg.max_tokens:
@@ -94,7 +88,7 @@ def generate_guided(sampler, tokenizer, task, problems: list[dict], start: int, 
             prefixes.append((prefix, n_prefix))
             cont_prompts.append(prompts[i] + prefix)
             cont_params.append(SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens - n_prefix,
-                                              seed=request_seed(cfg.seed, iteration, rnd, start + i)))
+                                              seed=stable_seed(cfg.seed, iteration, rnd, start + i)))
         if not todo:
             break
         outs = sampler.generate(cont_prompts, cont_params)
