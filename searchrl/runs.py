@@ -104,7 +104,7 @@ def run_sft(cfg: Config, progress: bool = True) -> Path:
     model, tok = load_model(cfg)
     examples = sos_examples(task.problems("train"), tok)
     sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(out))
-    train_sft(model, tok, examples, sft_cfg)
+    train_sft(model, tok, examples, sft_cfg, progress=progress)
     return out / "final"
 
 

@@ -87,3 +87,17 @@ def test_presets_save_and_load_as_hf_directories(tmp_path):
 def test_unknown_policy_name_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a model directory"):
         load_policy(tmp_path / "nope")
+
+
+def test_pretrained_directory_with_a_trimming_chat_template(tmp_path):
+    """A local model whose chat template trims messages (as Llama-3.x's does) loads with the
+    trim removed, so a continuation prefix ending in a newline survives the template."""
+    model, tok = load_policy("micro", max_seq_len=128)
+    tok.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] | trim }}{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    _, tok2 = load_policy(tmp_path)
+    assert "trim" not in tok2.chat_template
+    text = tok2.apply_chat_template([{"role": "user", "content": "42:[1, 2]\n"}], tokenize=False)
+    assert text.endswith("42:[1, 2]\n")

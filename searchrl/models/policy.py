@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 
 from .tokenizer import build_countdown_tokenizer, fix_chat_template_trim
 
@@ -64,6 +65,7 @@ def is_model_dir(name: str | os.PathLike) -> bool:
 def load_policy(name: str | os.PathLike, tokenizer=None, *, number_digits: int = 0, max_seq_len: int = 1024,
                 seed: int = 0, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
     """``(model, tokenizer)`` from a preset name or a local model directory (see module doc)."""
+    hf_logging.disable_progress_bar()  # per-file "Loading weights" bars for tiny models are noise
     if is_model_dir(name):
         tok = tokenizer or AutoTokenizer.from_pretrained(name)
         fix_chat_template_trim(tok)

@@ -159,7 +159,7 @@ def run_selftrain(task, load_model, sft_cfg, method_dir: str | os.PathLike, base
         start = base_model if cfg.from_base else policy
         if examples:
             model, tok = load_model(start)
-            train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)))
+            train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)), progress=progress)
             policy = sft_dir / "final"
             write_json(done, {"model": str(policy), "initialised_from": str(start), "examples": len(examples)})
         else:

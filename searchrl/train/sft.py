@@ -480,7 +480,8 @@ def _trajectory(cfg: SFTConfig, mixed_precision: str, num_processes: int, finger
 
 
 def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
-              callback: Callable[[int, dict | None], Any] | None = None, accelerator=None) -> dict:
+              callback: Callable[[int, dict | None], Any] | None = None, accelerator=None,
+              progress: bool = True) -> dict:
     """Fine-tune ``model`` (in place) on ``examples``; write checkpoints, metrics and ``output_dir/final``.
 
     Args:
@@ -646,7 +647,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
     win_steps = win_resp = win_tokens = win_padded = 0
     last_loss = math.nan
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    bar = tqdm(total=total, initial=start_step, desc="sft", unit="step", dynamic_ncols=True, disable=not main)
+    bar = tqdm(total=total, initial=start_step, desc="sft", unit="step", dynamic_ncols=True,
+               disable=not (main and progress))
     t_window = time.perf_counter()
     try:
         while step < total:
