@@ -124,7 +124,7 @@ def run_eval(cfg: Config, model_dir: str | os.PathLike | None = None, out_name: 
     results = {"methods": {cfg.eval.method: summary},
                "meta": {"model": str(model_dir), "eval": to_dict(cfg)["eval"],
                         "seconds": round(time.perf_counter() - t0, 1)}}
-    write_report(out, results)
+    write_report(out, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks))
     return results
 
 

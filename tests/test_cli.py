@@ -40,6 +40,15 @@ def test_sft_then_eval_write_their_files(tmp_path, capsys):
     assert json.loads((run / "generate" / "valid-sampled-summary.json").read_text())["samples"] == 6
 
 
+def test_eval_on_another_split_reports_that_split(tmp_path):
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "eval.splits=[valid]"]) == 0
+    assert main(["eval", "--run-dir", str(run), "--quiet", *SMALL, "eval.splits=[valid]"]) == 0
+    md = (run / "eval" / "results.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| tiny |"))
+    assert "valid" in md and row.count("–") == 0
+
+
 def test_a_different_config_into_the_same_run_dir_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0

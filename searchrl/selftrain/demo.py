@@ -100,7 +100,8 @@ def run_demo(cfg: Config, progress: bool = True) -> dict:
                "selftrain": {"ReST": read_stats(run / "rest"), "Guided-ReST": read_stats(run / "guided-rest")},
                "meta": {"config": to_dict(cfg), "models": {k: str(v) for k, v in methods.items()},
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
-    paths = write_report(run, results, title="Countdown: SoS vs ReST vs Guided-ReST")
+    paths = write_report(run, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
+                         title="Countdown: SoS vs ReST vs Guided-ReST")
     md = Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
     write_text(paths["markdown"], md)
     _log(f"results: {paths['json']}, {paths['markdown']}, {paths['passk_png']}, {paths['budget_png']}")
