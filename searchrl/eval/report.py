@@ -168,6 +168,22 @@ def markdown_table(
 
 # ----------------------------------------------------------------------------- plots
 
+def _plot_methods(ax, results, methods, split, styles, handles, markersize, keep=lambda x: True) -> set[int]:
+    """One line per method of ``results[method][split][x]`` (rates in [0, 1], drawn in %);
+    returns the x values drawn and records each method's line in ``handles``."""
+    drawn: set[int] = set()
+    for method in methods:
+        values = _int_keyed((results[method] or {}).get(split))
+        xs = sorted(x for x in values if keep(x))
+        if not xs:
+            continue
+        drawn.update(xs)
+        (line,) = ax.plot(xs, [100.0 * values[x] for x in xs], label=method, linewidth=1.8, markersize=markersize,
+                          clip_on=False, zorder=3, **styles[method])
+        handles.setdefault(method, line)
+    return drawn
+
+
 def plot_pass_at_k(
     results: Mapping[str, Mapping[str, Mapping[Any, float]]],
     path: str | os.PathLike,
@@ -186,16 +202,7 @@ def plot_pass_at_k(
     fig, axes = _new_figure(len(splits), title if title is not None else "pass@k")
     handles: dict[str, Any] = {}
     for ax, split in zip(axes, splits):
-        all_ks: set[int] = set()
-        for method in methods:
-            values = _int_keyed((results[method] or {}).get(split))
-            ks = sorted(k for k in values if k >= 1)
-            if not ks:
-                continue
-            all_ks.update(ks)
-            (line,) = ax.plot(ks, [100.0 * values[k] for k in ks], label=method, linewidth=1.8, markersize=6,
-                              clip_on=False, zorder=3, **styles[method])
-            handles.setdefault(method, line)
+        all_ks = _plot_methods(ax, results, methods, split, styles, handles, markersize=6, keep=lambda k: k >= 1)
         ax.set_xscale("log", base=2)
         ticks = sorted(all_ks) or list(DEFAULT_KS)
         ax.set_xticks(ticks, [str(k) for k in ticks])
@@ -231,16 +238,7 @@ def plot_accuracy_vs_budget(
     fig, axes = _new_figure(len(splits), title if title is not None else "Accuracy vs. token budget")
     handles: dict[str, Any] = {}
     for ax, split in zip(axes, splits):
-        all_b: set[int] = set()
-        for method in methods:
-            values = _int_keyed((budget_results[method] or {}).get(split))
-            bs = sorted(values)
-            if not bs:
-                continue
-            all_b.update(bs)
-            (line,) = ax.plot(bs, [100.0 * values[b] for b in bs], label=method, linewidth=1.8, markersize=5,
-                              clip_on=False, zorder=3, **styles[method])
-            handles.setdefault(method, line)
+        all_b = _plot_methods(ax, budget_results, methods, split, styles, handles, markersize=5)
         positive = sorted(b for b in all_b if b > 0)
         if positive and len(positive) == len(all_b) and positive[-1] >= 8 * positive[0]:
             ax.set_xscale("log", base=2)
