@@ -153,29 +153,23 @@ def main():
         model.generate(**enc, do_sample=False, max_new_tokens=4, pad_token_id=tok.pad_token_id)
 
     res = {}
-    fixed = [N] * len(prompts)
-    ours_s, ours_ids = run_ours(fixed)
-    res["ours_tok_s"] = sum(fixed) / ours_s
-    print(f"fixed  | ours: {ours_s:6.2f} s, {res['ours_tok_s']:8,.0f} tok/s")
-    if not args.skip_hf:
-        hf_s, hf_ids = run_hf(fixed)
-        res["hf_tok_s"] = sum(fixed) / hf_s
-        res["ratio"] = res["ours_tok_s"] / res["hf_tok_s"]
-        res["greedy_agreement"] = sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts)
-        print(f"fixed  | transformers generate(): {hf_s:6.2f} s, {res['hf_tok_s']:8,.0f} tok/s | "
-              f"ratio {res['ratio']:.2f}x | identical greedy sequences {res['greedy_agreement']:.1%}")
+    workloads = [("fixed", "", [N] * len(prompts), "")]
     if not args.no_varlen:
-        varlen = [rng.randint(min(8, N), N) for _ in prompts]
-        ours_s, ours_ids = run_ours(varlen)
-        res["ours_tok_s_varlen"] = sum(varlen) / ours_s
-        print(f"varlen | ours: {ours_s:6.2f} s, {res['ours_tok_s_varlen']:8,.0f} tok/s (wanted tokens)")
-        if not args.skip_hf:
-            hf_s, hf_ids = run_hf(varlen)
-            res["hf_tok_s_varlen"] = sum(varlen) / hf_s
-            res["ratio_varlen"] = res["ours_tok_s_varlen"] / res["hf_tok_s_varlen"]
-            print(f"varlen | transformers generate(): {hf_s:6.2f} s, {res['hf_tok_s_varlen']:8,.0f} tok/s "
-                  f"(wanted tokens) | ratio {res['ratio_varlen']:.2f}x | identical greedy sequences "
-                  f"{sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts):.1%}")
+        workloads.append(("varlen", "_varlen", [rng.randint(min(8, N), N) for _ in prompts], " (wanted tokens)"))
+    for name, suffix, wanted, note in workloads:
+        ours_s, ours_ids = run_ours(wanted)
+        res[f"ours_tok_s{suffix}"] = sum(wanted) / ours_s
+        print(f"{name:6s} | ours: {ours_s:6.2f} s, {res[f'ours_tok_s{suffix}']:8,.0f} tok/s{note}")
+        if args.skip_hf:
+            continue
+        hf_s, hf_ids = run_hf(wanted)
+        res[f"hf_tok_s{suffix}"] = sum(wanted) / hf_s
+        res[f"ratio{suffix}"] = res[f"ours_tok_s{suffix}"] / res[f"hf_tok_s{suffix}"]
+        agreement = sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts)
+        if name == "fixed":
+            res["greedy_agreement"] = agreement
+        print(f"{name:6s} | transformers generate(): {hf_s:6.2f} s, {res[f'hf_tok_s{suffix}']:8,.0f} tok/s{note} | "
+              f"ratio {res[f'ratio{suffix}']:.2f}x | identical greedy sequences {agreement:.1%}")
 
     flops = matmul_flops()
     mfu = 2 * n_params * res["ours_tok_s"] / flops

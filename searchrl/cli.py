@@ -136,6 +136,7 @@ def _run_parser(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .selftrain.demo import PRESETS as DEMO_PRESETS
     from .tasks.countdown import CountdownDataConfig
 
     parser = argparse.ArgumentParser(prog="searchrl", description=__doc__.splitlines()[0]
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "(resumes from the last checkpoint)", cmd_sft)
     demo = _run_parser(sub, "demo", "the whole Countdown comparison: data, SoS base, ReST, Guided-ReST, "
                        "evaluation, table and plots (resumable)", cmd_demo)
-    demo.add_argument("--preset", default="default", choices=["default", "smoke"],
+    demo.add_argument("--preset", default="default", choices=DEMO_PRESETS,
                       help="default: the real comparison; smoke: minuscule settings, about two minutes")
     ev = _run_parser(sub, "eval", "greedy and sampled pass@k on the test splits; writes results.json, "
                      "results.md and PNG plots into <run_dir>/eval", cmd_eval)

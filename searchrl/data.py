@@ -113,12 +113,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def require(path: str | os.PathLike, line: int, rec: dict[str, Any], field: str,
-            check: Callable[[Any], bool], expected: str) -> Any:
-    """Return ``rec[field]`` or raise a :class:`RecordError` saying what was expected."""
-    if field not in rec:
-        raise RecordError(path, line, field, f"missing (expected {expected})")
-    value = rec[field]
-    if not check(value):
-        raise RecordError(path, line, field, f"expected {expected}, got {value!r:.80}")
-    return value
+def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path],
+                     produce: Callable[[int, int], list[dict]], desc: str = "",
+                     progress: bool = True) -> list[dict]:
+    """Records for items ``0..n-1``, made ``shard_size`` at a time and kept on disk.
+
+    Shard ``[start, end)`` lives at ``path_of(start, end)``: a finished shard is read back,
+    a missing one is made by ``produce(start, end)`` and written atomically, so a crash
+    loses at most the shard in flight and a rerun recomputes nothing finished.
+    """
+    from tqdm.auto import tqdm
+
+    records: list[dict] = []
+    with tqdm(total=n, desc=desc, unit="problem", disable=not progress) as bar:
+        for start in range(0, n, shard_size):
+            end = min(start + shard_size, n)
+            path = path_of(start, end)
+            if path.exists():
+                part = read_jsonl(path)
+            else:
+                part = produce(start, end)
+                write_jsonl(path, part)
+            records.extend(part)
+            bar.update(end - start)
+    return records

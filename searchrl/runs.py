@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .data import write_json, write_text
 
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class RunDirError(RuntimeError):
@@ -76,7 +76,9 @@ def load_model(cfg: Config, name: str | None = None):
 
     from .models import load_policy
 
-    dtype = getattr(torch, DTYPES[cfg.model.dtype])
+    if cfg.model.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {DTYPES}, got {cfg.model.dtype!r}")
+    dtype = getattr(torch, cfg.model.dtype)
     device = cfg.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,17 +110,24 @@ def run_sft(cfg: Config, progress: bool = True) -> Path:
     return out / "final"
 
 
+def _task_and_policy(cfg: Config, model_dir: str | os.PathLike | None, progress: bool):
+    """The run's Countdown task and the policy in ``model_dir`` (default: the run's SFT model)."""
+    from .tasks.countdown import CountdownTask
+
+    model_dir = Path(model_dir) if model_dir else Path(cfg.run_dir) / "sft" / "final"
+    task = CountdownTask(ensure_data(cfg, progress))
+    model, tok = load_model(cfg, str(model_dir))
+    return task, model_dir, model, tok
+
+
 def run_eval(cfg: Config, model_dir: str | os.PathLike | None = None, out_name: str = "eval",
              progress: bool = True) -> dict:
     """Greedy and sampled pass@k of a checkpoint on the test splits; writes the report."""
     from .eval.evaluate import evaluate
     from .eval.report import write_report
-    from .tasks.countdown import CountdownTask
 
-    model_dir = Path(model_dir) if model_dir else Path(cfg.run_dir) / "sft" / "final"
     out = Path(cfg.run_dir) / out_name
-    task = CountdownTask(ensure_data(cfg, progress))
-    model, tok = load_model(cfg, str(model_dir))
+    task, model_dir, model, tok = _task_and_policy(cfg, model_dir, progress)
     t0 = time.perf_counter()
     summary = evaluate(model, tok, task, cfg.eval, out, progress=progress)
     results = {"methods": {cfg.eval.method: summary},
@@ -133,15 +142,12 @@ def run_generate(cfg: Config, split: str, model_dir: str | os.PathLike | None, n
     """Sample ``n`` graded completions per problem of ``split`` (resumable shards)."""
     from .engine import Sampler
     from .eval.evaluate import generate_split
-    from .tasks.countdown import CountdownTask
 
-    model_dir = Path(model_dir) if model_dir else Path(cfg.run_dir) / "sft" / "final"
     out = Path(cfg.run_dir) / out_name
-    task = CountdownTask(ensure_data(cfg, progress))
+    task, _, model, tok = _task_and_policy(cfg, model_dir, progress)
     problems = task.problems(split)
     if cfg.eval.n_problems:
         problems = problems[: cfg.eval.n_problems]
-    model, tok = load_model(cfg, str(model_dir))
     sampler = Sampler(model, tok, max_batch_size=cfg.eval.batch_size)
     mode = "greedy" if temperature == 0 else "sampled"
     recs = generate_split(sampler, tok, task, split, problems, mode, n, temperature, cfg.eval.top_p,

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data import read_jsonl, write_json, write_jsonl
+from ..data import resumable_shards, write_json
 from ..seeding import stable_seed
 from ..engine import SamplingParams, Sampler
 from ..models.tokenizer import prompt_for
@@ -41,34 +41,23 @@ def generate_split(sampler: Sampler, tokenizer, task, split: str, problems: list
 
     Returns the sample records of all problems, in problem order.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir) / "samples" / split
-    records: list[dict] = []
-    shards = [(s, min(s + shard_problems, len(problems))) for s in range(0, len(problems), shard_problems)]
-    bar = tqdm(total=len(problems), desc=f"{split} {mode}", unit="problem", disable=not progress)
-    for start, end in shards:
-        path = out / f"{mode}-{start:06d}-{end - 1:06d}.jsonl"
-        if path.exists():
-            records.extend(read_jsonl(path))
-            bar.update(end - start)
-            continue
+
+    def produce(start: int, end: int) -> list[dict]:
         chunk = problems[start:end]
         prompts = [prompt_for(tokenizer, task.prompt(p)) for p in chunk]
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                  seed=stable_seed(seed, split, start + i)) for i in range(len(chunk))]
-        outputs = sampler.generate(prompts, params)
         shard = []
-        for i, (p, o) in enumerate(zip(chunk, outputs)):
+        for i, (p, o) in enumerate(zip(chunk, sampler.generate(prompts, params))):
             for c in o.outputs:
                 shard.append({"split": split, "index": start + i, "mode": mode, "sample": c.index,
                               "response": c.text, "num_tokens": len(c.token_ids),
                               "finish_reason": c.finish_reason, "reward": task.reward(p, c.text)})
-        write_jsonl(path, shard)
-        records.extend(shard)
-        bar.update(end - start)
-    bar.close()
-    return records
+        return shard
+
+    return resumable_shards(len(problems), shard_problems, lambda s, e: out / f"{mode}-{s:06d}-{e - 1:06d}.jsonl",
+                            produce, desc=f"{split} {mode}", progress=progress)
 
 
 def _by_problem(records: list[dict], n_problems: int) -> list[list[tuple[bool, int]]]:

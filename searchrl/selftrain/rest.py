@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import read_json, read_jsonl, write_json, write_jsonl
+from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..seeding import stable_seed
 
 
@@ -109,8 +109,6 @@ def run_selftrain(task, load_model, sft_cfg, method_dir: str | os.PathLike, base
     guidance rounds) ``guide``; ``load_model(path) -> (model, tokenizer)``; ``sft_cfg`` is
     the :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning.
     """
-    from tqdm.auto import tqdm
-
     from ..engine import Sampler
     from ..models.tokenizer import prompt_for
     from ..train.sft import train_sft
@@ -133,21 +131,12 @@ def run_selftrain(task, load_model, sft_cfg, method_dir: str | os.PathLike, base
         if not (it_dir / "gen_stats.json").exists():
             model, tok = load_model(policy)
             sampler = Sampler(model, tok, max_batch_size=cfg.batch_size)
-            recs: list[dict] = []
             t0 = time.perf_counter()
-            bar = tqdm(total=len(problems), desc=f"{method_dir.name} iter {it} generate", unit="problem",
-                       disable=not progress)
-            for s in range(0, len(problems), cfg.shard_problems):
-                e = min(s + cfg.shard_problems, len(problems))
-                shard = it_dir / "gen" / f"shard-{s:06d}-{e - 1:06d}.jsonl"
-                if shard.exists():
-                    part = read_jsonl(shard)
-                else:
-                    part = generate_guided(sampler, tok, task, problems[s:e], s, cfg, it)
-                    write_jsonl(shard, part)
-                recs.extend(part)
-                bar.update(e - s)
-            bar.close()
+            recs = resumable_shards(
+                len(problems), cfg.shard_problems,
+                lambda s, e: it_dir / "gen" / f"shard-{s:06d}-{e - 1:06d}.jsonl",
+                lambda s, e: generate_guided(sampler, tok, task, problems[s:e], s, cfg, it),
+                desc=f"{method_dir.name} iter {it} generate", progress=progress)
             kept = [r for r in recs if r["reward"] > 0]
             write_jsonl(data_path, [{"prompt": prompt_for(tok, task.prompt(problems[r["index"]])),
                                      "response": r["response"], "index": r["index"],
