@@ -1,32 +1,45 @@
 """Throughput of searchrl.engine.Sampler vs transformers' generate() on this machine.
 
-Builds a tiny random Llama (or loads ``--model DIR``) and a character-level
-tokenizer, then decodes the same prompts greedily through
+By default both decode with the Countdown policy the demo samples from (the
+shipped ``searchrl/presets/sos-tiny-base``, a 1.05M-parameter Llama trained on
+Stream-of-Search traces) the same 256 Countdown prompts (numbers 1..29, targets
+10..30, the demo's chat template), in batches of ``--batch``:
 
-* ``model.generate()`` in batches of ``--batch`` left-padded prompts, and
+* ``model.generate()`` on left-padded batches of ``--batch`` prompts, and
 * ``Sampler.generate()`` with ``max_batch_size=--batch``.
 
-Two workloads:
+Workloads (tokens/s of each, and the ratio ours / transformers):
 
-* **fixed** (the headline ``ratio``): every prompt gets exactly ``--new-tokens``
-  tokens, EOS ignored, so both do identical work; tokens/s of each.
-* **varlen** (``ratio_varlen``): request ``i`` wants ``max_tokens_i`` drawn from
-  ``[8, --new-tokens]`` - a stand-in for completions that stop at different
-  lengths (EOS / stop strings). ``generate()`` has no per-row limit, so each of its
-  batches runs to the longest member; the sampler refills rows as they finish.
-  Throughput counts only the wanted tokens, for both.
+* **eos** (the headline ``ratio``): greedy decoding until EOS or ``--max-tokens``
+  (768, the demo's eval and self-training budget). Both produce the same
+  sequences (checked token for token, reported as ``greedy_agreement``), so the
+  work asked for is identical; throughput counts the generated tokens up to and
+  including EOS. ``generate()`` keeps computing a batch until its longest row is
+  done; the sampler refills finished rows (continuous batching).
+* **fixed** (``ratio_fixed``): greedy with EOS ignored, exactly ``--new-tokens``
+  tokens for every prompt: identical work on every row and every step, so this
+  compares the cost of one decode step only.
+* **sampled** (``ratio_sampled``, with ``--sampled``): temperature 1.0, top-p 1,
+  until EOS or ``--max-tokens``: what evaluation and ReST generation do. The two
+  draw different samples (different random streams) from the same distribution;
+  tokens/s counts each one's own tokens.
 
-It also times a few large fp32 matmuls to estimate the machine's attainable
-FLOP/s and reports the fraction our sampler reaches on the fixed workload,
-counting ``2 * params`` FLOPs per generated token (params excluding the input
-embedding table; prompt tokens and attention over the cache are not counted, so
-this underestimates the work done).
+It also times large fp32 matmuls to estimate the machine's attainable FLOP/s and
+reports the fraction our sampler reaches on the fixed workload, counting
+``2 * params`` FLOPs per generated token (params excluding the input embedding
+table; prompt tokens and attention are not counted, so this understates the
+work; for a 1M-parameter model most of a decode step is reading the KV cache).
+
+``--random-model`` instead builds a random Llama (``--hidden/--layers/...``,
+4.4M parameters by default) with a character tokenizer and random prompts:
+there the eos workload is skipped (a random model rarely emits EOS).
 
 The last line of output is one JSON object.
 
-    python benchmarks/sampler.py                     # 256 prompts x 128 tokens, batch 64
-    python benchmarks/sampler.py --threads 0         # torch's default thread count
-    python benchmarks/sampler.py --prompts 64 --new-tokens 32 --no-varlen
+    python benchmarks/sampler.py                       # ~3 min on 2 cores, 1 thread
+    python benchmarks/sampler.py --threads 0           # torch's default thread count
+    python benchmarks/sampler.py --sampled             # adds the sampling workload
+    python benchmarks/sampler.py --random-model --prompts 64 --new-tokens 32
 """
 
 from __future__ import annotations
@@ -66,6 +79,17 @@ def tiny_llama(vocab: int, args):
     return LlamaForCausalLM(cfg)
 
 
+def countdown_prompts(tok, n: int, seed: int) -> list[str]:
+    """``n`` solvable 3-number Countdown problems on seen targets, as the demo prompts them."""
+    from searchrl.models.tokenizer import prompt_for
+    from searchrl.tasks.countdown import prompt_text
+    from searchrl.tasks.countdown.dataset import generate_problem, split_targets
+
+    seen, _ = split_targets(10, 30, 0)
+    rng = random.Random(seed)
+    return [prompt_for(tok, prompt_text(generate_problem(rng, seen, 3, 30))) for _ in range(n)]
+
+
 def matmul_flops(n: int = 2048, reps: int = 4) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
@@ -77,11 +101,22 @@ def matmul_flops(n: int = 2048, reps: int = 4) -> float:
     return 2 * n**3 / best
 
 
+def until_eos(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[: i + 1]
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="HF model directory (default: a random tiny Llama)")
+    ap.add_argument("--model", default="builtin:sos-tiny-base",
+                    help="HF model directory, or builtin:NAME for a checkpoint shipped with searchrl "
+                         "(default: the demo's Countdown policy)")
+    ap.add_argument("--random-model", action="store_true", help="a random tiny Llama and random prompts instead")
     ap.add_argument("--prompts", type=int, default=256)
-    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=768, help="token budget of the eos/sampled workloads")
+    ap.add_argument("--new-tokens", type=int, default=128, help="tokens per prompt of the fixed workload")
     ap.add_argument("--batch", type=int, default=64, help="batch size of both generate() and the sampler's rows")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
@@ -91,59 +126,91 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for both (0: torch's default). Default 1: on a shared 2-core box, "
                          "2 OpenMP threads stall whenever another process holds a core")
+    ap.add_argument("--workloads", default="eos,fixed", help="comma-separated subset of eos,fixed,sampled")
+    ap.add_argument("--sampled", action="store_true", help="also run the sampled workload")
     ap.add_argument("--skip-hf", action="store_true", help="only time our sampler")
-    ap.add_argument("--no-varlen", action="store_true", help="skip the variable-length workload")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from searchrl.engine import Sampler, SamplingParams
+    from searchrl.engine import Sampler, SamplingParams, kernels
+    from searchrl.selftrain.demo import resolve_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model:
-        tok = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    else:
+    order = ["eos", "fixed", "sampled"]
+    workloads = [w for w in args.workloads.split(",") if w]
+    if args.sampled and "sampled" not in workloads:
+        workloads.append("sampled")
+    unknown = set(workloads) - {"eos", "fixed", "sampled"}
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)}")
+    workloads = sorted(set(workloads), key=order.index)
+    rng = random.Random(args.seed)
+    if args.random_model:
         tok = char_tokenizer()
         model = tiny_llama(len(tok), args)
+        alphabet = "0123456789+-*= "
+        prompts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(16, 48))) for _ in range(args.prompts)]
+        workloads = [w for w in workloads if w != "eos"]
+        if not workloads:
+            ap.error("--random-model has no eos workload; use --workloads fixed and/or sampled")
+        name = "random tiny Llama"
+    else:
+        path = resolve_model_path(args.model)
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        prompts = countdown_prompts(tok, args.prompts, args.seed)
+        name = args.model
     model.eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    eos = {tok.eos_token_id}
     n_params = sum(p.numel() for p in model.parameters())
     if model.get_input_embeddings().weight is not model.get_output_embeddings().weight:
         n_params -= model.get_input_embeddings().weight.numel()
-    rng = random.Random(args.seed)
-    alphabet = "0123456789+-*= "
-    prompts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(16, 48))) for _ in range(args.prompts)]
-    N, B = args.new_tokens, args.batch
-    print(f"model: {type(model).__name__}, {n_params / 1e6:.2f}M params (excl. input embedding), vocab {len(tok)}; "
-          f"{len(prompts)} prompts x {N} new tokens, batch {B}, torch threads {torch.get_num_threads()}, "
-          f"load avg {os.getloadavg()[0]:.2f}")
+    B = args.batch
+    attention = "compiled kernel" if kernels.available() else f"torch SDPA ({kernels.unavailable_reason()})"
+    print(f"model: {name} ({type(model).__name__}, {n_params / 1e6:.2f}M params excl. input embedding, "
+          f"vocab {len(tok)}); {len(prompts)} prompts, batch {B}, torch threads {torch.get_num_threads()}, "
+          f"decode attention: {attention}; load avg {os.getloadavg()[0]:.2f}")
 
     sampler = Sampler(model, tok, max_batch_size=B)
     tok.padding_side = "left"
-    model.generation_config.eos_token_id = None  # generate() ignores EOS, like ignore_eos=True below
 
-    def run_ours(max_tokens: list[int]):
-        params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in max_tokens]
+    def settings(workload: str) -> tuple[dict, list[int]]:
+        """(SamplingParams kwargs, max tokens per prompt) of a workload."""
+        if workload == "fixed":
+            return dict(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True), [args.new_tokens] * len(prompts)
+        temp = 0.0 if workload == "eos" else 1.0
+        # seed None: each request's sample draws from its own stream, derived from its index
+        return dict(temperature=temp, top_p=1.0, max_tokens=args.max_tokens), [args.max_tokens] * len(prompts)
+
+    def run_ours(workload: str):
+        kw, _ = settings(workload)
         t = time.perf_counter()
-        out = sampler.generate(prompts, params)
+        out = sampler.generate(prompts, SamplingParams(**kw))
         dt = time.perf_counter() - t
         assert sampler.last_backend == "static", sampler.last_backend
-        assert [len(r.outputs[0].token_ids) for r in out] == max_tokens
         return dt, [r.outputs[0].token_ids for r in out]
 
-    def run_hf(max_tokens: list[int]):
-        """Batches of B in order; each batch decodes to its longest member's max_tokens."""
+    def run_hf(workload: str):
+        """Batches of B in order; each runs until all its rows hit EOS, or to max_new_tokens."""
+        _, max_tokens = settings(workload)
+        gen_kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if workload == "sampled":
+            gen_kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
+        model.generation_config.eos_token_id = None if workload == "fixed" else tok.eos_token_id
+        torch.manual_seed(args.seed)
         out, t = [], time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(prompts), B):
                 enc = tok(prompts[i : i + B], return_tensors="pt", padding=True, add_special_tokens=False)
-                gen = model.generate(**enc, do_sample=False, max_new_tokens=max(max_tokens[i : i + B]),
-                                     pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-                out += [row[:m] for row, m in zip(gen[:, enc["input_ids"].shape[1] :].tolist(), max_tokens[i : i + B])]
+                gen = model.generate(**enc, max_new_tokens=max(max_tokens[i : i + B]), pad_token_id=tok.pad_token_id,
+                                     **gen_kw)
+                rows = gen[:, enc["input_ids"].shape[1] :].tolist()
+                out += [row if workload == "fixed" else until_eos(row, eos) for row in rows]
         return time.perf_counter() - t, out
 
     # warm-up both (first calls allocate, load kernels)
@@ -153,32 +220,37 @@ def main():
         model.generate(**enc, do_sample=False, max_new_tokens=4, pad_token_id=tok.pad_token_id)
 
     res = {}
-    workloads = [("fixed", "", [N] * len(prompts), "")]
-    if not args.no_varlen:
-        workloads.append(("varlen", "_varlen", [rng.randint(min(8, N), N) for _ in prompts], " (wanted tokens)"))
-    for name, suffix, wanted, note in workloads:
-        ours_s, ours_ids = run_ours(wanted)
-        res[f"ours_tok_s{suffix}"] = sum(wanted) / ours_s
-        print(f"{name:6s} | ours: {ours_s:6.2f} s, {res[f'ours_tok_s{suffix}']:8,.0f} tok/s{note}")
+    for w in workloads:
+        ours_s, ours_ids = run_ours(w)
+        n_ours = sum(map(len, ours_ids))
+        res[f"ours_tok_s_{w}"] = n_ours / ours_s
+        print(f"{w:7s} | ours: {ours_s:7.2f} s, {n_ours:7,d} tokens, {res[f'ours_tok_s_{w}']:8,.0f} tok/s")
         if args.skip_hf:
             continue
-        hf_s, hf_ids = run_hf(wanted)
-        res[f"hf_tok_s{suffix}"] = sum(wanted) / hf_s
-        res[f"ratio{suffix}"] = res[f"ours_tok_s{suffix}"] / res[f"hf_tok_s{suffix}"]
-        agreement = sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts)
-        if name == "fixed":
-            res["greedy_agreement"] = agreement
-        print(f"{name:6s} | transformers generate(): {hf_s:6.2f} s, {res[f'hf_tok_s{suffix}']:8,.0f} tok/s{note} | "
-              f"ratio {res[f'ratio{suffix}']:.2f}x | identical greedy sequences {agreement:.1%}")
+        hf_s, hf_ids = run_hf(w)
+        n_hf = sum(map(len, hf_ids))
+        res[f"hf_tok_s_{w}"] = n_hf / hf_s
+        res[f"ratio_{w}"] = res[f"ours_tok_s_{w}"] / res[f"hf_tok_s_{w}"]
+        line = (f"{w:7s} | transformers generate(): {hf_s:7.2f} s, {n_hf:7,d} tokens, "
+                f"{res[f'hf_tok_s_{w}']:8,.0f} tok/s | ratio {res[f'ratio_{w}']:.2f}x")
+        if w != "sampled":
+            res[f"greedy_agreement_{w}"] = sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts)
+            line += f" | identical sequences {res[f'greedy_agreement_{w}']:.1%}"
+        print(line)
 
     flops = matmul_flops()
-    mfu = 2 * n_params * res["ours_tok_s"] / flops
-    print(f"fp32 matmul: {flops / 1e9:.1f} GFLOP/s; our sampler (fixed) reaches {mfu:.1%} of it")
     out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
-    out = {"ours_tok_s": out["ours_tok_s"], "hf_tok_s": out.get("hf_tok_s"), "ratio": out.get("ratio"),
-           "mfu": round(mfu, 4), "matmul_flops": round(flops), **out}
-    out.update(params=n_params, prompts=len(prompts), new_tokens=N, batch=B, threads=torch.get_num_threads(),
-               load_avg=round(os.getloadavg()[0], 2))
+    main_w = workloads[0]  # the headline: eos unless it was not run
+    head = {"workload": main_w, "ours_tok_s": out.get(f"ours_tok_s_{main_w}"),
+            "hf_tok_s": out.get(f"hf_tok_s_{main_w}"), "ratio": out.get(f"ratio_{main_w}")}
+    if "fixed" in workloads:
+        mfu = 2 * n_params * res["ours_tok_s_fixed"] / flops
+        head["mfu"] = round(mfu, 4)
+        print(f"fp32 matmul: {flops / 1e9:.1f} GFLOP/s; our sampler (fixed) reaches {mfu:.1%} of it")
+    out = {**head, "matmul_flops": round(flops), **out}
+    out.update(model=name, params=n_params, prompts=len(prompts), max_tokens=args.max_tokens,
+               new_tokens=args.new_tokens, batch=B, threads=torch.get_num_threads(),
+               attention="kernel" if kernels.available() else "sdpa", load_avg=round(os.getloadavg()[0], 2))
     print(json.dumps(out))
 
 

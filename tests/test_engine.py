@@ -66,7 +66,8 @@ def greedy(**kw):
     return SamplingParams(temperature=0.0, **kw)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "llama-tied", "llama3-rope", "llama-unfused", "hf-fallback"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "llama-tied", "llama3-rope", "llama-unfused", "llama-sdpa",
+                                  "hf-fallback"])
 def test_greedy_matches_transformers(tok, llama, arch, monkeypatch):
     if arch == "llama-unfused":  # separate q/k/v and gate/up matmuls, as for big models
         from searchrl.engine.llama import StaticLlama
@@ -85,7 +86,8 @@ def test_greedy_matches_transformers(tok, llama, arch, monkeypatch):
     else:
         model = llama
     # 3 rows for 8 prompts of different lengths: rows sit at different positions and get refilled
-    sampler = Sampler(model, tok, max_batch_size=3, backend="hf" if arch == "hf-fallback" else "auto")
+    sampler = Sampler(model, tok, max_batch_size=3, backend="hf" if arch == "hf-fallback" else "auto",
+                      attention="sdpa" if arch == "llama-sdpa" else "auto")
     outs = sampler.generate(PROMPTS, greedy(max_tokens=24))
     assert sampler.last_backend == ("hf" if arch == "hf-fallback" else "static")
     for prompt, out in zip(PROMPTS, outs):

@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # inv_freq depends on sequence length
 
@@ -107,7 +109,9 @@ class StaticLlama:
 
     FUSE_MAX_PARAMS = 200_000_000  # above this, don't pay for a fused copy of the weights
 
-    def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None):
+    def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None, attention: str = "auto"):
+        if attention not in ("auto", "kernel", "sdpa"):
+            raise ValueError(f"attention must be auto|kernel|sdpa, got {attention!r}")
         self.model = model
         n_params = sum(p.numel() for p in model.parameters())
         self.fuse = n_params <= self.FUSE_MAX_PARAMS if fuse is None else fuse
@@ -128,6 +132,13 @@ class StaticLlama:
         self.layers: list[_Layer] = []
         self._loaded_sig = None
         self._cos = self._sin = None
+        # decode attention: the compiled per-row kernel (CPU float32) or torch SDPA
+        fits = self.device.type == "cpu" and self.dtype == torch.float32
+        if attention == "kernel" and not fits:
+            raise ValueError(f"the compiled attention kernel needs CPU float32, not {self.dtype} on {self.device}")
+        if attention == "kernel" and not kernels.available():
+            raise ValueError(f"compiled attention kernel unavailable: {kernels.unavailable_reason()}")
+        self.attention = "kernel" if attention != "sdpa" and fits and kernels.available() else "sdpa"
 
     # ------------------------------------------------------------------ weights
     def _weights_signature(self):
@@ -297,7 +308,11 @@ class StaticLlama:
         """
         nkv, G, d = self.n_kv, self.groups, self.head_dim
         cos, sin = self._cos[pos][:, None, :], self._sin[pos][:, None, :]  # [n, 1, D]
-        mask = (self._key_pos[None, :span] <= pos[:, None])[:, None, None, :]  # [n, 1, 1, span]
+        use_kernel = self.attention == "kernel"
+        if use_kernel:
+            pos_list = pos.tolist()
+        else:
+            mask = (self._key_pos[None, :span] <= pos[:, None])[:, None, None, :]  # [n, 1, 1, span]
         slot = (self._row_base[:n] + pos[:, None]).flatten()  # [n * kv_heads]
         x = F.embedding(tokens, self.embed)  # [n, hidden]
         for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
@@ -305,13 +320,16 @@ class StaticLlama:
             q, k, v = self._qkv(L, h, cos, sin)  # [n, heads, D]
             kc.view(-1, d).index_copy_(0, slot, k.reshape(-1, d))
             vc.view(-1, d).index_copy_(0, slot, v.reshape(-1, d))
-            o = F.scaled_dot_product_attention(
-                q.reshape(n, nkv, G, d),  # the G query heads of a KV head as G "positions"
-                kc[:n, :, :span],
-                vc[:n, :, :span],
-                attn_mask=mask,
-                scale=self.scaling,
-            )
+            if use_kernel:  # each row over exactly its own pos + 1 keys
+                o = kernels.decode_attention(q.reshape(n, nkv, G, d), kc, vc, pos, self.scaling, pos_list=pos_list)
+            else:
+                o = F.scaled_dot_product_attention(
+                    q.reshape(n, nkv, G, d),  # the G query heads of a KV head as G "positions"
+                    kc[:n, :, :span],
+                    vc[:n, :, :span],
+                    attn_mask=mask,
+                    scale=self.scaling,
+                )
             x = x + F.linear(o.reshape(n, -1), L.wo, L.bo)
             x = self._mlp_block(L, x)
         return self._logits(x)

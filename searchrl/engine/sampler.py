@@ -436,6 +436,9 @@ class Sampler:
     ``device``/``dtype``: where and in what precision the fast path computes
     (default: the model's). ``backend``: ``"auto"`` (static cache when the
     architecture is supported), ``"static"`` (require it) or ``"hf"`` (fallback).
+    ``attention`` (static path's decode step): ``"auto"`` (the compiled kernel of
+    :mod:`searchrl.engine.kernels` on CPU float32 when it builds, else SDPA),
+    ``"kernel"`` (require it) or ``"sdpa"``.
 
     The fast path keeps a fused copy of the weights and re-reads it at a
     :meth:`generate` call whenever a parameter changed (storage or in-place
@@ -443,7 +446,7 @@ class Sampler:
     """
 
     def __init__(self, model, tokenizer, max_batch_size: int = 64, max_seq_len: int | None = None, device=None,
-                 dtype=None, backend: str = "auto"):
+                 dtype=None, backend: str = "auto", attention: str = "auto"):
         if backend not in ("auto", "static", "hf"):
             raise ValueError(f"backend must be auto|static|hf, got {backend!r}")
         self.model = model
@@ -453,6 +456,7 @@ class Sampler:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = dtype
         self.backend = backend
+        self.attention = attention
         eos: set[int] = set()
         if tokenizer.eos_token_id is not None:
             eos.add(int(tokenizer.eos_token_id))
@@ -518,7 +522,8 @@ class Sampler:
     # ------------------------------------------------------------ static path
     def _run_static(self, seqs: list[list[_Seq]], need: int, bar) -> None:
         if self._static is None:
-            self._static = StaticLlama(self.model, self.max_batch_size, self.device, self.dtype)
+            self._static = StaticLlama(self.model, self.max_batch_size, self.device, self.dtype,
+                                       attention=self.attention)
         eng = self._static
         # cache length: fixed by max_seq_len, else the longest prompt + max_tokens of this call,
         # rounded up (an existing larger cache is reused, so calls rarely reallocate)
