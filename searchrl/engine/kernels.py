@@ -15,7 +15,9 @@ time was ``scaled_dot_product_attention``. Two reasons:
 reads K and V once for all query heads of the group, and is called through
 ``ctypes``. Built with ``-fopenmp``, it runs its (row, head) pairs on
 ``torch.get_num_threads()`` threads of the OpenMP runtime torch itself loaded
-(the same ``libgomp.so.1``), so the two never compete for cores.
+(the same ``libgomp.so.1``), so the two never compete for cores. Should a
+second OpenMP runtime get loaded instead (a torch build with a renamed one), the
+kernel runs single-threaded rather than fight torch's pool for the cores.
 
 It is compiled on first use with the system C compiler (``$CC`` or ``cc``;
 ``-O3 -march=native -fopenmp``) into ``$SEARCHRL_CACHE`` (default
@@ -58,6 +60,7 @@ _VARIANTS = (["-fopenmp"], ["-fopenmp-simd"], [])
 
 _lock = threading.Lock()
 _lib = None
+_one_thread = False  # set when the kernel's OpenMP runtime is not torch's (two thread pools would fight)
 _reason: str | None = None
 _loaded = False
 
@@ -120,6 +123,8 @@ def _load():
             if not path.exists():
                 _build(cc, path)
             lib = ctypes.CDLL(str(path))
+            global _one_thread
+            _one_thread = len(_openmp_runtimes()) > 1
             fn = lib.decode_attn
             fn.restype = None
             fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int]
@@ -129,6 +134,16 @@ def _load():
             warnings.warn(f"searchrl: compiled decode attention unavailable, using torch SDPA ({_reason})",
                           RuntimeWarning, stacklevel=3)
         return _lib
+
+
+def _openmp_runtimes() -> set[str]:
+    """Distinct OpenMP runtime files mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/lib" in line}
+    except OSError:
+        return set()
+    return {os.path.realpath(p) for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
 
 
 def available() -> bool:
@@ -168,6 +183,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if n and (min(pos_list) < 0 or max(pos_list) >= S):
         raise ValueError(f"positions must lie in [0, {S}), got {min(pos_list)}..{max(pos_list)}")
     out = torch.empty_like(q)
+    threads = 1 if _one_thread else int(threads or torch.get_num_threads())
     lib.decode_attn(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), pos.data_ptr(), out.data_ptr(), n, kv, G,
-                    S, d, scale, int(threads or torch.get_num_threads()))
+                    S, d, scale, threads)
     return out
