@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--tokens-per-batch", type=int, default=2048)
     ap.add_argument("--examples", type=int, default=2000)
     ap.add_argument("--log-every", type=int, default=5)
+    ap.add_argument("--mixed-precision", default="auto", choices=["auto", "bf16", "no"],
+                    help="SFTConfig.mixed_precision ('auto': bf16 on CUDA with bf16, else fp32)")
     args = ap.parse_args()
 
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -72,7 +74,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(output_dir=out, max_steps=args.steps, tokens_per_batch=args.tokens_per_batch,
-                        max_seq_len=256, warmup_steps=5, save_every=0, log_every=args.log_every)
+                        max_seq_len=256, warmup_steps=5, save_every=0, log_every=args.log_every,
+                        mixed_precision=args.mixed_precision)
         summary = train_sft(model, None, examples, cfg)
         logs = read_jsonl(f"{out}/metrics.jsonl")
     first, last = logs[0], logs[-1]

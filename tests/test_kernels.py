@@ -28,7 +28,7 @@ def sdpa_reference(q, kc, vc, pos, scale):
     return F.scaled_dot_product_attention(q, kc[:n, :, :span], vc[:n, :, :span], attn_mask=mask, scale=scale)
 
 
-@pytest.mark.parametrize("G,d", [(1, 32), (2, 32), (4, 16), (1, 64), (3, 24), (2, 128)])
+@pytest.mark.parametrize("G,d", [(1, 32), (2, 32), (4, 16), (1, 64), (3, 24), (2, 128), (7, 128)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_matches_sdpa(G, d, threads):
     if not kernels.available():
@@ -42,7 +42,7 @@ def test_matches_sdpa(G, d, threads):
     got = kernels.decode_attention(q, kc, vc, pos, scale, threads=threads)
     ref = sdpa_reference(q, kc, vc, pos, scale)
     assert got.shape == (n, kv, G, d)
-    torch.testing.assert_close(got, ref, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)  # fp32 rounding of 70-term sums
     # row 0 attends to its first key only: the output is exactly that value vector
     torch.testing.assert_close(got[0], vc[0, :, :1].expand(kv, G, d))
     # keys past a row's position never matter
