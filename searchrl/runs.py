@@ -36,13 +36,32 @@ def prepare_run_dir(cfg: Config, force: bool = False) -> Path:
         old = yaml.safe_load(path.read_text())
         new = yaml.safe_load(text)
         if old != new:
-            diff = sorted(_diff(old, new))
-            raise RunDirError(
-                f"{run} was made with a different config ({path}); differing keys: {', '.join(diff[:10])}. "
-                f"Use another --run-dir, restore the config, or pass --force-config.")
+            # a setting added by a newer searchrl, left at its default, is not a change
+            defaults = to_dict(type(cfg)())
+            diff = sorted(k for k in _diff(old, new) if not (_missing(old, k) and _get(new, k) == _get(defaults, k)))
+            if diff:
+                raise RunDirError(
+                    f"{run} was made with a different config ({path}); differing keys: {', '.join(diff[:10])}. "
+                    f"Use another --run-dir, restore the config, or pass --force-config.")
+            write_text(path, text)  # record the new settings' defaults
         return run
     write_text(path, text)
     return run
+
+
+_MISSING = object()
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+def _missing(d: Any, dotted: str) -> bool:
+    return _get(d, dotted) is _MISSING
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

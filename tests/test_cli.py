@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from searchrl.cli import main
 
@@ -55,6 +56,37 @@ def test_a_different_config_into_the_same_run_dir_is_refused(tmp_path, capsys):
     assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "sft.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "sft.lr" in err
+
+
+def test_run_dir_from_an_older_version_without_a_new_setting_is_accepted(tmp_path):
+    """A key added later (here sft.grad_accum), at its default, is not a config change."""
+    import yaml
+
+    from searchrl.config import load_config
+    from searchrl.runs import RunDirError, prepare_run_dir
+
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}"])
+    run = prepare_run_dir(cfg)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    del recorded["sft"]["grad_accum"], recorded["rest_sft"]["grad_accum"]
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    prepare_run_dir(cfg)  # accepted, and the new key is recorded
+    assert yaml.safe_load((run / "config.yaml").read_text())["sft"]["grad_accum"] == 1
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    with pytest.raises(RunDirError, match="sft.grad_accum"):  # a non-default value is a change
+        prepare_run_dir(load_config(None, [f"run_dir={tmp_path / 'run'}", "sft.grad_accum=2"]))
+
+
+@pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml", "recipes/countdown/guided-rest-llama-3.2-1b.yaml",
+                                    "searchrl/presets/demo-default.yaml", "searchrl/presets/demo-smoke.yaml"])
+def test_shipped_recipes_load(recipe):
+    from pathlib import Path
+
+    from searchrl.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config([root / recipe], ["model.name=/some/model"] if "llama" in recipe else [])
+    assert cfg.sft.grad_accum >= 1 and cfg.rest_sft.tokens_per_batch >= cfg.rest_sft.max_seq_len
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):

@@ -169,6 +169,64 @@ def test_resume_matches_uninterrupted_run(tmp_path, tokenizer):
         train_sft(tiny_model(len(tokenizer)), tokenizer, examples, cfg_for(tmp_path / "b", **{**kw, "lr": 1e-2}))
 
 
+def test_grad_accum_step_is_the_mean_over_all_its_batches(tmp_path, tokenizer):
+    """One step with grad_accum=3 = one AdamW step on the mean loss over the plan's first 3 batches."""
+    from searchrl.train.sft import lr_lambda
+
+    examples = reverse_examples(40)
+    cfg = cfg_for(tmp_path, grad_accum=3, max_steps=1, grad_clip=0.0, lr=1e-2, warmup_steps=1)
+    model = tiny_model(len(tokenizer))
+    ref = tiny_model(len(tokenizer))
+    train_sft(model, tokenizer, examples, cfg, progress=False)
+
+    data = tokenize_examples(examples, tokenizer, cfg.max_seq_len)
+    first = make_batches(data.lengths, cfg.tokens_per_batch, cfg.seed, 0, cfg.bucket_size)[:3]
+    total_loss, n_tokens = 0.0, 0
+    for b in first:
+        batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in b], pad_id=tokenizer.pad_token_id)
+        loss_sum, n = sft_loss(ref(input_ids=batch["input_ids"]).logits, batch["labels"])
+        total_loss, n_tokens = total_loss + loss_sum, n_tokens + int(n)
+    (total_loss / n_tokens).backward()
+    params = list(ref.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.0},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    lr = cfg.lr * lr_lambda(0, cfg.warmup_steps, 1, cfg.min_lr_ratio)
+    torch.optim.AdamW(groups, lr=lr, betas=cfg.betas).step()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
+    # and the step really moved the weights (the comparison is not vacuous)
+    assert not torch.equal(next(model.parameters()), next(tiny_model(len(tokenizer)).parameters()))
+
+
+def test_grad_accum_resumes_exactly_and_counts_steps(tmp_path, tokenizer):
+    examples = reverse_examples(24)
+    kw = dict(grad_accum=2, epochs=3.0, max_steps=None, save_every=4, log_every=2)
+    model_a = tiny_model(len(tokenizer))
+    out_a = train_sft(model_a, tokenizer, examples, cfg_for(tmp_path / "a", **kw), progress=False)
+    n_batches = len(make_batches(tokenize_examples(examples, tokenizer, 16).lengths, 64, 0, 0, 8))
+    assert out_a["steps"] == 3 * math.ceil(n_batches / 2)  # a step takes two batches
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, logs):
+        if step == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_sft(tiny_model(len(tokenizer)), tokenizer, examples, cfg_for(tmp_path / "b", **kw), callback=crash,
+                  progress=False)
+    model_b = tiny_model(len(tokenizer), seed=7)
+    out_b = train_sft(model_b, tokenizer, examples, cfg_for(tmp_path / "b", **kw), progress=False)
+    assert out_b["resumed_from_step"] == 4
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    (tmp_path / "b/final/train_state.json").unlink()
+    with pytest.raises(ValueError, match="grad_accum"):
+        train_sft(tiny_model(len(tokenizer)), tokenizer, examples,
+                  cfg_for(tmp_path / "b", **{**kw, "grad_accum": 1}), progress=False)
+
+
 def test_final_is_loadable_and_rerun_is_skipped(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -45,13 +45,17 @@ to many GPUs without a different code path. One file, read top to bottom
   supported.
 * **Many GPUs.** The code runs on :class:`accelerate.Accelerator`, so
   ``accelerate launch -m ...`` runs it data-parallel (DDP) unchanged. Every process
-  builds the same batch plan; optimizer step ``s`` uses batches ``s*P ... s*P+P-1``
-  of the epoch, process ``r`` taking ``s*P+r``. ``tokens_per_batch`` is therefore a
-  per-process budget (global batch = P budgets). The loss of each process is scaled
-  so that, after DDP averages gradients, the gradient is that of the mean over *all*
-  response tokens of the step. When an epoch's last step has fewer than P batches,
-  the idle processes run a batch with weight 0. Only the main process writes files
-  (each process writes its own RNG state). FSDP/DeepSpeed sharding is not handled.
+  builds the same batch plan; with ``A = grad_accum``, optimizer step ``s`` uses
+  batches ``s*P*A ... s*P*A+P*A-1`` of the epoch, process ``r`` taking ``s*P*A+j*P+r``
+  in its micro-step ``j`` (gradients accumulate over the A micro-steps and are
+  all-reduced once, on the last). ``tokens_per_batch`` is therefore a per-process,
+  per-micro-step budget (global batch = P x A budgets). The loss of each
+  micro-batch is scaled so that, after accumulation and DDP's averaging, the
+  gradient is that of the mean over *all* response tokens of the step. When an
+  epoch's last step has fewer than P x A batches, the micro-steps nobody has a
+  batch for are skipped and idle processes run a batch with weight 0. Only the
+  main process writes files (each process writes its own RNG state).
+  FSDP/DeepSpeed sharding is not handled.
 * **Checkpoints and resumption.** Every ``save_every`` steps
   ``output_dir/checkpoints/step-N/`` is written into a temporary directory and then
   renamed, so a checkpoint either exists completely or not at all. It holds the
@@ -75,6 +79,7 @@ to many GPUs without a different code path. One file, read top to bottom
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -128,6 +133,9 @@ class SFTConfig:
     tokens_per_batch: int = field(default=16384, metadata={
         "help": "budget of one process's batch per optimizer step, padding counted: "
                 "rows * longest_row <= this (tokens)"})
+    grad_accum: int = field(default=1, metadata={
+        "help": "token-budget batches each process accumulates into one optimizer step; the global "
+                "batch is processes x grad_accum budgets (batches)"})
     max_seq_len: int = field(default=1024, metadata={"help": "longest example kept; see truncation (tokens)"})
     truncation: str = field(default="truncate", metadata={
         "help": "'truncate': cut too-long examples to max_seq_len (the end of the response is lost; "
@@ -165,6 +173,8 @@ class SFTConfig:
             raise ValueError("max_steps must be >= 1 (or None)")
         if self.max_steps is None and not self.epochs > 0:
             raise ValueError("epochs must be > 0")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.keep_last < 1:
             raise ValueError("keep_last must be >= 1")
         if self.log_every < 1:
@@ -178,7 +188,10 @@ class SFTConfig:
 # Settings that change the training trajectory: a checkpoint is only resumed by a
 # run that agrees on all of them (and on the data and the number of processes).
 _TRAJECTORY_FIELDS = ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "max_steps", "epochs",
-                      "tokens_per_batch", "max_seq_len", "truncation", "bucket_size", "grad_clip", "seed")
+                      "tokens_per_batch", "grad_accum", "max_seq_len", "truncation", "bucket_size", "grad_clip",
+                      "seed")
+# what a checkpoint written before a field existed implicitly used
+_TRAJECTORY_DEFAULTS = {"grad_accum": 1}
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -326,10 +339,12 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 class _Plan:
-    """Which batches each optimizer step uses: epoch e has ceil(len(make_batches(e)) / P) steps."""
+    """Which batches each optimizer step uses: epoch e has ceil(len(make_batches(e)) / (P * A)) steps,
+    step i of the epoch taking batches ``i*P*A ... (i+1)*P*A - 1`` (A = grad_accum)."""
 
     def __init__(self, data: TokenizedData, cfg: SFTConfig, num_processes: int):
         self.data, self.cfg, self.P = data, cfg, num_processes
+        self.per_step = num_processes * cfg.grad_accum
         self._cache: dict[int, list[list[int]]] = {}
         self._steps: dict[int, int] = {}
         if cfg.max_steps is not None:
@@ -351,7 +366,7 @@ class _Plan:
 
     def steps_in_epoch(self, epoch: int) -> int:
         if epoch not in self._steps:
-            self._steps[epoch] = math.ceil(len(self.batches(epoch)) / self.P)
+            self._steps[epoch] = math.ceil(len(self.batches(epoch)) / self.per_step)
         return self._steps[epoch]
 
     def locate(self, step: int) -> tuple[int, int]:
@@ -573,7 +588,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
     ckpt = resume[-1][1] if resume else None
     if ckpt is not None:
         state = read_json(ckpt / TRAINER_STATE)
-        diff = {k: (state["trajectory"].get(k), v) for k, v in trajectory.items() if state["trajectory"].get(k) != v}
+        was = {k: state["trajectory"].get(k, _TRAJECTORY_DEFAULTS.get(k)) for k in trajectory}
+        diff = {k: (was[k], v) for k, v in trajectory.items() if was[k] != v}
         if diff:
             raise ValueError(f"{ckpt} was written by a run with different settings or data "
                              f"(checkpoint, now): {diff}. Use another output_dir or delete {out / CHECKPOINT_DIR}.")
@@ -653,22 +669,29 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
     try:
         while step < total:
             batches = plan.batches(epoch)
-            group = batches[idx * P:(idx + 1) * P]  # this step's batches, one per process
+            # this step's batches: micro-step j gives batch j*P + r to process r
+            group = batches[idx * plan.per_step:(idx + 1) * plan.per_step]
             step_resp = int(sum(data.n_loss[i] for b in group for i in b))
             step_tokens = int(sum(data.lengths[i] for b in group for i in b))
             step_padded = int(sum(len(b) * max(data.lengths[i] for i in b) for b in group))
-            mine, weight = (group[rank], 1.0) if rank < len(group) else (group[0], 0.0)
-            batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in mine], pad_id)
-            input_ids = batch["input_ids"].to(accelerator.device, non_blocking=True)
-            labels = batch["labels"].to(accelerator.device, non_blocking=True)
-
             lr = scheduler.get_last_lr()[0]
-            logits = model(input_ids=input_ids, use_cache=False).logits
-            loss_sum, _ = sft_loss(logits, labels)
-            del logits
-            # DDP averages gradients over P processes; scale so the result is the
-            # gradient of the mean loss over all response tokens of the step.
-            accelerator.backward(loss_sum * (weight * P / step_resp))
+            n_micro = math.ceil(len(group) / P)  # the same on every process
+            for j in range(n_micro):
+                m = j * P + rank
+                mine, weight = (group[m], 1.0) if m < len(group) else (group[0], 0.0)
+                batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in mine], pad_id)
+                input_ids = batch["input_ids"].to(accelerator.device, non_blocking=True)
+                labels = batch["labels"].to(accelerator.device, non_blocking=True)
+                # gradients are all-reduced once per step, on its last micro-batch
+                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
+                with sync:
+                    logits = model(input_ids=input_ids, use_cache=False).logits
+                    loss_sum, _ = sft_loss(logits, labels)
+                    del logits
+                    # DDP averages gradients over P processes; scale so the accumulated result
+                    # is the gradient of the mean loss over all response tokens of the step.
+                    accelerator.backward(loss_sum * (weight * P / step_resp))
+                win_loss += loss_sum.detach() * weight
             gnorm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
             optimizer.step()
             scheduler.step()
@@ -681,7 +704,6 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             tokens += step_tokens
             resp_tokens += step_resp
             padded_tokens += step_padded
-            win_loss += loss_sum.detach() * weight
             win_gnorm += gnorm.detach().float() if torch.is_tensor(gnorm) else float(gnorm or 0.0)
             win_steps += 1
             win_resp += step_resp
