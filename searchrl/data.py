@@ -67,6 +67,45 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [rec for _, rec in iter_jsonl(path)]
 
 
+def read_jsonl_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of an append-only JSONL log (see :func:`append_jsonl`).
+
+    A last line cut short by a crash (no newline at its end, not valid JSON) is
+    dropped; an invalid line anywhere else is a :class:`RecordError`.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1].strip():  # no newline after the last line: it may be cut short
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines = lines[:-1]
+    out = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RecordError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
+    return out
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one record as one line of an append-only log, flushed to disk.
+
+    Cost is one line, not the whole file. A crash can leave at most a partial
+    last line, which :func:`read_jsonl_log` drops.
+    """
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary file next to ``path``; rename it into place only on success."""

@@ -227,6 +227,21 @@ def test_grad_accum_resumes_exactly_and_counts_steps(tmp_path, tokenizer):
                   cfg_for(tmp_path / "b", **{**kw, "grad_accum": 1}), progress=False)
 
 
+def test_metrics_log_survives_a_line_cut_short(tmp_path):
+    from searchrl.data import RecordError, append_jsonl, read_jsonl_log
+
+    log = tmp_path / "metrics.jsonl"
+    for step in (1, 2):
+        append_jsonl(log, {"step": step, "loss": 0.5})
+    assert read_jsonl_log(log) == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.5}]
+    with open(log, "a") as f:
+        f.write('{"step": 3, "lo')  # a crash in the middle of a write
+    assert [r["step"] for r in read_jsonl_log(log)] == [1, 2]
+    log.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')  # damage that is not a cut-off end
+    with pytest.raises(RecordError, match=":2"):
+        read_jsonl_log(log)
+
+
 def test_final_is_loadable_and_rerun_is_skipped(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -74,7 +74,9 @@ to many GPUs without a different code path. One file, read top to bottom
   steps since the previous line; ``charts/tokens_per_s`` counts non-padding tokens
   (all processes) per second of training compute (checkpoint writing excluded).
   On resume, lines written after the checkpoint's step are dropped, so the file
-  reads as one uninterrupted run.
+  reads as one uninterrupted run. Lines are appended (one write and fsync each),
+  and the file is rewritten only once per start; a line cut short by a crash is
+  dropped on resume (:func:`searchrl.data.read_jsonl_log`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from searchrl.data import atomic_write, iter_jsonl, read_json, write_json, write_jsonl
+from searchrl.data import append_jsonl, atomic_write, read_json, read_jsonl_log, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -620,12 +622,13 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
 
     # ---- metrics file: keep what was logged up to the resume point
     metrics_path = out / "metrics.jsonl"
-    metrics: list[dict] = []
-    if main and metrics_path.exists():
-        try:
-            metrics = [r for _, r in iter_jsonl(metrics_path) if r.get("step", math.inf) <= start_step]
-        except ValueError as e:
-            logger.warning("ignoring unreadable %s: %s", metrics_path, e)
+    if main:  # rewritten once per start, then appended to line by line
+        metrics: list[dict] = []
+        if metrics_path.exists():
+            try:
+                metrics = [r for r in read_jsonl_log(metrics_path) if r.get("step", math.inf) <= start_step]
+            except ValueError as e:
+                logger.warning("ignoring unreadable %s: %s", metrics_path, e)
         write_jsonl(metrics_path, metrics)
 
     def save_checkpoint(step: int, epoch: int, idx: int, train_time: float) -> None:
@@ -724,8 +727,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
                         "charts/grad_norm": gnorm_mean, "charts/padding_fraction": 1.0 - win_tokens / win_padded,
                         "time_s": round(train_time, 3)}
                 if main:
-                    metrics.append(logs)
-                    write_jsonl(metrics_path, metrics)
+                    append_jsonl(metrics_path, logs)
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                 win_loss.zero_()
                 win_gnorm.zero_()
