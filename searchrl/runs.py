@@ -38,7 +38,11 @@ def prepare_run_dir(cfg: Config, force: bool = False) -> Path:
         if old != new:
             # a setting added by a newer searchrl, left at its default, is not a change
             defaults = to_dict(type(cfg)())
-            diff = sorted(k for k in _diff(old, new) if not (_missing(old, k) and _get(new, k) == _get(defaults, k)))
+            if not isinstance(old, dict):
+                diff = ["(not a mapping of settings)"]
+            else:
+                diff = sorted(k for k in _diff(old, new) if not (
+                    _missing(old, k) and not _missing(new, k) and _get(new, k) == _get(defaults, k)))
             if diff:
                 raise RunDirError(
                     f"{run} was made with a different config ({path}); differing keys: {', '.join(diff[:10])}. "

@@ -75,6 +75,10 @@ def test_run_dir_from_an_older_version_without_a_new_setting_is_accepted(tmp_pat
     (run / "config.yaml").write_text(yaml.safe_dump(recorded))
     with pytest.raises(RunDirError, match="sft.grad_accum"):  # a non-default value is a change
         prepare_run_dir(load_config(None, [f"run_dir={tmp_path / 'run'}", "sft.grad_accum=2"]))
+    for damaged in ("", "just a string", "- 1"):  # a config.yaml that is no config is refused
+        (run / "config.yaml").write_text(damaged)
+        with pytest.raises(RunDirError, match="different config"):
+            prepare_run_dir(cfg)
 
 
 @pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml", "recipes/countdown/guided-rest-llama-3.2-1b.yaml",

@@ -75,6 +75,35 @@ def test_bad_inputs_are_rejected():
         kernels.decode_attention(q.double(), kc.double(), kc.double(), torch.tensor([0, 1]), 1.0)
     with pytest.raises(ValueError, match="shape"):
         kernels.decode_attention(torch.zeros(3, 1, 1, 8), kc, kc, torch.tensor([0, 1, 2]), 1.0)
+    with pytest.raises(ValueError, match="integer CPU"):
+        kernels.decode_attention(q, kc, kc, torch.tensor([0.0, 1.0]), 1.0)
+
+
+def test_nan_propagates_like_sdpa():
+    if not kernels.available():
+        pytest.skip(kernels.unavailable_reason())
+    kc, vc = torch.randn(2, 1, 5, 8), torch.randn(2, 1, 5, 8)
+    kc[0, 0, 1, 3] = float("nan")
+    out = kernels.decode_attention(torch.randn(2, 1, 1, 8), kc, vc, torch.tensor([4, 4]), 0.3)
+    assert out[0].isnan().all() and not out[1].isnan().any()
+
+
+def test_damaged_cached_build_is_rebuilt(tmp_path):
+    """A truncated library in the cache (full disk, killed copy) is rebuilt by the next process."""
+    if not HAS_CC:
+        pytest.skip("no C compiler on PATH")
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEARCHRL_CACHE": str(tmp_path)}
+    probe = [sys.executable, "-c", "from searchrl.engine import kernels; "
+             "assert kernels.available(), kernels.unavailable_reason()"]
+    subprocess.run(probe, env=env, check=True, timeout=300)
+    (so,) = (tmp_path / "kernels").iterdir()
+    assert so.stat().st_mode & 0o777 == 0o755  # loadable by other users of a shared cache
+    so.write_bytes(so.read_bytes()[:100])
+    subprocess.run(probe, env=env, check=True, timeout=300)  # loads the damaged file, fails, rebuilds
+    assert so.stat().st_size > 100
 
 
 def test_build_is_cached_and_atomic(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@
  * max term, which is exactly 1). */
 static inline float exp_nonpos(float x)
 {
-    x = x < -87.3f ? -87.3f : x;
+    x = x < -87.3f ? -87.3f : x; /* NaN stays NaN (and comes out NaN, as in SDPA) */
     float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -35,7 +35,8 @@ static inline float exp_nonpos(float x)
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    const float nc = n >= -126.0f ? n : -126.0f; /* in [-126, 0] even for NaN: no UB below */
+    uint32_t bits = (uint32_t)((int32_t)nc + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return y * scale;
@@ -90,15 +91,21 @@ static inline __attribute__((always_inline)) void head(const float *restrict Q, 
     }
 }
 
-void decode_attn(const float *q, const float *kc, const float *vc, const int64_t *pos, float *out, int64_t rows,
-                 int64_t kv, int64_t G, int64_t S, int64_t d, float scale, int threads)
+int decode_attn(const float *q, const float *kc, const float *vc, const int64_t *pos, float *out, int64_t rows,
+                int64_t kv, int64_t G, int64_t S, int64_t d, float scale, int threads)
 {
     /* (row, kv head) pairs are independent; their cost grows with pos[row], so they
      * are handed out dynamically. Built with -fopenmp this runs on the OpenMP runtime
-     * torch has already loaded (same soname), i.e. on torch's own thread pool. */
+     * torch has already loaded (same soname), i.e. on torch's own thread pool.
+     * Returns 0, or 1 if a thread could not allocate its scratch (out is then invalid). */
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
         float *work = (float *)malloc((size_t)S * sizeof(float));
+        if (work == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t i = 0; i < rows * kv; i++) {
             const int64_t r = i / kv, T = pos[r] + 1;
@@ -114,4 +121,5 @@ void decode_attn(const float *q, const float *kc, const float *vc, const int64_t
         }
         free(work);
     }
+    return failed;
 }

@@ -454,6 +454,8 @@ class Sampler:
                  dtype=None, backend: str = "auto", attention: str = "auto"):
         if backend not in ("auto", "static", "hf"):
             raise ValueError(f"backend must be auto|static|hf, got {backend!r}")
+        if attention not in ("auto", "kernel", "sdpa"):
+            raise ValueError(f"attention must be auto|kernel|sdpa, got {attention!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = int(max_batch_size)

@@ -540,6 +540,9 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             logger.warning("%s; using the existing accelerate state", e)
             accelerator = Accelerator()
     mixed_precision = accelerator.mixed_precision
+    if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
+        raise ValueError("pass an Accelerator with gradient_accumulation_steps=1 and set SFTConfig.grad_accum "
+                         "instead (its backward would divide the loss a second time)")
     if mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed precision {mixed_precision!r} is not supported (use 'bf16' or 'no')")
     main, rank, P = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
