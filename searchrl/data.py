@@ -52,15 +52,19 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """
     with _open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
+            if line.strip():
+                yield lineno, _parse_record(path, lineno, line)
+
+
+def _parse_record(path: str | os.PathLike, lineno: int, line: str) -> dict[str, Any]:
+    """One JSONL line as a dict, or a :class:`RecordError` naming the file and line."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RecordError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -73,25 +77,26 @@ def read_jsonl_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     A last line cut short by a crash (no newline at its end, not valid JSON) is
     dropped; an invalid line anywhere else is a :class:`RecordError`.
     """
-    text = Path(path).read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1].strip():  # no newline after the last line: it may be cut short
-        try:
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            lines = lines[:-1]
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
     out = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecordError(path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
-        out.append(rec)
+            out.append(_parse_record(path, lineno, line))
+        except RecordError:
+            if lineno == len(lines) and not _is_json(line):  # no newline after it: a write cut short
+                break
+            raise
     return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
