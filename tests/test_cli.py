@@ -81,7 +81,8 @@ def test_run_dir_from_an_older_version_without_a_new_setting_is_accepted(tmp_pat
             prepare_run_dir(cfg)
 
 
-@pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml", "recipes/countdown/guided-rest-llama-3.2-1b.yaml",
+@pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml",
+                                    "recipes/countdown/guided-rest-llama-3.2-1b.yaml",
                                     "searchrl/presets/demo-default.yaml", "searchrl/presets/demo-smoke.yaml"])
 def test_shipped_recipes_load(recipe):
     from pathlib import Path

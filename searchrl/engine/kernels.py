@@ -32,8 +32,8 @@ device or a dtype other than float32 means the engine keeps
 
 The kernel computes the same softmax attention in float32 as SDPA; results
 differ from it only by rounding (a few 1e-7 on unit-scale inputs; against a
-float64 reference its error is of the same order as SDPA's), so greedy decoding still matches transformers token for token except at
-exact argmax ties.
+float64 reference its error is of the same order as SDPA's), so greedy decoding
+still matches transformers token for token except at exact argmax ties.
 """
 
 from __future__ import annotations

@@ -37,6 +37,12 @@ from . import kernels
 
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # inv_freq depends on sequence length
+ATTENTION_MODES = ("auto", "kernel", "sdpa")  # decode attention: compiled kernel when it fits, or either forced
+
+
+def check_attention_mode(attention: str) -> None:
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {'|'.join(ATTENTION_MODES)}, got {attention!r}")
 
 
 def unsupported_reason(model, seq_len: int | None = None) -> str | None:
@@ -110,8 +116,7 @@ class StaticLlama:
     FUSE_MAX_PARAMS = 200_000_000  # above this, don't pay for a fused copy of the weights
 
     def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None, attention: str = "auto"):
-        if attention not in ("auto", "kernel", "sdpa"):
-            raise ValueError(f"attention must be auto|kernel|sdpa, got {attention!r}")
+        check_attention_mode(attention)
         self.model = model
         n_params = sum(p.numel() for p in model.parameters())
         self.fuse = n_params <= self.FUSE_MAX_PARAMS if fuse is None else fuse

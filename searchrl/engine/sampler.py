@@ -70,7 +70,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .llama import StaticLlama, unsupported_reason
+from .llama import StaticLlama, check_attention_mode, unsupported_reason
 
 __all__ = ["SamplingParams", "CompletionOutput", "RequestOutput", "Sampler"]
 
@@ -454,8 +454,7 @@ class Sampler:
                  dtype=None, backend: str = "auto", attention: str = "auto"):
         if backend not in ("auto", "static", "hf"):
             raise ValueError(f"backend must be auto|static|hf, got {backend!r}")
-        if attention not in ("auto", "kernel", "sdpa"):
-            raise ValueError(f"attention must be auto|kernel|sdpa, got {attention!r}")
+        check_attention_mode(attention)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = int(max_batch_size)
