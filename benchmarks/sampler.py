@@ -179,25 +179,23 @@ def main():
     sampler = Sampler(model, tok, max_batch_size=B)
     tok.padding_side = "left"
 
-    def settings(workload: str) -> tuple[dict, list[int]]:
-        """(SamplingParams kwargs, max tokens per prompt) of a workload."""
+    def settings(workload: str) -> dict:
+        """SamplingParams kwargs of a workload (the same for every prompt)."""
         if workload == "fixed":
-            return dict(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True), [args.new_tokens] * len(prompts)
-        temp = 0.0 if workload == "eos" else 1.0
+            return {"temperature": 0.0, "max_tokens": args.new_tokens, "ignore_eos": True}
         # seed None: each request's sample draws from its own stream, derived from its index
-        return dict(temperature=temp, top_p=1.0, max_tokens=args.max_tokens), [args.max_tokens] * len(prompts)
+        return {"temperature": 0.0 if workload == "eos" else 1.0, "top_p": 1.0, "max_tokens": args.max_tokens}
 
     def run_ours(workload: str):
-        kw, _ = settings(workload)
         t = time.perf_counter()
-        out = sampler.generate(prompts, SamplingParams(**kw))
+        out = sampler.generate(prompts, SamplingParams(**settings(workload)))
         dt = time.perf_counter() - t
         assert sampler.last_backend == "static", sampler.last_backend
         return dt, [r.outputs[0].token_ids for r in out]
 
     def run_hf(workload: str):
         """Batches of B in order; each runs until all its rows hit EOS, or to max_new_tokens."""
-        _, max_tokens = settings(workload)
+        max_new = settings(workload)["max_tokens"]
         gen_kw = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         if workload == "sampled":
             gen_kw = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
@@ -207,8 +205,7 @@ def main():
         with torch.inference_mode():
             for i in range(0, len(prompts), B):
                 enc = tok(prompts[i : i + B], return_tensors="pt", padding=True, add_special_tokens=False)
-                gen = model.generate(**enc, max_new_tokens=max(max_tokens[i : i + B]), pad_token_id=tok.pad_token_id,
-                                     **gen_kw)
+                gen = model.generate(**enc, max_new_tokens=max_new, pad_token_id=tok.pad_token_id, **gen_kw)
                 rows = gen[:, enc["input_ids"].shape[1] :].tolist()
                 out += [row if workload == "fixed" else until_eos(row, eos) for row in rows]
         return time.perf_counter() - t, out
