@@ -1,112 +1,39 @@
-"""The ``searchrl`` command. Thin: each subcommand parses its options and calls one function.
+"""The ``searchrl`` command. Thin: each subcommand builds a config and calls one pipeline function.
 
-Options of a subcommand are the fields of its config dataclass: every flag shows its
-default and its help (unit included) in ``--help``.
+Every setting is a field of the config dataclasses, set in a recipe (``--config``) or as a
+``key=value`` override; ``searchrl <command> --help`` lists them all with their defaults
+(computed only when asked, so ``searchrl --help`` imports no torch).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import logging
 import sys
-from typing import Any
+
+DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
+               "Stream-of-Search training, ReST and Guided-ReST self-training, pass@k evaluation.")
 
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f.metadata.get("help", "") + f" (default: {default})"
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction, help=help_)
-        else:
-            parser.add_argument(flag, dest=f.name, default=default, type=type(default), help=help_)
+class _LazyEpilogParser(argparse.ArgumentParser):
+    """An argument parser whose epilog (the settings list) is built only when help is shown."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        if self._epilog_fn is not None:
+            self.epilog = self._epilog_fn()
+        return super().format_help()
 
 
-def _dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def cmd_countdown_data(args: argparse.Namespace) -> int:
-    from .tasks.countdown import CountdownDataConfig, write_splits
-
-    cfg = _dataclass_from_args(CountdownDataConfig, args)
-    stats = write_splits(args.out, cfg, progress=not args.quiet)
-    run = stats.pop("_run")
-    print(f"wrote {args.out}/{{train,valid,test_seen,test_unseen}}.jsonl in {run['seconds']} s "
-          f"({run['problems_per_s']} problems/s on {run['workers']} workers)")
-    print(f"held-out (unseen) targets: {run['unseen_targets']}")
-    for split, s in stats.items():
-        line = f"  {split:12s} {s['problems']:7d} problems, {s['targets']:3d} targets"
-        if "traces" in s:
-            line += (f"; SoS traces: {100 * s['trace_solved']:.1f}% reach the goal, "
-                     f"chars mean {s['trace_chars_mean']:.0f} / median {s['trace_chars_median']} / "
-                     f"max {s['trace_chars_max']}; strategies {json.dumps(s['strategies'])}")
-        print(line)
-    return 0
-
-
-def _load(args: argparse.Namespace):
-    from .config import load_config
-    from .runs import prepare_run_dir
-
-    overrides = list(args.overrides)
-    if args.run_dir:
-        overrides.append(f"run_dir={args.run_dir}")
-    cfg = load_config(args.config, overrides)
-    prepare_run_dir(cfg, force=args.force_config)
-    return cfg
-
-
-def cmd_sft(args: argparse.Namespace) -> int:
-    from .runs import run_sft
-
-    cfg = _load(args)
-    final = run_sft(cfg, progress=not args.quiet)
-    print(f"model: {final}")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .runs import run_eval
-
-    cfg = _load(args)
-    results = run_eval(cfg, args.model, progress=not args.quiet)
-    out = f"{cfg.run_dir}/eval"
-    print(open(f"{out}/results.md", encoding="utf-8").read())
-    print(f"results: {out}/results.json ({results['meta']['seconds']} s)")
-    return 0
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .runs import run_generate
-
-    cfg = _load(args)
-    out = run_generate(cfg, args.split, args.model, args.n, args.temperature, progress=not args.quiet)
-    print(open(f"{out}/{args.split}-{'greedy' if args.temperature == 0 else 'sampled'}-summary.json").read())
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .runs import prepare_run_dir
-    from .selftrain.demo import load_demo_config, run_demo
-
-    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-    cfg = load_demo_config(args.preset, args.config, overrides)
-    prepare_run_dir(cfg, force=args.force_config)
-    run_demo(cfg, progress=not args.quiet)
-    print(open(f"{cfg.run_dir}/results.md", encoding="utf-8").read())
-    return 0
-
-
-def _config_help() -> str:
+def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=value overrides; default shown)") -> str:
     from .config import Config
 
-    lines = ["config keys (set in the recipe or as key=value overrides):"]
+    cfg = cfg if cfg is not None else Config()
+    lines = [title + ":"]
 
     def walk(obj, prefix):
         for f in dataclasses.fields(obj):
@@ -118,53 +45,131 @@ def _config_help() -> str:
                 continue
             lines.append(f"  {prefix}{f.name} = {value!r}: {f.metadata.get('help', '')}")
 
-    walk(Config(), "")
+    walk(cfg, "")
     return "\n".join(lines)
 
 
-def _run_parser(sub, name: str, help_: str, func) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_, epilog=_config_help(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def _demo_help() -> str:
+    from .pipelines.demo import load_demo_config
+
+    return _config_help(load_demo_config("default", None, []),
+                        "settings of the default preset (--preset smoke overrides some; set any in a recipe or "
+                        "as key=value)")
+
+
+def _task_help() -> str:
+    from .config import Config
+
+    return _config_help(Config().task, "task settings (task.KEY=value; default shown)").replace("\n  ", "\n  task.")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace):
+    from .pipelines.run import Run, config_for_run_dir
+
+    cfg = config_for_run_dir(args.run_dir, [args.config] if args.config else [], args.overrides)
+    return Run(cfg, progress=not args.quiet).open()
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipelines.commands import run_data
+
+    cfg = load_config([args.config] if args.config else [], args.overrides)
+    stats = run_data(cfg.task, args.out, progress=not args.quiet)
+    if stats is None:
+        print(f"{args.out}: already prepared (stats.json is there); nothing to do")
+        return 0
+    run = stats.pop("_run", {})
+    if run:
+        print(f"wrote {args.out} in {run['seconds']} s ({run['problems_per_s']} problems/s on {run['workers']} workers)")
+        if "unseen_targets" in run:
+            print(f"held-out (unseen) targets: {run['unseen_targets']}")
+    for split, s in stats.items():
+        print(f"  {split:12s} " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, dict)))
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from .pipelines.commands import run_sft
+
+    final = run_sft(_run(args))
+    print(f"model: {final}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .pipelines.commands import run_eval
+
+    run = _run(args)
+    results = run_eval(run, args.model)
+    out = run.dir / "eval"
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"results: {out}/results.json ({results['meta']['seconds']} s)")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .pipelines.commands import run_generate
+
+    out = run_generate(_run(args), args.split, args.model, args.n, args.temperature)
+    mode = "greedy" if args.temperature == 0 else "sampled"
+    print((out / f"{args.split}-{mode}-summary.json").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .pipelines.demo import load_demo_config, open_demo, run_demo
+
+    cfg = load_demo_config(args.preset, args.config, args.overrides, args.run_dir)
+    run = open_demo(cfg, progress=not args.quiet)
+    run_demo(cfg, progress=not args.quiet, run=run)
+    print((run.dir / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+# ------------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
     p.add_argument("--config", help="recipe YAML (e.g. recipes/countdown/sos-tiny.yaml)")
-    p.add_argument("--run-dir", help="run directory (same as run_dir=...)")
-    p.add_argument("--force-config", action="store_true",
-                   help="reuse a run directory even though its recorded config differs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sft.lr=3e-4")
+    if run_dir:
+        p.add_argument("--run-dir", help="run directory (same as run_dir=...); an existing one starts from the "
+                                         "config it recorded, with the overrides on top")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. sft.lr=3e-4 eval.ks=[1,2,4]")
+
+
+def _sub(sub, name: str, help_: str, func, epilog_fn=_config_help, run_dir: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_, epilog_fn=epilog_fn,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p, run_dir)
     p.set_defaults(func=func)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .selftrain.demo import PRESETS as DEMO_PRESETS
-    from .tasks.countdown import CountdownDataConfig
+    parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyEpilogParser)
 
-    parser = argparse.ArgumentParser(prog="searchrl", description=__doc__.splitlines()[0]
-                                     if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    cd = sub.add_parser("countdown", help="Countdown task: data generation")
-    cd_sub = cd.add_subparsers(dest="countdown_command", required=True)
-    data = cd_sub.add_parser(
-        "data", help="generate train/valid/test_seen/test_unseen splits with Stream-of-Search traces",
-        description="Generate Countdown splits (JSONL) with a progress bar, in parallel over the cores. "
-                    "10%% of the targets are held out for test_unseen.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = _sub(sub, "data", "write the task's splits (train/valid/test...) into --out; for Countdown: "
+                "problems with Stream-of-Search traces, 10 percent of the targets held out as test_unseen",
+                cmd_data, epilog_fn=_task_help, run_dir=False)
     data.add_argument("--out", required=True, help="output directory")
-    data.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_dataclass_args(data, CountdownDataConfig)
-    data.set_defaults(func=cmd_countdown_data)
-
-    _run_parser(sub, "sft", "train the Stream-of-Search base model on the run's training traces "
-                "(resumes from the last checkpoint)", cmd_sft)
-    demo = _run_parser(sub, "demo", "the whole Countdown comparison: data, SoS base, ReST, Guided-ReST, "
-                       "evaluation, table and plots (resumable)", cmd_demo)
-    demo.add_argument("--preset", default="default", choices=DEMO_PRESETS,
-                      help="default: the real comparison; smoke: minuscule settings, about two minutes")
-    ev = _run_parser(sub, "eval", "greedy and sampled pass@k on the test splits; writes results.json, "
-                     "results.md and PNG plots into <run_dir>/eval", cmd_eval)
+    _sub(sub, "sft", "train the SFT base model on the task's demonstrations (Countdown: Stream-of-Search "
+         "traces); resumes from the last checkpoint", cmd_sft)
+    demo = _sub(sub, "demo", "the whole comparison: data, SoS base, ReST, Guided-ReST, evaluation, table and "
+                "plots (resumable)", cmd_demo, epilog_fn=_demo_help)
+    demo.add_argument("--preset", default=None, choices=("default", "smoke"),
+                      help="default: the real comparison (about 14 min here); smoke: minuscule settings, "
+                           "about 10 s, numbers meaningless. An existing run directory keeps its own unless "
+                           "this is given.")
+    ev = _sub(sub, "eval", "greedy and sampled pass@k on the eval splits; writes results.json, results.md and "
+              "PNG plots into <run_dir>/eval", cmd_eval)
     ev.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
-    gen = _run_parser(sub, "generate", "sample graded completions for one split into <run_dir>/generate", cmd_generate)
+    gen = _sub(sub, "generate", "sample graded completions for one split into <run_dir>/generate", cmd_generate)
     gen.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
     gen.add_argument("--split", default="valid", help="split to sample (default: valid)")
     gen.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
@@ -172,17 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="[searchrl %(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .data import RecordError
-    from .runs import RunDirError
-    from .tasks.countdown.dataset import ProblemSpaceExhausted
+    args = build_parser().parse_args(argv)
+    configure_logging(args.quiet)
+    from .data import InputError
+    from .rundir import RunDirError
 
     try:
         return args.func(args)
-    except (ConfigError, RecordError, RunDirError, ProblemSpaceExhausted, FileNotFoundError) as e:
+    except (InputError, RunDirError, FileNotFoundError) as e:  # bad input: the message says what and where
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,22 +1,32 @@
-"""Configs: dataclasses filled from a YAML recipe plus ``key=value`` overrides.
+"""Configs: dataclasses filled from YAML recipes plus ``key=value`` overrides.
 
 OmegaConf does the parsing and type checking (``sft.lr=3e-4`` is checked against the
-dataclass field's type; an unknown key is an error that names it). Every field has a
-help string, so ``--help`` and the docs list every option, its default and its unit.
+dataclass field's type). Every field has a help string, so ``--help`` lists every option,
+its default and its unit. The ``task`` section is the settings dataclass of the task it
+names (``task.name``, default ``countdown``), found in the task registry, so this module
+never names a task's settings itself.
+
+Errors name their source: a recipe file and line (``recipe.yaml:12: sft.lrr: no such
+setting (did you mean sft.lr?)``), or the command line.
+
+This module sits below the pipelines and the CLI and above the trainers: it imports the
+trainers' config dataclasses, never a pipeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .selftrain.rest import SelfTrainConfig
-from .tasks.countdown.dataset import CountdownDataConfig
+from .data import InputError
 from .train.sft import SFTConfig
 
 
@@ -26,13 +36,22 @@ def _f(default: Any, help: str, **kw) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
+DEFAULT_TASK = "countdown"
+
+
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny-1m", "a preset (micro, tiny-1m, tiny-3m, small-8m, small-20m) or a local model directory")
-    number_digits: int = _f(0, "tokenizer for presets: 0 = one token per digit, D = whole numbers of <= D digits")
+    name: str = _f("tiny-1m", "a preset (micro, tiny-1m, tiny-3m, small-8m, small-20m; vocabulary from the task) "
+                              "or a local Hugging Face model directory")
     max_seq_len: int = _f(1024, "context length of presets (tokens)")
     dtype: str = _f("float32", "weights dtype for loading: float32 | bfloat16 | float16")
     device: str = _f("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
+
+
+@dataclass
+class EngineConfig:
+    backend: str = _f("searchrl", "generation backend: searchrl (our continuously batched sampler; other "
+                                  "architectures use their HF forward) | hf (always the HF forward)")
 
 
 @dataclass
@@ -52,42 +71,187 @@ class EvalConfig:
 
 
 @dataclass
+class SelfTrainConfig:
+    """Settings of one ReST / Guided-ReST run (besides the SFT settings, ``rest_sft``)."""
+
+    iterations: int = _f(3, "generate-filter-train iterations (the paper: 3)")
+    guidance_rounds: int = _f(3, "Guided-ReST guidance rounds per generation (0 = ReST)")
+    n_problems: int = _f(2000, "training problems sampled per iteration (0 = all)")
+    temperature: float = _f(1.0, "sampling temperature of the generation")
+    max_tokens: int = _f(896, "response budget incl. any guided prefix (tokens)")
+    from_base: bool = _f(True, "each iteration fine-tunes from the base checkpoint")
+    shard_problems: int = _f(256, "problems per resumable generation shard")
+    batch_size: int = _f(64, "rows decoded together by the sampler")
+    seed: int = _f(0, "seed of the sampling and of the guide's random choices")
+
+
+@dataclass
 class Config:
     run_dir: str = _f("runs/default", "run directory: every output of the command goes here")
-    seed: int = _f(0, "global seed")
-    data: CountdownDataConfig = field(default_factory=CountdownDataConfig)
-    data_dir: str = _f("", "existing Countdown data directory ('' = <run_dir>/data, made if missing)")
+    seed: int = _f(0, "global seed (initial weights of models created from scratch)")
+    task: Any = _f(None, "the task and its settings (task.name picks it; its fields are listed below)")
+    data_dir: str = _f("", "existing data directory of the task ('' = <run_dir>/data, prepared if missing)")
     model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(output_dir=""))
     eval: EvalConfig = field(default_factory=EvalConfig)
     selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     rest_sft: SFTConfig = field(default_factory=lambda: SFTConfig(output_dir="", warmup_steps=20, epochs=2.0))
-    base_model: str = _f("", "start self-training from this checkpoint instead of training the SoS base "
-                         "('' = train it into <run_dir>/sft)")
+    base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
+                         "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
+
+    def __post_init__(self):
+        if self.task is None:
+            from .tasks import task_config_class
+
+            self.task = task_config_class(DEFAULT_TASK)()
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass
 
 
-def load_config(path: str | os.PathLike | list | None = None, overrides: list[str] | None = None,
-                cls: type = Config) -> Any:
-    """Recipe YAML(s) (optional; later ones win) merged over the dataclass defaults, then
-    ``key=value`` overrides."""
-    base = OmegaConf.structured(cls)
-    paths = path if isinstance(path, list) else ([] if path is None else [path])
+# ---------------------------------------------------------------------------- sources
+
+
+class _Source:
+    """One layer of settings (a recipe file, a recorded config, the command line) and how to name it."""
+
+    def __init__(self, name: str, data: dict, path: Path | None = None, text: str | None = None):
+        self.name, self.data, self.path, self.text = name, data, path, text
+
+    def where(self, dotted: str | None) -> str:
+        if self.path is not None and self.text is not None and dotted:
+            line = _yaml_line(self.text, dotted.split("."))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return self.name
+
+
+def _yaml_line(text: str, keys: list[str]) -> int | None:
+    """1-based line of the (deepest existing) key ``keys`` in a YAML document."""
     try:
-        for p in paths:
-            base = OmegaConf.merge(base, OmegaConf.load(p))
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError(f"overrides must look like key=value, got {bad}")
-            base = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(base)
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def _migrate(d: Any) -> Any:
+    """Settings written by searchrl before tasks had a config section: ``data`` -> ``task``,
+    ``model.number_digits`` -> ``task.number_digits``."""
+    if not isinstance(d, dict):
+        return d
+    d = dict(d)
+    if "data" in d and "task" not in d:
+        d["task"] = {"name": DEFAULT_TASK, **(d.pop("data") or {})}
+    if isinstance(d.get("model"), dict) and "number_digits" in d["model"]:
+        model = dict(d["model"])
+        nd = model.pop("number_digits")
+        d["model"] = model
+        task = dict(d.get("task") or {})
+        task.setdefault("number_digits", nd)
+        d["task"] = task
+    return d
+
+
+def read_recipe(path: str | os.PathLike) -> _Source:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such recipe file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a recipe is a mapping of settings, got {type(data).__name__}")
+    return _Source(str(path), _migrate(data), path, text)
+
+
+def _overrides_source(overrides: list[str]) -> _Source:
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"command line: overrides look like key=value, got {bad}")
+    try:
+        data = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
-        where = f"{', '.join(map(str, paths))}: " if paths else ""
-        raise ConfigError(f"{where}{e}".strip()) from None
+        raise ConfigError(f"command line: {str(e).splitlines()[0]}") from None
+    return _Source("command line", _migrate(data))
+
+
+def _keys(cfg: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _keys(value, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def _task_name(sources: list[_Source]) -> str:
+    name = DEFAULT_TASK
+    for s in sources:
+        t = s.data.get("task")
+        if isinstance(t, dict) and t.get("name") is not None:
+            name = str(t["name"])
+    return name
+
+
+def load_config(path: str | os.PathLike | list | None = None, overrides: list[str] | None = None,
+                cls: type = Config, base: dict | None = None, base_name: str = "recorded config") -> Any:
+    """Settings in layers, later ones winning: the dataclass defaults, ``base`` (a recorded
+    config, as a dict), the recipe YAML file(s) ``path``, then ``key=value`` ``overrides``."""
+    paths = path if isinstance(path, list) else ([] if path is None else [path])
+    sources = ([_Source(base_name, _migrate(base))] if base is not None else [])
+    sources += [read_recipe(p) for p in paths]
+    if overrides:
+        sources.append(_overrides_source(list(overrides)))
+    schema = OmegaConf.structured(cls)
+    if cls is Config:
+        from .tasks import task_config_class
+
+        try:
+            task_cls = task_config_class(_task_name(sources))
+        except ValueError as e:
+            raise ConfigError(f"task.name: {e}") from None
+        schema.task = OmegaConf.structured(task_cls)
+    known = _keys(cls()) if cls is not Config else None
+    for s in sources:
+        try:
+            schema = OmegaConf.merge(schema, s.data)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or ""
+            first = str(e).splitlines()[0]
+            if "not in" in first and key:
+                known = known or _keys(OmegaConf.to_object(schema))
+                close = difflib.get_close_matches(key, known, n=1)
+                msg = f"{key}: no such setting" + (f" (did you mean {close[0]}?)" if close else "")
+            else:
+                msg = f"{key}: {first}" if key else first
+            raise ConfigError(f"{s.where(key)}: {msg}") from None
+    try:
+        return OmegaConf.to_object(schema)
+    except (OmegaConfBaseException, ValueError) as e:  # e.g. a dataclass's own __post_init__ check
+        names = ", ".join(s.name for s in sources) or "defaults"
+        raise ConfigError(f"{names}: {str(e).splitlines()[0]}") from None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -28,7 +28,12 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-class RecordError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user (a setting, a file, a model directory): the CLI prints the message
+    alone, no traceback, and exits with status 2."""
+
+
+class RecordError(InputError):
     """Bad input record; the message names the file, the line and the field."""
 
     def __init__(self, path: str | os.PathLike, line: int, field: str | None, message: str):
@@ -158,26 +163,35 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path],
-                     produce: Callable[[int, int], list[dict]], desc: str = "",
-                     progress: bool = True) -> list[dict]:
+                     produce: Callable[..., list[dict]], desc: str = "", progress: bool = True,
+                     per_item: int = 1) -> list[dict]:
     """Records for items ``0..n-1``, made ``shard_size`` at a time and kept on disk.
 
     Shard ``[start, end)`` lives at ``path_of(start, end)``: a finished shard is read back,
-    a missing one is made by ``produce(start, end)`` and written atomically, so a crash
-    loses at most the shard in flight and a rerun recomputes nothing finished.
+    a missing one is made by ``produce(start, end, advance)`` and written atomically, so a
+    crash loses at most the shard in flight and a rerun recomputes nothing finished.
+
+    The progress bar counts ``per_item`` units per item (e.g. samples per problem);
+    ``produce`` may call ``advance(k)`` as units finish, so the bar moves within a shard.
+    A rerun that finds finished shards says so ("resuming: k of n done").
     """
     from tqdm.auto import tqdm
 
+    spans = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    done = sum(e - s for s, e in spans if path_of(s, e).exists())
+    if done and done < n:
+        desc = f"{desc} (resuming: {done} of {n} done)"
+    unit = "problem" if per_item == 1 else "sample"
     records: list[dict] = []
-    with tqdm(total=n, desc=desc, unit="problem", disable=not progress) as bar:
-        for start in range(0, n, shard_size):
-            end = min(start + shard_size, n)
+    with tqdm(total=n * per_item, desc=desc, unit=unit, disable=not progress) as bar:
+        for start, end in spans:
             path = path_of(start, end)
+            before = bar.n
             if path.exists():
                 part = read_jsonl(path)
             else:
-                part = produce(start, end)
+                part = produce(start, end, bar.update)
                 write_jsonl(path, part)
             records.extend(part)
-            bar.update(end - start)
+            bar.update((end - start) * per_item - (bar.n - before))
     return records

@@ -9,7 +9,7 @@ import pytest
 from searchrl.cli import main
 
 
-SMALL = ["data.n_train=40", "data.n_valid=4", "data.n_test=5", "data.max_target=30", "data.workers=1",
+SMALL = ["task.n_train=40", "task.n_valid=4", "task.n_test=5", "task.max_target=30", "task.workers=1",
          "model.name=micro", "model.max_seq_len=512", "sft.max_steps=4", "sft.warmup_steps=1",
          "sft.tokens_per_batch=2048", "sft.max_seq_len=512", "sft.save_every=2", "sft.log_every=1",
          "eval.n_problems=3", "eval.n_samples=4", "eval.ks=[1,2,4]", "eval.max_tokens=64",
@@ -53,32 +53,79 @@ def test_eval_on_another_split_reports_that_split(tmp_path):
 def test_a_different_config_into_the_same_run_dir_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    before = (run / "config.yaml").read_text()
     assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "sft.lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "sft.lr" in err
+    assert (run / "config.yaml").read_text() == before  # a refused command records nothing
+    # eval refuses it too: its default model is that SFT model
+    assert main(["eval", "--run-dir", str(run), "--quiet", "sft.lr=0.5"]) == 2
 
 
-def test_run_dir_from_an_older_version_without_a_new_setting_is_accepted(tmp_path):
-    """A key added later (here sft.grad_accum), at its default, is not a config change."""
+def test_later_stage_settings_recorded_config_and_copied_run_dirs(tmp_path):
+    """A setting only a later stage reads is no conflict; a command on an existing run dir starts
+    from its recorded config; a copied run dir evaluates its own checkpoints."""
+    import shutil
+
     import yaml
 
-    from searchrl.config import load_config
-    from searchrl.runs import RunDirError, prepare_run_dir
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    # no overrides at all: the recorded config (3 problems, 4 samples) is used, plus eval.n_samples on top
+    assert main(["eval", "--run-dir", str(run), "--quiet", "eval.n_samples=2", "eval.ks=[1,2]"]) == 0
+    res = json.loads((run / "eval" / "results.json").read_text())
+    assert res["methods"]["tiny"]["test_seen"]["num_samples"] == 6
+    assert res["meta"]["model"] == "sft/final"  # stored relative to the run dir
+    assert yaml.safe_load((run / "config.yaml").read_text())["eval"]["n_samples"] == 2
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(run)  # the copy must not need the original
+    assert main(["eval", "--run-dir", str(copy), "--quiet"]) == 0
+    assert json.loads((copy / "eval" / "results.json").read_text())["methods"] == res["methods"]
 
-    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}"])
-    run = prepare_run_dir(cfg)
-    recorded = yaml.safe_load((run / "config.yaml").read_text())
-    del recorded["sft"]["grad_accum"], recorded["rest_sft"]["grad_accum"]
-    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
-    prepare_run_dir(cfg)  # accepted, and the new key is recorded
-    assert yaml.safe_load((run / "config.yaml").read_text())["sft"]["grad_accum"] == 1
-    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
-    with pytest.raises(RunDirError, match="sft.grad_accum"):  # a non-default value is a change
-        prepare_run_dir(load_config(None, [f"run_dir={tmp_path / 'run'}", "sft.grad_accum=2"]))
-    for damaged in ("", "just a string", "- 1"):  # a config.yaml that is no config is refused
+
+def test_eval_of_another_model_never_reuses_the_first_models_samples(tmp_path):
+    """The reproduced bug: eval of model A, then eval --model B into the same run dir reported
+    A's samples as B's, because shards were named by index range only."""
+    from searchrl.models import build_countdown_tokenizer, load_policy
+
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    assert main(["eval", "--run-dir", str(run), "--quiet"]) == 0
+    a = json.loads((run / "eval" / "results.json").read_text())["methods"]["tiny"]
+    other = tmp_path / "B"
+    model, tok = load_policy("micro", build_countdown_tokenizer(0), max_seq_len=512, seed=123)
+    model.save_pretrained(other)
+    tok.save_pretrained(other)
+    assert main(["eval", "--run-dir", str(run), "--quiet", "--model", str(other)]) == 0
+    dirs = sorted((run / "eval" / "samples" / "test_seen").iterdir())
+    assert len(dirs) == 4  # greedy + sampled, per model
+    for mode in ("sampled",):  # each model's own samples (both greedy ones are empty here)
+        texts = [[json.loads(x)["response"] for p in sorted(d.glob("*.jsonl")) for x in p.read_text().splitlines()]
+                 for d in dirs if d.name.startswith(mode)]
+        assert len(texts) == 2 and texts[0] != texts[1]
+    # and A again: its own shards, recomputing nothing
+    shards = sorted((run / "eval" / "samples").rglob("*.jsonl"))
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    assert main(["eval", "--run-dir", str(run), "--quiet"]) == 0
+    assert json.loads((run / "eval" / "results.json").read_text())["methods"]["tiny"] == a
+    assert {p: p.stat().st_mtime_ns for p in shards} == mtimes
+
+
+def test_stage_from_an_older_version_without_a_new_setting_is_accepted(tmp_path, capsys):
+    """A key added later (here sft.grad_accum), at its default, is not a config change."""
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    stage = json.loads((run / "sft" / "stage.json").read_text())
+    del stage["depends"]["sft"]["grad_accum"]
+    (run / "sft" / "stage.json").write_text(json.dumps(stage))
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "sft.grad_accum=2"]) == 2
+    assert "sft.grad_accum" in capsys.readouterr().err
+    for damaged in ("just a string", "- 1"):  # a config.yaml that is no config is refused
         (run / "config.yaml").write_text(damaged)
-        with pytest.raises(RunDirError, match="different config"):
-            prepare_run_dir(cfg)
+        assert main(["eval", "--run-dir", str(run), "--quiet"]) == 2
+        assert "not a mapping" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml",
@@ -96,4 +143,65 @@ def test_shipped_recipes_load(recipe):
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert main(["sft", "--run-dir", str(tmp_path), "sft.lrr=1"]) == 2
-    assert "lrr" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err == "error: command line: sft.lrr: no such setting (did you mean sft.lr?)"
+    assert main(["sft", "--run-dir", str(tmp_path), "sft.lr=fast"]) == 2
+    assert "command line: sft.lr:" in capsys.readouterr().err
+
+
+def test_bad_recipes_name_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  lr: 1e-3\n  max_steps: [1\n")
+    assert main(["sft", "--config", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4:" in err and "invalid YAML" in err and "Traceback" not in err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("seed: 1\nsft:\n  lr: 1e-3\n  warmup_stpes: 3\n")
+    assert main(["sft", "--config", str(typo), "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: {typo}:4: sft.warmup_stpes: no such setting (did you mean sft.warmup_steps?)"
+
+
+def test_bad_training_records_name_file_line_and_field(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["data", "--out", str(data), "--quiet", "task.n_train=8", "task.n_valid=2", "task.n_test=2",
+                 "task.max_target=30", "task.workers=1"]) == 0
+    lines = (data / "train.jsonl").read_text().splitlines()
+    for i, change, field in ((2, lambda r: r.pop("trace"), "'trace': missing"),
+                             (6, lambda r: r.update(trace=123), "'trace': expected a Stream-of-Search trace")):
+        recs = [json.loads(x) for x in lines]
+        change(recs[i])
+        (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        run = tmp_path / f"run{i}"
+        assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, f"data_dir={data}"]) == 2
+        assert f"{data / 'train.jsonl'}:{i + 1}: field {field}" in capsys.readouterr().err
+
+
+def test_a_bad_model_is_refused_before_any_data_is_made(tmp_path, capsys):
+    notmodel = tmp_path / "notmodel"
+    notmodel.mkdir()
+    (notmodel / "config.json").write_text('{"hello": 1}')
+    run = tmp_path / "run"
+    assert main(["eval", "--run-dir", str(run), "--quiet", *SMALL, "--model", str(notmodel)]) == 2
+    assert "no 'model_type'" in capsys.readouterr().err
+    assert not (run / "data").exists()
+    assert main(["eval", "--run-dir", str(run), "--quiet", *SMALL, "--model", str(tmp_path / "nope")]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+
+
+def test_top_level_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom searchrl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: searchrl") and "Teach language models to search" in out.stdout
+
+
+def test_demo_help_shows_the_presets_settings(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "run_dir = 'runs/demo'" in out and "rest_sft.lr = 0.0002" in out and "about 10 s" in out

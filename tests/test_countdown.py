@@ -182,15 +182,18 @@ def test_generate_splits_properties_and_worker_independence():
 def test_records_round_trip_and_cli(tmp_path):
     from searchrl.cli import main
 
-    assert main(["countdown", "data", "--out", str(tmp_path), "--n-train", "30", "--n-valid", "5",
-                 "--n-test", "5", "--n-numbers", "4", "--seed", "1", "--workers", "1", "--quiet"]) == 0
+    assert main(["data", "--out", str(tmp_path), "task.n_train=30", "task.n_valid=5", "task.n_test=5",
+                 "task.n_numbers=4", "task.seed=1", "task.workers=1", "--quiet"]) == 0
     for split in ("train", "valid", "test_seen", "test_unseen"):
         recs = read_problems(tmp_path / f"{split}.jsonl")
         assert recs and all(len(r["nums"]) == 4 for r in recs)
-    task = CountdownTask(tmp_path)
+    task = CountdownTask(data_dir=tmp_path)
     p = task.problems("train")[0]
     assert task.reward(p, p["trace"]) == float(grade(p["trace"], p["target"], p["nums"]))
     assert task.reward(p, optimal_trace(p["target"], p["nums"], p["solution"])) == 1.0
+    [s1, s2] = task.score([p, p], [task.demonstration(p), optimal_trace(p["target"], p["nums"], p["solution"])])
+    assert s1.correct == grade(p["trace"], p["target"], p["nums"]) and s1.reward == float(s1.correct)
+    assert s2.correct and s2.reward == 1.0
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["train"]["problems"] == 30
 

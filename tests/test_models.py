@@ -73,7 +73,7 @@ def test_fix_chat_template_trim():
 
 
 def test_presets_save_and_load_as_hf_directories(tmp_path):
-    model, tok = load_policy("micro", number_digits=0, max_seq_len=128)
+    model, tok = load_policy("micro", build_countdown_tokenizer(0), max_seq_len=128)
     assert 10_000 < num_params(model) < 50_000
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -92,7 +92,7 @@ def test_unknown_policy_name_is_a_clear_error(tmp_path):
 def test_pretrained_directory_with_a_trimming_chat_template(tmp_path):
     """A local model whose chat template trims messages (as Llama-3.x's does) loads with the
     trim removed, so a continuation prefix ending in a newline survives the template."""
-    model, tok = load_policy("micro", max_seq_len=128)
+    model, tok = load_policy("micro", build_countdown_tokenizer(0), max_seq_len=128)
     tok.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] | trim }}{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     model.save_pretrained(tmp_path)

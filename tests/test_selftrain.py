@@ -13,24 +13,25 @@ from pathlib import Path
 import pytest
 
 from searchrl.data import read_json, read_jsonl
-from searchrl.models import load_policy
+from searchrl.models import build_countdown_tokenizer, load_policy
+from searchrl.rundir import resolve
 from searchrl.selftrain.rest import SelfTrainConfig, run_selftrain
-from searchrl.tasks.countdown import CountdownDataConfig, CountdownTask, grade, write_splits
+from searchrl.tasks.countdown import CountdownConfig, CountdownTask, grade
 from searchrl.train.sft import SFTConfig
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     d = tmp_path_factory.mktemp("cd")
-    write_splits(d, CountdownDataConfig(n_train=40, n_valid=4, n_test=4, n_numbers=3, max_target=30,
-                                        workers=1), progress=False)
-    return CountdownTask(d)
+    task = CountdownTask(CountdownConfig(n_train=40, n_valid=4, n_test=4, n_numbers=3, max_target=30, workers=1), d)
+    task.prepare(progress=False)
+    return task
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     d = tmp_path_factory.mktemp("base")
-    model, tok = load_policy("micro", max_seq_len=512, seed=0)
+    model, tok = load_policy("micro", build_countdown_tokenizer(0), max_seq_len=512, seed=0)
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return d
@@ -58,10 +59,14 @@ def test_guidance_rounds_rescue_failures_with_an_untrained_model(task, base, tmp
     problems = task.problems("train")
     data = read_jsonl(tmp_path / "guided" / "iter1" / "data.jsonl")
     assert len(data) == stats["kept"]
+    tok = _loader(base)[1]
     for rec in data:
         p = problems[rec["index"]]
         assert grade(rec["response"], p["target"], p["nums"])          # kept data are all correct
-        assert rec["prompt"].endswith("<|assistant|>")
+        assert tok.decode(rec["prompt_ids"]).endswith("<|assistant|>")
+        # the response's ids are the guided prefix followed by exactly what was sampled
+        assert len(rec["logprobs"]) == len(rec["response_ids"]) - rec["prefix_len"] > 0
+        assert tok.decode(rec["response_ids"], skip_special_tokens=True) == rec["response"]
     assert (final / "config.json").exists()
 
 
@@ -70,12 +75,11 @@ def test_rest_keeps_only_correct_and_restarts_from_base(task, base, tmp_path):
                           batch_size=8)
     run_selftrain(task, _loader, _sft(), tmp_path / "g", base, cfg, progress=False)
     for it in (1, 2):
-        assert read_json(tmp_path / "g" / f"iter{it}" / "done.json")["initialised_from"] == str(base)
+        assert resolve(tmp_path / "g", read_json(tmp_path / "g" / f"iter{it}" / "done.json")["initialised_from"]) == base
     # continuing from the previous iteration is an option
     run_selftrain(task, _loader, _sft(), tmp_path / "c", base,
                   SelfTrainConfig(**{**cfg.__dict__, "from_base": False}), progress=False)
-    assert read_json(tmp_path / "c" / "iter2" / "done.json")["initialised_from"] == \
-        str(tmp_path / "c" / "iter1" / "sft" / "final")
+    assert read_json(tmp_path / "c" / "iter2" / "done.json")["initialised_from"] == "iter1/sft/final"
     # plain ReST with an untrained model keeps nothing: the policy stays the base, and the record says so
     final = run_selftrain(task, _loader, _sft(), tmp_path / "r", base,
                           SelfTrainConfig(**{**cfg.__dict__, "guidance_rounds": 0}), progress=False)

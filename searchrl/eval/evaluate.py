@@ -6,8 +6,9 @@ verifier; then per split the unbiased pass@k (k = 1, 2, 4, ..., 32) and accuracy
 a token budget (a sample counts only if correct within the budget).
 
 Generation is the slow part, so it is resumable: samples are written in shards of
-``shard_problems`` problems (``<out>/samples/<split>/<mode>-<first>-<last>.jsonl``) through
-temporary files renamed into place; a rerun skips finished shards. Each problem's samples
+``shard_problems`` problems (``<out>/samples/<split>/<mode>-<key>/<first>-<last>-<digest>.jsonl``,
+the key naming the model and settings that made them) through temporary files renamed into
+place; a rerun skips finished shards and a changed model or setting makes new ones. Each problem's samples
 come from a seed derived from ``(seed, split, problem index, sample index)``, so a shard's
 content does not depend on what else was generated with it.
 """
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data import resumable_shards, write_json
+from ..engine import SamplingParams
+from ..rollout import rollout
+from ..rundir import problems_digest, shard_key
 from ..seeding import stable_seed
-from ..engine import SamplingParams, Sampler
-from ..models.tokenizer import prompt_for
 from .metrics import summarize
 
 
@@ -34,60 +36,62 @@ def budgets_for(max_tokens: int) -> list[int]:
     return out + [max_tokens]
 
 
-def generate_split(sampler: Sampler, tokenizer, task, split: str, problems: list[dict], mode: str,
-                   n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
-                   out_dir: str | os.PathLike, shard_problems: int = 50, progress: bool = True) -> list[dict]:
+def generate_split(generator, task, split: str, problems: list[dict], mode: str, n: int, temperature: float,
+                   top_p: float, max_tokens: int, seed: int, out_dir: str | os.PathLike, model_id: str,
+                   shard_problems: int = 50, progress: bool = True) -> list[dict]:
     """Generate and grade ``n`` samples per problem (``mode`` "greedy" or "sampled"), resumably.
 
-    Returns the sample records of all problems, in problem order.
+    Shards are keyed by what produced them (``model_id``, the sampling settings and seed; each
+    shard's file name carries a digest of its problems), so a changed model or setting never
+    reuses another's samples. Returns the sample records of all problems, in problem order.
     """
-    out = Path(out_dir) / "samples" / split
+    key = shard_key(model=model_id, mode=mode, n=n, temperature=temperature, top_p=top_p,
+                    max_tokens=max_tokens, seed=seed, split=split)
+    out = Path(out_dir) / "samples" / split / f"{mode}-{key}"
 
-    def produce(start: int, end: int) -> list[dict]:
+    def path_of(start: int, end: int) -> Path:
+        return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
+
+    def produce(start: int, end: int, advance) -> list[dict]:
         chunk = problems[start:end]
-        prompts = [prompt_for(tokenizer, task.prompt(p)) for p in chunk]
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                  seed=stable_seed(seed, split, start + i)) for i in range(len(chunk))]
-        shard = []
-        for i, (p, o) in enumerate(zip(chunk, sampler.generate(prompts, params))):
-            for c in o.outputs:
-                shard.append({"split": split, "index": start + i, "mode": mode, "sample": c.index,
-                              "response": c.text, "num_tokens": len(c.token_ids),
-                              "finish_reason": c.finish_reason, "reward": task.reward(p, c.text)})
-        return shard
+        trajs = rollout(generator, task, chunk, params, indices=range(start, end), advance=advance)
+        return [{"split": split, "mode": mode, **t.to_record(tokens=False)} for ts in trajs for t in ts]
 
-    return resumable_shards(len(problems), shard_problems, lambda s, e: out / f"{mode}-{s:06d}-{e - 1:06d}.jsonl",
-                            produce, desc=f"{split} {mode}", progress=progress)
+    return resumable_shards(len(problems), shard_problems, path_of, produce, desc=f"{split} {mode}",
+                            progress=progress, per_item=n)
 
 
 def _by_problem(records: list[dict], n_problems: int) -> list[list[tuple[bool, int]]]:
     grouped: list[list[tuple[bool, int]]] = [[] for _ in range(n_problems)]
     for r in records:
-        grouped[r["index"]].append((r["reward"] > 0, r["num_tokens"]))
+        grouped[r["index"]].append((bool(r["correct"]), r["num_tokens"]))
     return grouped
 
 
-def evaluate(model, tokenizer, task, cfg, out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+def evaluate(generator, task, cfg, out_dir: str | os.PathLike, model_id: str,
+             progress: bool = True) -> dict[str, Any]:
     """Greedy and sampled evaluation on ``cfg.splits``; returns ``summarize(...)`` output.
 
-    ``cfg`` is an :class:`searchrl.config.EvalConfig`. Writes the samples (resumable) and
-    ``<out_dir>/summary.json``.
+    ``cfg`` is an :class:`searchrl.config.EvalConfig`; ``model_id`` identifies the policy the
+    generator samples from (:func:`searchrl.rundir.model_fingerprint`). Writes the samples
+    (resumable) and ``<out_dir>/summary.json``.
     """
-    sampler = Sampler(model, tokenizer, max_batch_size=cfg.batch_size)
     sampled: dict[str, list[list[tuple[bool, int]]]] = {}
     greedy: dict[str, list[bool]] = {}
     for split in cfg.splits:
         problems = task.problems(split)
         if cfg.n_problems:
             problems = problems[: cfg.n_problems]
+        common = dict(max_tokens=cfg.max_tokens, seed=cfg.seed, out_dir=out_dir, model_id=model_id,
+                      shard_problems=cfg.shard_problems, progress=progress)
         if cfg.greedy:
-            recs = generate_split(sampler, tokenizer, task, split, problems, "greedy", 1, 0.0, 1.0,
-                                  cfg.max_tokens, cfg.seed, out_dir, cfg.shard_problems, progress)
+            recs = generate_split(generator, task, split, problems, "greedy", 1, 0.0, 1.0, **common)
             greedy[split] = [g[0][0] for g in _by_problem(recs, len(problems))]
         if cfg.n_samples:
-            recs = generate_split(sampler, tokenizer, task, split, problems, "sampled", cfg.n_samples,
-                                  cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed, out_dir,
-                                  cfg.shard_problems, progress)
+            recs = generate_split(generator, task, split, problems, "sampled", cfg.n_samples, cfg.temperature,
+                                  cfg.top_p, **common)
             sampled[split] = _by_problem(recs, len(problems))
         else:
             sampled[split] = [[] for _ in problems]

@@ -4,7 +4,7 @@ A policy is a ``(model, tokenizer)`` pair of plain transformers objects, so chec
 are ``save_pretrained`` directories that vLLM, TRL and transformers load as they are.
 
 * ``load_policy("tiny-1m", tokenizer=...)`` creates a fresh Llama-style model from a preset
-  (sized for this 2-core CPU; the tokenizer decides the vocabulary).
+  (sized for this 2-core CPU; the tokenizer, usually the task's own, decides the vocabulary).
 * ``load_policy("path/to/dir")`` loads a checkpoint or a local pretrained model with its
   own tokenizer and chat template (e.g. Llama-3.2-1B-Instruct; its chat template's
   ``| trim`` is removed so that continuing a prefix re-tokenizes consistently, as the
@@ -21,7 +21,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
-from .tokenizer import build_countdown_tokenizer, fix_chat_template_trim
+from ..data import InputError
+from .tokenizer import fix_chat_template_trim
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,51 @@ def is_model_dir(name: str | os.PathLike) -> bool:
     return Path(name).is_dir() and (Path(name) / "config.json").exists()
 
 
-def load_policy(name: str | os.PathLike, tokenizer=None, *, number_digits: int = 0, max_seq_len: int = 1024,
+def check_model_dir(path: str | os.PathLike) -> None:
+    """Refuse, with the reason, a directory that is not a loadable causal-LM checkpoint.
+
+    Cheap (reads JSON only), so commands call it before any long work.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise InputError(f"{cfg_path}: no 'model_type' field, so this is not a Hugging Face model config")
+    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
+    if not weights:
+        raise FileNotFoundError(f"{path}: no weights (*.safetensors or *.bin) next to config.json")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+
+
+def load_policy(name: str | os.PathLike, tokenizer=None, *, max_seq_len: int = 1024,
                 seed: int = 0, dtype: torch.dtype | None = None, device: str | torch.device | None = None):
-    """``(model, tokenizer)`` from a preset name or a local model directory (see module doc)."""
+    """``(model, tokenizer)`` from a preset name or a local model directory (see module doc).
+
+    A preset needs ``tokenizer`` (the task's vocabulary); a model directory brings its own.
+    """
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars for tiny models are noise
     if is_model_dir(name):
+        check_model_dir(name)
         tok = tokenizer or AutoTokenizer.from_pretrained(name)
         fix_chat_template_trim(tok)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32)
     elif str(name) in PRESETS:
-        tok = tokenizer or build_countdown_tokenizer(number_digits)
+        if tokenizer is None:
+            raise ValueError(f"preset {name!r} is created from scratch and needs a tokenizer "
+                             f"(a task's tokenizer(), e.g. searchrl.models.build_countdown_tokenizer())")
+        tok = tokenizer
         torch.manual_seed(seed)
         model = LlamaForCausalLM(tiny_config(str(name), len(tok), max_seq_len, tok))
         if dtype is not None:
@@ -89,3 +125,38 @@ def load_policy(name: str | os.PathLike, tokenizer=None, *, number_digits: int =
 
 def num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def resolve_model_path(name: str | os.PathLike) -> Path:
+    """``builtin:NAME`` is a checkpoint shipped inside the package (``searchrl/presets/NAME``)."""
+    name = str(name)
+    if name.startswith("builtin:"):
+        from importlib import resources
+
+        path = Path(str(resources.files("searchrl") / "presets" / name.split(":", 1)[1]))
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{name}: no shipped checkpoint at {path}")
+        return path
+    return Path(name)
+
+
+def load_model(model_cfg, name: str | os.PathLike | None = None, task=None, seed: int = 0):
+    """``(model, tokenizer)`` as a run's :class:`~searchrl.config.ModelConfig` says.
+
+    ``name`` (default ``model_cfg.name``): a model directory, or a preset created from
+    scratch with ``task.tokenizer()``.
+    """
+    if model_cfg.dtype not in DTYPES:
+        raise InputError(f"model.dtype must be one of {DTYPES}, got {model_cfg.dtype!r}")
+    dtype = getattr(torch, model_cfg.dtype)
+    device = model_cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = str(resolve_model_path(name or model_cfg.name))
+    tokenizer = None
+    if not is_model_dir(name) and name in PRESETS:
+        if task is None or not hasattr(task, "tokenizer"):
+            raise InputError(f"model preset {name!r} needs a vocabulary, and task "
+                             f"{getattr(task, 'name', None)!r} brings no tokenizer(); use a model directory")
+        tokenizer = task.tokenizer()
+    return load_policy(name, tokenizer, max_seq_len=model_cfg.max_seq_len, seed=seed, dtype=dtype, device=device)

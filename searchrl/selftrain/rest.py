@@ -31,138 +31,148 @@ import dataclasses
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
+from ..config import SelfTrainConfig
 from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
+from ..rollout import Trajectory, rollout, sft_example
+from ..rundir import Stage, flat_defaults, model_fingerprint, rel, resolve, shard_key
 from ..seeding import stable_seed
 
-
-@dataclass
-class SelfTrainConfig:
-    """Settings of one ReST / Guided-ReST run (besides the SFT settings, ``rest_sft``)."""
-
-    iterations: int = field(default=3, metadata={"help": "generate-filter-train iterations (the paper: 3)"})
-    guidance_rounds: int = field(default=3, metadata={"help": "Guided-ReST guidance rounds per generation (0 = ReST)"})
-    n_problems: int = field(default=2000, metadata={"help": "training problems sampled per iteration (0 = all)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the generation"})
-    max_tokens: int = field(default=896, metadata={"help": "response budget incl. any guided prefix (tokens)"})
-    from_base: bool = field(default=True, metadata={"help": "each iteration fine-tunes from the base checkpoint"})
-    shard_problems: int = field(default=256, metadata={"help": "problems per resumable generation shard"})
-    batch_size: int = field(default=64, metadata={"help": "rows decoded together by the sampler"})
-    seed: int = field(default=0, metadata={"help": "seed of the sampling and of the guide's random choices"})
+#: settings that do not change what a self-training run produces
+NOT_RESULT = ("shard_problems", "batch_size")
+SFT_NOT_RESULT = ("output_dir", "save_every", "log_every", "keep_last")
 
 
-def generate_guided(sampler, tokenizer, task, problems: list[dict], start: int, cfg: SelfTrainConfig,
-                    iteration: int) -> list[dict]:
+def generate_guided(generator, task, problems: list[dict], start: int, cfg: SelfTrainConfig,
+                    iteration: int, advance=None) -> list[Trajectory]:
     """Sample one trajectory per problem, then run the guidance rounds on the failures.
 
-    Returns one record per problem: the final response, its reward and token count, the
-    round that solved it (``-1`` if none; 0 = the plain sample), and the prefix length of
-    the last guided continuation.
+    Returns one trajectory per problem: the last response tried (a guided one starts with its
+    prefix, ``prefix_len`` tokens), ``meta["solved_round"]`` the round that solved it (``-1``
+    if none; 0 = the plain sample).
     """
     from ..engine import SamplingParams
-    from ..models.tokenizer import prompt_for
 
-    prompts = [prompt_for(tokenizer, task.prompt(p)) for p in problems]
+    tok = generator.tokenizer
     params = [SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                              seed=stable_seed(cfg.seed, iteration, 0, start + i)) for i in range(len(problems))]
-    outs = sampler.generate(prompts, params)
-    recs = []
-    for i, (p, o) in enumerate(zip(problems, outs)):
-        c = o.outputs[0]
-        r = task.reward(p, c.text)
-        recs.append({"index": start + i, "response": c.text, "num_tokens": len(c.token_ids), "reward": r,
-                     "solved_round": 0 if r > 0 else -1, "prefix_tokens": 0})
+    trajs = [ts[0] for ts in rollout(generator, task, problems, params, indices=range(start, start + len(problems)),
+                                     advance=advance)]
+    for t in trajs:
+        t.meta["solved_round"] = 0 if t.correct else -1
     for rnd in range(1, cfg.guidance_rounds + 1):
-        todo, cont_prompts, cont_params, prefixes = [], [], [], []
-        for i, (p, rec) in enumerate(zip(problems, recs)):
-            if rec["reward"] > 0:
+        todo, prefixes, cont_params = [], [], []
+        for i, (p, t) in enumerate(zip(problems, trajs)):
+            if t.correct:
                 continue
             rng = random.Random(stable_seed(cfg.seed, iteration, rnd, start + i, "guide"))
-            prefix = task.guide(p, rec["response"], rng=rng)
-            n_prefix = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-            if n_prefix >= cfg.max_tokens:
+            prefix = task.guide(p, t.response, rng=rng)
+            n_prefix = len(tok(prefix, add_special_tokens=False)["input_ids"])
+            if n_prefix >= cfg.max_tokens:  # the prefix alone fills the budget
                 continue
             todo.append(i)
-            prefixes.append((prefix, n_prefix))
-            cont_prompts.append(prompts[i] + prefix)
+            prefixes.append(prefix)
             cont_params.append(SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens - n_prefix,
                                               seed=stable_seed(cfg.seed, iteration, rnd, start + i)))
         if not todo:
             break
-        outs = sampler.generate(cont_prompts, cont_params)
-        for i, (prefix, n_prefix), o in zip(todo, prefixes, outs):
-            c = o.outputs[0]
-            response = prefix + c.text
-            r = task.reward(problems[i], response)
-            recs[i].update({"response": response, "num_tokens": n_prefix + len(c.token_ids), "reward": r,
-                            "prefix_tokens": n_prefix, "solved_round": rnd if r > 0 else -1})
-    return recs
+        outs = rollout(generator, task, [problems[i] for i in todo], cont_params,
+                       indices=[start + i for i in todo], prefixes=prefixes)
+        for i, ts in zip(todo, outs):
+            t = ts[0]
+            t.meta["solved_round"] = rnd if t.correct else -1
+            trajs[i] = t
+    return trajs
 
 
-def run_selftrain(task, load_model, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
-                  cfg: SelfTrainConfig, progress: bool = True) -> Path:
+def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike,
+                    depends: dict | None = None) -> Stage:
+    """The run-directory stage of a self-training run: what its models depend on."""
+    sft_settings = {k: v for k, v in dataclasses.asdict(sft_cfg).items() if k not in SFT_NOT_RESULT}
+    return Stage(method_dir, {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
+                              "sft": sft_settings, "base_model": model_fingerprint(base_model), **(depends or {})},
+                 defaults={**flat_defaults("selftrain", SelfTrainConfig()),
+                           **flat_defaults("sft", type(sft_cfg)(output_dir=""))})
+
+
+def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
+                  cfg: SelfTrainConfig, progress: bool = True, make_generator: Callable | None = None,
+                  depends: dict | None = None) -> Path:
     """Run the iterations into ``method_dir``; returns the last iteration's model directory.
 
-    ``task`` is any task with ``problems("train")``, ``prompt``, ``reward`` and (for
-    guidance rounds) ``guide``; ``load_model(path) -> (model, tokenizer)``; ``sft_cfg`` is
-    the :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning.
+    ``task`` is any task (guidance rounds need its ``guide``); ``load_model(path) -> (model,
+    tokenizer)``; ``make_generator(model, tokenizer, batch_size)`` (default: our
+    :class:`~searchrl.engine.Sampler`); ``sft_cfg`` is the
+    :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning. ``depends`` adds
+    what the caller knows the run depends on (e.g. the task's data settings) to the stage
+    record, besides these settings and the base model's fingerprint.
     """
-    from ..engine import Sampler
-    from ..models.tokenizer import prompt_for
     from ..train.sft import train_sft
+
+    if make_generator is None:
+        from ..engine import Sampler
+
+        def make_generator(model, tok, batch_size):
+            return Sampler(model, tok, max_batch_size=batch_size)
 
     if cfg.guidance_rounds and not hasattr(task, "guide"):
         raise ValueError(f"task {getattr(task, 'name', task)!r} has no guide(); use guidance_rounds=0 (ReST)")
     method_dir = Path(method_dir)
+    base_model = Path(base_model)
+    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends)
+    stage.begin()
     problems = task.problems("train")
     if cfg.n_problems:
         problems = problems[: cfg.n_problems]
-    policy = Path(base_model)
+    policy = base_model
     for it in range(1, cfg.iterations + 1):
         it_dir = method_dir / f"iter{it}"
         done = it_dir / "done.json"
         if done.exists():
-            policy = Path(read_json(done)["model"])
+            policy = resolve(method_dir, read_json(done)["model"])
             continue
         sft_dir = it_dir / "sft"
         data_path = it_dir / "data.jsonl"
         if not (it_dir / "gen_stats.json").exists():
             model, tok = load_model(policy)
-            sampler = Sampler(model, tok, max_batch_size=cfg.batch_size)
+            generator = make_generator(model, tok, cfg.batch_size)
+            key = shard_key(policy=model_fingerprint(policy), iteration=it, temperature=cfg.temperature,
+                            max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed)
             t0 = time.perf_counter()
             recs = resumable_shards(
                 len(problems), cfg.shard_problems,
-                lambda s, e: it_dir / "gen" / f"shard-{s:06d}-{e - 1:06d}.jsonl",
-                lambda s, e: generate_guided(sampler, tok, task, problems[s:e], s, cfg, it),
+                lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl",
+                lambda s, e, advance: [t.to_record() for t in generate_guided(
+                    generator, task, problems[s:e], s, cfg, it, advance)],
                 desc=f"{method_dir.name} iter {it} generate", progress=progress)
-            kept = [r for r in recs if r["reward"] > 0]
-            write_jsonl(data_path, [{"prompt": prompt_for(tok, task.prompt(problems[r["index"]])),
-                                     "response": r["response"], "index": r["index"],
-                                     "num_tokens": r["num_tokens"], "solved_round": r["solved_round"]}
-                                    for r in kept])
+            write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
-                                                                   time.perf_counter() - t0, str(policy)))
-        examples = [{"prompt": r["prompt"], "response": r["response"]} for r in read_jsonl(data_path)]
+                                                                   time.perf_counter() - t0,
+                                                                   rel(method_dir, policy)))
         start = base_model if cfg.from_base else policy
-        if examples:
+        kept = [Trajectory.from_record(r) for r in read_jsonl(data_path)]
+        if kept:
             model, tok = load_model(start)
+            examples = [sft_example(t, tok.eos_token_id) for t in kept]
             train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)), progress=progress)
             policy = sft_dir / "final"
-            write_json(done, {"model": str(policy), "initialised_from": str(start), "examples": len(examples)})
+            write_json(done, {"model": rel(method_dir, policy), "initialised_from": rel(method_dir, start),
+                              "examples": len(examples)})
         else:
             # nothing correct to learn from: the policy stays as it was (and the record says so)
-            write_json(done, {"model": str(policy), "initialised_from": None, "examples": 0,
+            write_json(done, {"model": rel(method_dir, policy), "initialised_from": None, "examples": 0,
                               "skipped": "no correct trajectory in this iteration"})
+    stage.finish(model=rel(method_dir, policy))
     return policy
 
 
 def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str) -> dict:
     """How many problems each round solved, and the token lengths of the kept traces."""
     n = len(recs)
-    solved_by = [sum(r["solved_round"] == k for r in recs) for k in range(rounds + 1)]
-    kept = sorted(r["num_tokens"] for r in recs if r["reward"] > 0)
+    solved_by = [sum(r["meta"]["solved_round"] == k for r in recs) for k in range(rounds + 1)]
+    kept = sorted(r["num_tokens"] for r in recs if r["correct"])
     return {
         "policy": policy, "problems": n, "kept": len(kept), "kept_fraction": len(kept) / max(n, 1),
         "solved_by_round": solved_by,  # round 0 = plain sampling; k = rescued by guidance round k

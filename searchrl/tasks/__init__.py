@@ -1,1 +1,40 @@
+"""Tasks by name.
 
+``TASKS`` maps a task name to ``"module:attribute"`` of its class; the class carries its
+settings dataclass as ``Config`` and is built as ``Class(config, data_dir)``. Modules are
+imported only when a task is used, so ``searchrl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from .base import GuidedTask, MissingField, Score, Task
+
+#: name -> "module:class"; one line per task
+TASKS: dict[str, str] = {
+    "countdown": "searchrl.tasks.countdown:CountdownTask",
+}
+
+
+def task_class(name: str) -> type:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    module, attr = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def task_config_class(name: str) -> type:
+    """The settings dataclass of task ``name`` (its fields are the ``task.*`` keys)."""
+    return task_class(name).Config
+
+
+def make_task(config: Any, data_dir: str | os.PathLike) -> Task:
+    """The task named by ``config.name``, reading (and preparing) its data in ``data_dir``."""
+    return task_class(config.name)(config, data_dir)
+
+
+__all__ = ["TASKS", "Task", "GuidedTask", "Score", "MissingField", "task_class", "task_config_class",
+           "make_task"]

@@ -1,14 +1,51 @@
-"""The Task interface every self-training method and search algorithm works against.
+"""The Task interface every self-training method, evaluation and search works against.
 
-A task supplies verifiable problems: the prompt a model sees, a reward for a response,
-where actions end (a line is an action unless the task says otherwise; tree searches
-expand one action at a time), and optionally ``guide(problem, response) -> prefix`` for
-guided continuation (Guided-ReST).
+A task supplies verifiable problems. Everything above ``searchrl/tasks/`` talks to a
+task only through this interface, and finds it by name in the registry
+(:mod:`searchrl.tasks`), so adding a task means one folder under ``tasks/`` and one
+registry line; no pipeline, command or config class names a task.
+
+* ``prepare(data_dir, progress)`` writes the task's splits (``problems(split)`` reads them);
+* ``prompt(problem)`` is the user message a model sees (the chat template is applied by
+  the caller, so the same task serves any tokenizer);
+* ``demonstration(problem)`` is the SFT target (Countdown: its Stream-of-Search trace);
+* ``score(problems, responses)`` grades a batch, one :class:`Score` each. ``reward`` may be
+  partial credit (the fraction of unit tests passed), so "correct" is its own field and
+  never ``reward > 0``;
+* ``action_stop`` ends one action (a line unless the task says otherwise; tree searches
+  expand one action at a time);
+* optional ``guide(problem, response, rng) -> prefix`` for guided continuation
+  (Guided-ReST), and ``tokenizer()`` for tasks that bring their own vocabulary (used by
+  models created from scratch, never for a pretrained model directory).
+
+A task's settings are a dataclass (its ``Config``) with a ``name`` field; it becomes the
+``task`` section of a run's config, so ``task.n_train=...`` is checked against that task's
+fields and listed in ``--help``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Score:
+    """The verdict on one response: ``reward`` (partial credit allowed), ``correct`` (fully solved)."""
+
+    reward: float
+    correct: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class MissingField(ValueError):
+    """A problem lacks a field an operation needs (turned into a file:line error by the caller)."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(message)
 
 
 @runtime_checkable
@@ -17,13 +54,27 @@ class Task(Protocol):
     #: the string that ends one action (tree searches stop generation there)
     action_stop: str
 
+    def prepare(self, data_dir: str | os.PathLike, progress: bool = True) -> None: ...
+
     def problems(self, split: str) -> list[dict[str, Any]]: ...
 
     def prompt(self, problem: dict[str, Any]) -> str: ...
 
-    def reward(self, problem: dict[str, Any], response: str) -> float: ...
+    def demonstration(self, problem: dict[str, Any]) -> str: ...
+
+    def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]: ...
 
 
 @runtime_checkable
 class GuidedTask(Task, Protocol):
     def guide(self, problem: dict[str, Any], response: str, rng: Any = None) -> str: ...
+
+
+def where(task: Any, split: str, index: int) -> tuple[str, int]:
+    """``(file, line)`` of problem ``index`` of ``split`` when the task knows it, else the split name."""
+    locate = getattr(task, "where", None)
+    if locate is not None:
+        found = locate(split, index)
+        if found is not None:
+            return found
+    return (split, index + 1)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import RecordError, iter_jsonl, write_json, write_jsonl
+from ...data import InputError, RecordError, iter_jsonl, write_json, write_jsonl
 from .core import solve
 from .grader import grade
 from .traces import sos_trace
@@ -110,12 +110,12 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
     from tqdm.auto import tqdm
 
     if cfg.n_numbers < 2:
-        raise ValueError(f"n_numbers must be >= 2, got {cfg.n_numbers}")
+        raise InputError(f"task.n_numbers must be >= 2, got {cfg.n_numbers}")
     if not 1 <= cfg.min_target <= cfg.max_target:
-        raise ValueError(f"need 1 <= min_target <= max_target, got {cfg.min_target}..{cfg.max_target}")
+        raise InputError(f"task: need 1 <= min_target <= max_target, got {cfg.min_target}..{cfg.max_target}")
     seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)
     if not unseen:
-        raise ValueError(f"targets {cfg.min_target}..{cfg.max_target} are too few to hold out 10% (need >= 10)")
+        raise InputError(f"task: targets {cfg.min_target}..{cfg.max_target} are too few to hold out 10% (need >= 10)")
     sizes = {"train": cfg.n_train, "valid": cfg.n_valid, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
     split_t = {"train": seen, "valid": seen, "test_seen": seen, "test_unseen": unseen}
     workers = cfg.workers or os.cpu_count() or 1
@@ -156,7 +156,7 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
     return {split: out[split] for split in SPLITS}
 
 
-class ProblemSpaceExhausted(RuntimeError):
+class ProblemSpaceExhausted(InputError):
     """The requested number of distinct evaluation problems does not exist."""
 
 
@@ -253,6 +253,8 @@ def validate_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
     if "solution" in src and src["solution"] is not None:
         out["solution"] = list(get("solution", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
                                      "a list of operation strings like '14+15=29'"))
+    if "trace" in src:
+        out["trace"] = get("trace", lambda v: isinstance(v, str), "a Stream-of-Search trace (a string)")
     return out
 
 
@@ -265,10 +267,19 @@ def _iter_parquet(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         yield i, rec
 
 
-def read_problems(path: str | os.PathLike) -> list[dict]:
-    """Problems from a JSONL(.gz) or parquet file; errors name the file, line and field."""
+def read_problems(path: str | os.PathLike, lines: list[int] | None = None) -> list[dict]:
+    """Problems from a JSONL(.gz) or parquet file; errors name the file, line and field.
+
+    ``lines``, when given, receives the 1-based line (parquet: row) of every problem, so
+    later errors about a problem can name where it came from.
+    """
     rows = _iter_parquet(path) if str(path).endswith(".parquet") else iter_jsonl(path)
-    return [validate_problem(rec, path, line) for line, rec in rows]
+    out = []
+    for line, rec in rows:
+        out.append(validate_problem(rec, path, line))
+        if lines is not None:
+            lines.append(line)
+    return out
 
 
 __all__ = ["CountdownDataConfig", "SPLITS", "split_targets", "generate_problem", "generate_splits",

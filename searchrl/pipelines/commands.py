@@ -1,0 +1,111 @@
+"""The bodies of the single-stage commands: data, sft, eval, generate.
+
+Each takes a :class:`~searchrl.pipelines.run.Run` and works through the task interface;
+none names a task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from ..config import to_dict
+from ..data import RecordError, write_json
+from .run import Run, logger
+
+
+def sft_examples(task, split: str = "train") -> list[dict]:
+    """The task's demonstrations as SFT examples: the chat prompt, then the demonstration.
+
+    A problem without one is an error naming its file, line and field.
+    """
+    from ..tasks.base import MissingField, where
+
+    examples = []
+    for i, p in enumerate(task.problems(split)):
+        try:
+            response = task.demonstration(p)
+        except MissingField as e:
+            path, line = where(task, split, i)
+            raise RecordError(path, line, e.field, str(e)) from None
+        examples.append({"problem": p, "response": response})
+    return examples
+
+
+def run_data(task_cfg, out: str | os.PathLike, progress: bool = True) -> dict | None:
+    """Write the task's splits into ``out`` (nothing to do when they are there)."""
+    from ..tasks import make_task
+
+    return make_task(task_cfg, out).prepare(out, progress=progress)
+
+
+def run_sft(run: Run) -> Path:
+    """Train the SFT base model on the task's demonstrations (``<run_dir>/sft/final``)."""
+    from ..rollout import chat_prompt
+    from ..train.sft import train_sft
+
+    stage = run.sft_stage()
+    if stage.done:
+        return run.sft_dir / "final"
+    run.check_model(run.cfg.model.name)
+    run.ensure_data()
+    stage.begin()
+    model, tok = run.load()
+    examples = [{"prompt": chat_prompt(tok, run.task, e["problem"]), "response": e["response"]}
+                for e in sft_examples(run.task)]
+    logger.info("SFT of %s on %d demonstrations into %s", run.cfg.model.name, len(examples), run.sft_dir)
+    train_sft(model, tok, examples, dataclasses.replace(run.cfg.sft, output_dir=str(run.sft_dir)),
+              progress=run.progress)
+    stage.finish()
+    return run.sft_dir / "final"
+
+
+def _policy(run: Run, model_dir: str | os.PathLike | None):
+    path = run.check_model(model_dir or run.default_model())
+    run.ensure_data()
+    model, tok = run.load(path)
+    return Path(path), model, tok
+
+
+def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str = "eval") -> dict:
+    """Greedy and sampled pass@k of a checkpoint on the eval splits; writes the report."""
+    from ..eval.evaluate import evaluate
+    from ..eval.report import write_report
+    from ..rundir import model_fingerprint, rel
+
+    cfg = run.cfg
+    out = run.dir / out_name
+    path, model, tok = _policy(run, model_dir)
+    t0 = time.perf_counter()
+    gen = run.generator(model, tok, cfg.eval.batch_size)
+    summary = evaluate(gen, run.task, cfg.eval, out, model_id=model_fingerprint(path), progress=run.progress)
+    results = {"methods": {cfg.eval.method: summary},
+               "meta": {"model": rel(run.dir, path), "eval": to_dict(cfg)["eval"],
+                        "seconds": round(time.perf_counter() - t0, 1)}}
+    write_report(out, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks))
+    return results
+
+
+def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: int, temperature: float,
+                 out_name: str = "generate") -> Path:
+    """Sample ``n`` graded completions per problem of ``split`` (resumable shards)."""
+    from ..eval.evaluate import generate_split
+    from ..rundir import model_fingerprint
+
+    cfg = run.cfg
+    out = run.dir / out_name
+    path, model, tok = _policy(run, model_dir)
+    problems = run.task.problems(split)
+    if cfg.eval.n_problems:
+        problems = problems[: cfg.eval.n_problems]
+    gen = run.generator(model, tok, cfg.eval.batch_size)
+    mode = "greedy" if temperature == 0 else "sampled"
+    recs = generate_split(gen, run.task, split, problems, mode, n, temperature, cfg.eval.top_p, cfg.eval.max_tokens,
+                          cfg.eval.seed, out, model_fingerprint(path), cfg.eval.shard_problems, run.progress)
+    solved = sum(bool(r["correct"]) for r in recs)
+    write_json(out / f"{split}-{mode}-summary.json",
+               {"split": split, "mode": mode, "samples": len(recs), "correct": solved,
+                "accuracy": solved / max(len(recs), 1)})
+    return out

@@ -1,0 +1,145 @@
+"""The demo: SoS < ReST < Guided-ReST on Countdown, end to end, on this machine.
+
+From nothing: Countdown data, the Stream-of-Search base model (SFT on mixed DFS/BFS
+traces), ReST iterations, Guided-ReST iterations, then greedy accuracy and sampled pass@k
+(k up to 32) of all three on seen and unseen targets, written as a table in the seeds'
+layout (Markdown), a pass@k plot and an accuracy-vs-token-budget plot.
+
+Every stage is resumable (see :mod:`searchrl.rundir` and :mod:`searchrl.selftrain.rest`):
+kill it at any moment, rerun the same command, and it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from importlib import resources
+from pathlib import Path
+
+from ..config import Config, to_dict
+from ..data import read_json, write_json, write_text
+from .run import Run, config_for_run_dir, logger
+
+PRESETS = ("default", "smoke")
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise ValueError(f"unknown demo preset {name!r}; choose one of {PRESETS}")
+    return Path(str(resources.files("searchrl") / "presets" / f"demo-{name}.yaml"))
+
+
+def load_demo_config(preset: str | None, config: str | None, overrides: list[str],
+                     run_dir: str | None = None) -> Config:
+    """An existing demo run directory's recorded config (when neither a preset nor a recipe is
+    named), else the preset (default ``default``), then the optional recipe; overrides on top."""
+    from ..rundir import recorded_config
+
+    if preset is None and config is None and run_dir and recorded_config(run_dir) is not None:
+        return config_for_run_dir(run_dir, [], overrides)
+    recipes = [preset_path(preset or "default")] + ([config] if config else [])
+    return config_for_run_dir(run_dir, recipes, overrides)
+
+
+def _methods_plan(run: Run):
+    """The self-training methods of the demo: (name, directory, settings)."""
+    cfg = run.cfg
+    return [("ReST", run.dir / "rest", dataclasses.replace(cfg.selftrain, guidance_rounds=0)),
+            ("Guided-ReST", run.dir / "guided-rest", cfg.selftrain)]
+
+
+def open_demo(cfg: Config, progress: bool = True) -> Run:
+    """The demo's run, its stages checked against the run directory and its config recorded."""
+    from ..rundir import Stage
+    from ..selftrain.rest import selftrain_stage
+
+    run = Run(cfg, progress)
+    stages: list[Stage] = []
+    base = _base_path(run)
+    if base is not None and (base / "config.json").exists():
+        stages = [selftrain_stage(d, c, cfg.rest_sft, base, _selftrain_depends(run)) for _, d, c in _methods_plan(run)]
+    return run.open(stages)
+
+
+def _base_path(run: Run) -> Path | None:
+    from ..models import resolve_model_path
+
+    return resolve_model_path(run.cfg.base_model) if run.cfg.base_model else run.sft_dir / "final"
+
+
+def _selftrain_depends(run: Run) -> dict:
+    return {"data": run.data_identity(), "model_dtype": run.cfg.model.dtype}
+
+
+def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
+    """Run (or resume) the whole demo in ``cfg.run_dir``; returns the results dict."""
+    from ..eval.evaluate import evaluate
+    from ..eval.report import write_report
+    from ..rundir import model_fingerprint, rel
+    from ..selftrain.rest import read_stats, run_selftrain
+    from .commands import run_sft
+
+    run = run or open_demo(cfg, progress)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = read_json(run.dir / "timings.json") if (run.dir / "timings.json").exists() else {}
+
+    def stage(name, fn):
+        start = time.perf_counter()
+        out = fn()
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 1)
+        write_json(run.dir / "timings.json", timings)
+        return out
+
+    if cfg.base_model:
+        base = run.check_model(cfg.base_model)
+    else:
+        run.check_model(cfg.model.name)
+    data = stage("data", run.ensure_data)
+    logger.info("data: %s (%d training problems)", data, len(run.task.problems("train")))
+    if cfg.base_model:
+        logger.info("starting from the base checkpoint %s (the SFT base model is not trained in this run; "
+                    "see README for the command that made it)", base)
+    else:
+        logger.info("training the SFT base model (%s) into %s", cfg.model.name, run.sft_dir)
+        base = stage("sos_sft", lambda: run_sft(run))
+
+    methods = {"SoS": Path(base)}
+    for name, method_dir, st_cfg in _methods_plan(run):
+        logger.info("%s: %d iterations, %d guidance rounds, %s problems", name, st_cfg.iterations,
+                    st_cfg.guidance_rounds, st_cfg.n_problems or "all")
+        methods[name] = stage(method_dir.name.replace("-", "_"), lambda d=method_dir, c=st_cfg: run_selftrain(
+            run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
+            depends=_selftrain_depends(run)))
+
+    summaries = {}
+    for name, path in methods.items():
+        logger.info("evaluating %s (%s)", name, path)
+        model, tok = run.load(path)
+        gen = run.generator(model, tok, cfg.eval.batch_size)
+        summaries[name] = stage(f"eval_{name}", lambda: evaluate(gen, run.task, cfg.eval, run.dir / "eval" / name,
+                                                                   model_id=model_fingerprint(path),
+                                                                   progress=progress))
+    results = {"methods": summaries,
+               "selftrain": {"ReST": read_stats(run.dir / "rest"),
+                             "Guided-ReST": read_stats(run.dir / "guided-rest")},
+               "meta": {"config": to_dict(cfg), "models": {k: rel(run.dir, v) for k, v in methods.items()},
+                        "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
+    paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
+                         title=f"{cfg.task.name}: SoS vs ReST vs Guided-ReST")
+    md = Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
+    write_text(paths["markdown"], md)
+    logger.info("results: %s, %s, %s, %s", paths["json"], paths["markdown"], paths["passk_png"], paths["budget_png"])
+    return results
+def selftrain_table(stats: dict[str, list[dict]]) -> str:
+    """Per method and iteration: kept trajectories, rescues per guidance round, kept lengths."""
+    lines = ["", "### Self-training data per iteration", "",
+             "Round 0 is plain sampling; round k counts the problems rescued by guidance round k.", "",
+             "| Method | Iteration | Problems | Kept | Solved by round | Kept tokens (mean / median) |",
+             "|---|---|---|---|---|---|"]
+    for method, its in stats.items():
+        for i, s in enumerate(its, start=1):
+            toks = ("–" if s["kept_tokens_mean"] is None
+                    else f"{s['kept_tokens_mean']:.0f} / {s['kept_tokens_median']}")
+            lines.append(f"| {method} | {i} | {s['problems']} | {s['kept']} ({100 * s['kept_fraction']:.1f}%) | "
+                         f"{' / '.join(map(str, s['solved_by_round']))} | {toks} |")
+    return "\n".join(lines) + "\n"
