@@ -100,7 +100,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
         logger.info("starting from the base checkpoint %s (the SFT base model is not trained in this run; "
                     "see README for the command that made it)", base)
     else:
-        logger.info("training the SFT base model (%s) into %s", cfg.model.name, run.sft_dir)
+        verb = "resuming" if (run.sft_dir / "checkpoints").exists() else "training"
+        logger.info("%s the SFT base model (%s) in %s", verb, cfg.model.name, run.sft_dir)
         base = stage("sos_sft", lambda: run_sft(run))
 
     methods = {"SoS": Path(base)}
