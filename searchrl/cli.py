@@ -88,7 +88,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         if "unseen_targets" in run:
             print(f"held-out (unseen) targets: {run['unseen_targets']}")
     for split, s in stats.items():
-        print(f"  {split:12s} " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, dict)))
+        print(f"  {split:12s} " + ", ".join(f"{k} {round(v, 3) if isinstance(v, float) else v}"
+                                            for k, v in s.items() if not isinstance(v, dict)))
     return 0
 
 
@@ -154,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyEpilogParser)
 
-    data = _sub(sub, "data", "write the task's splits (train/valid/test...) into --out; for Countdown: "
-                "problems with Stream-of-Search traces, 10 percent of the targets held out as test_unseen",
+    data = _sub(sub, "data", "write the task's splits into --out (Countdown: train/valid/test_seen/test_unseen,\n"
+                "training problems with Stream-of-Search traces, 10 percent of the targets held out)",
                 cmd_data, epilog_fn=_task_help, run_dir=False)
     data.add_argument("--out", required=True, help="output directory")
     _sub(sub, "sft", "train the SFT base model on the task's demonstrations (Countdown: Stream-of-Search "
