@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from searchrl.data import read_jsonl
-from searchrl.train.sft import SFTConfig, resolve_mixed_precision, train_sft
+from searchrl.train.core import resolve_mixed_precision
+from searchrl.train.sft import SFTConfig, train_sft
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 1.0) -> float:

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
-from .train.sft import SFTConfig
+from .train.config import SFTConfig
 
 
 def _f(default: Any, help: str, **kw) -> Any:

@@ -168,6 +168,13 @@ def flat_defaults(prefix: str, obj: Any) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
+def trajectory_settings(train_cfg: Any) -> dict:
+    """The settings of a trainer config that change what it trains (its ``trajectory_fields``,
+    plus the precision): what a stage that trains depends on."""
+    keys = tuple(getattr(train_cfg, "trajectory_fields", ())) + ("mixed_precision",)
+    return {k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}
+
+
 def _get(d: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:

@@ -16,13 +16,11 @@ import os
 from pathlib import Path
 
 from ..config import Config, to_dict
-from ..rundir import RunDirError, Stage, flat_defaults, model_fingerprint, record_config, recorded_config
-from ..train.sft import SFTConfig
+from ..rundir import (RunDirError, Stage, flat_defaults, model_fingerprint, record_config, recorded_config,
+                      trajectory_settings)
+from ..train.config import SFTConfig
 
 logger = logging.getLogger("searchrl")
-
-SFT_NOT_RESULT = ("output_dir", "save_every", "log_every", "keep_last")
-
 
 def config_for_run_dir(run_dir: str | None, recipes: list, overrides: list[str], *, fresh: bool = False) -> Config:
     """The config of a command: the run directory's recorded config (when it has one and no
@@ -136,8 +134,7 @@ class Run:
         model = {"name": self.model_identity(c.model.name) if c.model.name else "",
                  "max_seq_len": c.model.max_seq_len, "dtype": c.model.dtype}
         return Stage(self.sft_dir, {"data": self.data_identity(), "model": model, "seed": c.seed,
-                                    "sft": {k: v for k, v in dataclasses.asdict(c.sft).items()
-                                            if k not in SFT_NOT_RESULT}}, name="sft",
+                                    "sft": trajectory_settings(c.sft)}, name="sft",
                      defaults=flat_defaults("sft", SFTConfig(output_dir="")))
 
     def default_model(self) -> Path:

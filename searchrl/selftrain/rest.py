@@ -37,12 +37,11 @@ from pathlib import Path
 from ..config import SelfTrainConfig
 from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rollout import Trajectory, rollout, sft_example
-from ..rundir import Stage, flat_defaults, model_fingerprint, rel, resolve, shard_key
+from ..rundir import Stage, flat_defaults, model_fingerprint, rel, resolve, shard_key, trajectory_settings
 from ..seeding import stable_seed
 
 #: settings that do not change what a self-training run produces
 NOT_RESULT = ("shard_problems", "batch_size")
-SFT_NOT_RESULT = ("output_dir", "save_every", "log_every", "keep_last")
 
 
 def generate_guided(generator, task, problems: list[dict], start: int, cfg: SelfTrainConfig,
@@ -90,7 +89,7 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
 def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike,
                     depends: dict | None = None) -> Stage:
     """The run-directory stage of a self-training run: what its models depend on."""
-    sft_settings = {k: v for k, v in dataclasses.asdict(sft_cfg).items() if k not in SFT_NOT_RESULT}
+    sft_settings = trajectory_settings(sft_cfg)
     return Stage(method_dir, {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
                               "sft": sft_settings, "base_model": model_fingerprint(base_model), **(depends or {})},
                  defaults={**flat_defaults("selftrain", SelfTrainConfig()),
