@@ -66,11 +66,21 @@ def _task_help() -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-def _run(args: argparse.Namespace):
+def _run(args: argparse.Namespace, sampling: bool = False):
+    """The command's run, opened: settings, stages and models checked before anything is recorded.
+
+    ``sampling``: the command samples ``--model`` (default: the run's base policy).
+    """
     from .pipelines.run import Run, config_for_run_dir
 
     cfg = config_for_run_dir(args.run_dir, [args.config] if args.config else [], args.overrides)
-    return Run(cfg, progress=not args.quiet).open()
+    run = Run(cfg, progress=not args.quiet)
+    if sampling:
+        from .pipelines.commands import policy_path
+
+        policy_path(run, args.model)
+        return run.open()
+    return run.open(models=[cfg.model.name])
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -78,18 +88,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     from .pipelines.commands import run_data
 
     cfg = load_config([args.config] if args.config else [], args.overrides)
-    stats = run_data(cfg.task, args.out, progress=not args.quiet)
-    if stats is None:
-        print(f"{args.out}: already prepared (stats.json is there); nothing to do")
+    summary = run_data(cfg.task, args.out, progress=not args.quiet)
+    if summary is None:
+        print(f"{args.out}: already prepared; nothing to do")
         return 0
-    run = stats.pop("_run", {})
-    if run:
-        print(f"wrote {args.out} in {run['seconds']} s ({run['problems_per_s']} problems/s on {run['workers']} workers)")
-        if "unseen_targets" in run:
-            print(f"held-out (unseen) targets: {run['unseen_targets']}")
-    for split, s in stats.items():
-        print(f"  {split:12s} " + ", ".join(f"{k} {round(v, 3) if isinstance(v, float) else v}"
-                                            for k, v in s.items() if not isinstance(v, dict)))
+    print(f"wrote {args.out}")
+    for key, value in summary.items():
+        if isinstance(value, dict):  # per split
+            value = ", ".join(f"{k} {round(v, 3) if isinstance(v, float) else v}"
+                              for k, v in value.items() if not isinstance(v, dict))
+        print(f"  {key}: {value}")
     return 0
 
 
@@ -104,7 +112,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .pipelines.commands import run_eval
 
-    run = _run(args)
+    run = _run(args, sampling=True)
     results = run_eval(run, args.model)
     out = run.dir / "eval"
     print((out / "results.md").read_text(encoding="utf-8"))
@@ -115,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines.commands import run_generate
 
-    out = run_generate(_run(args), args.split, args.model, args.n, args.temperature)
+    out = run_generate(_run(args, sampling=True), args.split, args.model, args.n, args.temperature)
     mode = "greedy" if args.temperature == 0 else "sampled"
     print((out / f"{args.split}-{mode}-summary.json").read_text(encoding="utf-8"))
     return 0

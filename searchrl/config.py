@@ -36,9 +36,6 @@ def _f(default: Any, help: str, **kw) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
-DEFAULT_TASK = "countdown"
-
-
 @dataclass
 class ModelConfig:
     name: str = _f("tiny-1m", "a preset (micro, tiny-1m, tiny-3m, small-8m, small-20m; vocabulary from the task) "
@@ -47,23 +44,37 @@ class ModelConfig:
     dtype: str = _f("float32", "weights dtype for loading: float32 | bfloat16 | float16")
     device: str = _f("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
 
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32 | bfloat16 | float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto | cpu | cuda | cuda:N, got {self.device!r}")
+
+
+#: generation backends (see searchrl.engine.factory.make_generator)
+BACKENDS = ("searchrl", "hf")
+
 
 @dataclass
 class EngineConfig:
     backend: str = _f("searchrl", "generation backend: searchrl (our continuously batched sampler; other "
                                   "architectures use their HF forward) | hf (always the HF forward)")
 
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {' | '.join(BACKENDS)}, got {self.backend!r}")
+
 
 @dataclass
 class EvalConfig:
-    splits: list = _f(["test_seen", "test_unseen"], "splits to evaluate")
+    splits: list[str] = _f(["test_seen", "test_unseen"], "splits to evaluate")
     n_problems: int = _f(200, "first N problems of each split (0 = all)")
     n_samples: int = _f(32, "sampled completions per problem for pass@k (0 = none)")
     temperature: float = _f(1.0, "sampling temperature for pass@k")
     top_p: float = _f(1.0, "nucleus sampling threshold")
     greedy: bool = _f(True, "also decode greedily (one sample per problem)")
     max_tokens: int = _f(1024, "response budget (tokens); prompt + response must fit the context")
-    ks: list = _f([1, 2, 4, 8, 16, 32], "k values of pass@k")
+    ks: list[int] = _f([1, 2, 4, 8, 16, 32], "k values of pass@k")
     batch_size: int = _f(64, "rows decoded together by the sampler")
     shard_problems: int = _f(50, "problems per resumable shard of generated samples")
     seed: int = _f(0, "seed of the sampled completions (per problem and sample)")
@@ -102,7 +113,7 @@ class Config:
 
     def __post_init__(self):
         if self.task is None:
-            from .tasks import task_config_class
+            from .tasks import DEFAULT_TASK, task_config_class
 
             self.task = task_config_class(DEFAULT_TASK)()
 
@@ -148,6 +159,8 @@ def _yaml_line(text: str, keys: list[str]) -> int | None:
 
 
 def _migrate(d: Any) -> Any:
+    from .tasks import DEFAULT_TASK
+
     """Settings written by searchrl before tasks had a config section: ``data`` -> ``task``,
     ``model.number_digits`` -> ``task.number_digits``."""
     if not isinstance(d, dict):
@@ -207,6 +220,8 @@ def _keys(cfg: Any, prefix: str = "") -> list[str]:
 
 
 def _task_name(sources: list[_Source]) -> str:
+    from .tasks import DEFAULT_TASK
+
     name = DEFAULT_TASK
     for s in sources:
         t = s.data.get("task")
@@ -250,8 +265,31 @@ def load_config(path: str | os.PathLike | list | None = None, overrides: list[st
     try:
         return OmegaConf.to_object(schema)
     except (OmegaConfBaseException, ValueError) as e:  # e.g. a dataclass's own __post_init__ check
-        names = ", ".join(s.name for s in sources) or "defaults"
-        raise ConfigError(f"{names}: {str(e).splitlines()[0]}") from None
+        section = _failing_section(schema)
+        msg = str(e).splitlines()[0]
+        where = next((s.where(section) for s in reversed(sources) if section and _has(s.data, section)), None)
+        names = where or ", ".join(s.name for s in sources) or "defaults"
+        raise ConfigError(f"{names}: {section + ': ' if section else ''}{msg}") from None
+
+
+def _has(d: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
+def _failing_section(schema) -> str | None:
+    """The top-level section whose dataclass refuses its values (to name it in the error)."""
+    for key in schema:
+        node = schema[key]
+        if OmegaConf.is_config(node):
+            try:
+                OmegaConf.to_object(node)
+            except (OmegaConfBaseException, ValueError):
+                return str(key)
+    return None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -116,7 +116,10 @@ def rollout(generator, task, problems: Sequence[dict], params: SamplingParams | 
                 reward=0.0, correct=False, finish_reason=c.finish_reason, prefix_len=len(prefix_ids[i])))
             flat_problems.append(problems[i])
             flat_responses.append(response)
-    for t, s in zip(made, task.score(flat_problems, flat_responses)):
+    scores = task.score(flat_problems, flat_responses)
+    if len(scores) != len(made):
+        raise ValueError(f"task {task.name!r}: score() returned {len(scores)} scores for {len(made)} responses")
+    for t, s in zip(made, scores):
         t.reward, t.correct = float(s.reward), bool(s.correct)
         if s.info:
             t.meta["score"] = s.info

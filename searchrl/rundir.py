@@ -65,13 +65,18 @@ def record_config(run_dir: str | os.PathLike, config: dict) -> None:
 # ------------------------------------------------------------------------------ paths
 
 
-def rel(run_dir: str | os.PathLike, path: str | os.PathLike) -> str:
-    """``path`` relative to the run directory when inside it (else as given), for writing into it."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path(run_dir).resolve()))
-    except ValueError:
-        return str(path)
+def rel(base: str | os.PathLike, path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """``path`` to write into a file under ``base``: relative to ``base`` when ``path`` lies inside
+    the run directory ``root`` (default ``base``; ``../sft/final`` is fine), else absolute.
+
+    Relative paths keep working when the run directory is copied or moved; a path outside it
+    (a shipped checkpoint, another run) is kept absolute.
+    """
+    p = Path(path).resolve()
+    r = Path(root if root is not None else base).resolve()
+    if p == r or r in p.parents:
+        return os.path.relpath(p, Path(base).resolve())
+    return str(p)
 
 
 def resolve(run_dir: str | os.PathLike, stored: str | os.PathLike) -> Path:
@@ -121,10 +126,18 @@ class Stage:
     def record(self) -> dict | None:
         return read_json(self.file) if self.file.exists() else None
 
+    def started(self) -> bool:
+        """Whether the stage has produced anything yet (besides its own record)."""
+        return self.path.is_dir() and any(p.name != STAGE_FILE for p in self.path.iterdir())
+
     def check(self) -> None:
-        """Refuse when the stage was started with settings that differ from ``depends``."""
+        """Refuse when the stage was started with settings that differ from ``depends``.
+
+        A record whose stage produced nothing yet (it failed before its first output) is no
+        conflict: the stage is simply begun again with the new settings.
+        """
         rec = self.record()
-        if rec is None:
+        if rec is None or (not rec.get("done") and not self.started()):
             return
         old = rec.get("depends", {})
         diff = [k for k in diff_keys(old, self.depends)
@@ -143,7 +156,8 @@ class Stage:
     def begin(self) -> None:
         """Check, then record the stage's settings (the stage is now in progress)."""
         self.check()
-        if self.record() is None:
+        rec = self.record()
+        if rec is None or (not rec.get("done") and not self.started()):
             write_json(self.file, {"stage": self.name, "done": False, "depends": self.depends})
 
     def finish(self, **info: Any) -> None:

@@ -205,3 +205,31 @@ def test_demo_help_shows_the_presets_settings(capsys):
         main(["demo", "--help"])
     out = capsys.readouterr().out
     assert "run_dir = 'runs/demo'" in out and "rest_sft.lr = 0.0002" in out and "about 10 s" in out
+
+
+def test_failed_and_refused_commands_leave_the_run_dir_usable(tmp_path, capsys):
+    run = tmp_path / "run"
+    # a setting refused when read: nothing recorded, the corrected command runs
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "task.max_target=12"]) == 2
+    assert "task: targets 10..12 are too few" in capsys.readouterr().err
+    assert not (run / "config.yaml").exists()
+    # a stage that failed before producing anything does not hold on to its settings
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "model.name=/no/such/model"]) == 2
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    # the vocabulary of a model made from scratch is part of what SFT made
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL, "task.number_digits=2"]) == 2
+    assert "model.vocabulary" in capsys.readouterr().err
+
+
+def test_samples_are_keyed_by_backend_and_data_by_its_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    assert main(["eval", "--run-dir", str(run), "--quiet"]) == 0
+    assert main(["eval", "--run-dir", str(run), "--quiet", "engine.backend=hf"]) == 0
+    assert len(list((run / "eval" / "samples" / "test_seen").iterdir())) == 4  # new shards for the new backend
+    # data that `searchrl data` prepared with other settings is not adopted silently
+    other = tmp_path / "other"
+    assert main(["data", "--out", str(other / "data"), "--quiet", "task.n_train=12", "task.n_valid=4",
+                 "task.n_test=5", "task.max_target=30", "task.workers=1"]) == 0
+    assert main(["sft", "--run-dir", str(other), "--quiet", *SMALL]) == 2
+    assert "task.n_train (12 -> 40)" in capsys.readouterr().err

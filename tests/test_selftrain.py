@@ -125,3 +125,22 @@ def test_demo_smoke_survives_sigkill_and_resumes_to_the_same_results(tmp_path):
         assert not (killed / "results.json").exists()
     subprocess.run(_demo_cmd(killed), check=True, env=_env(), capture_output=True, timeout=600)
     assert _results(killed) == _results(clean)
+
+
+def test_a_copied_demo_run_dir_uses_its_own_models(tmp_path):
+    """Paths inside a run dir are relative to it, even ReST's when it keeps nothing (its policy is
+    then the run's SFT model, outside the method's directory)."""
+    import shutil
+
+    first = tmp_path / "first"
+    subprocess.run(_demo_cmd(first), check=True, env=_env(), capture_output=True, timeout=600)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    shutil.move(first, tmp_path / "moved")
+    # the records the pipeline reads paths from (trainers' own summaries only note where they wrote)
+    for name in ("stage.json", "done.json", "gen_stats.json", "results.json"):
+        for p in copy.rglob(name):
+            assert str(first) not in p.read_text(), p
+    out = subprocess.run(_demo_cmd(copy), env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert _results(copy) == _results(tmp_path / "moved")

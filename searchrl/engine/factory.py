@@ -6,9 +6,6 @@ adding one (vLLM) touches this file only.
 
 from __future__ import annotations
 
-BACKENDS = ("searchrl", "hf")
-
-
 def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
     """A generator over ``model`` as ``engine_cfg.backend`` says.
 
@@ -18,6 +15,8 @@ def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
     from .sampler import Sampler
 
     backend = engine_cfg.backend
-    if backend not in BACKENDS:
-        raise ValueError(f"engine.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return Sampler(model, tokenizer, max_batch_size=batch_size, backend="auto" if backend == "searchrl" else "hf")
+    if backend == "searchrl":
+        return Sampler(model, tokenizer, max_batch_size=batch_size, backend="auto")
+    if backend == "hf":
+        return Sampler(model, tokenizer, max_batch_size=batch_size, backend="hf")
+    raise ValueError(f"engine.backend must be one of searchrl | hf (searchrl.config.BACKENDS), got {backend!r}")

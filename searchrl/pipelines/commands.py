@@ -51,36 +51,33 @@ def run_sft(run: Run) -> Path:
         return run.sft_dir / "final"
     run.check_model(run.cfg.model.name)
     run.ensure_data()
-    stage.begin()
     model, tok = run.load()
     examples = [{"prompt": chat_prompt(tok, run.task, e["problem"]), "response": e["response"]}
                 for e in sft_examples(run.task)]
-    logger.info("SFT of %s on %d demonstrations into %s", run.cfg.model.name, len(examples), run.sft_dir)
+    stage.begin()  # only now: everything it needs is there
+    logger.info("SFT of %s on %d demonstrations in %s", run.cfg.model.name, len(examples), run.sft_dir)
     train_sft(model, tok, examples, dataclasses.replace(run.cfg.sft, output_dir=str(run.sft_dir)),
               progress=run.progress)
     stage.finish()
     return run.sft_dir / "final"
 
 
-def _policy(run: Run, model_dir: str | os.PathLike | None):
-    path = run.check_model(model_dir or run.default_model())
-    run.ensure_data()
-    model, tok = run.load(path)
-    return Path(path), model, tok
+def policy_path(run: Run, model_dir: str | os.PathLike | None) -> Path:
+    """The checkpoint a command samples from: ``--model``, else the run's base policy (validated)."""
+    return Path(run.check_model(model_dir or run.base_model(), preset_ok=False))
 
 
 def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str = "eval") -> dict:
     """Greedy and sampled pass@k of a checkpoint on the eval splits; writes the report."""
-    from ..eval.evaluate import evaluate
     from ..eval.report import write_report
-    from ..rundir import model_fingerprint, rel
+    from ..rundir import rel
 
     cfg = run.cfg
     out = run.dir / out_name
-    path, model, tok = _policy(run, model_dir)
+    path = policy_path(run, model_dir)
+    run.ensure_data()
     t0 = time.perf_counter()
-    gen = run.generator(model, tok, cfg.eval.batch_size)
-    summary = evaluate(gen, run.task, cfg.eval, out, model_id=model_fingerprint(path), progress=run.progress)
+    summary = run.evaluate(path, out)
     results = {"methods": {cfg.eval.method: summary},
                "meta": {"model": rel(run.dir, path), "eval": to_dict(cfg)["eval"],
                         "seconds": round(time.perf_counter() - t0, 1)}}
@@ -92,18 +89,19 @@ def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: i
                  out_name: str = "generate") -> Path:
     """Sample ``n`` graded completions per problem of ``split`` (resumable shards)."""
     from ..eval.evaluate import generate_split
-    from ..rundir import model_fingerprint
 
     cfg = run.cfg
     out = run.dir / out_name
-    path, model, tok = _policy(run, model_dir)
+    path = policy_path(run, model_dir)
+    run.ensure_data()
+    model, tok = run.load(path)
     problems = run.task.problems(split)
     if cfg.eval.n_problems:
         problems = problems[: cfg.eval.n_problems]
     gen = run.generator(model, tok, cfg.eval.batch_size)
     mode = "greedy" if temperature == 0 else "sampled"
     recs = generate_split(gen, run.task, split, problems, mode, n, temperature, cfg.eval.top_p, cfg.eval.max_tokens,
-                          cfg.eval.seed, out, model_fingerprint(path), cfg.eval.shard_problems, run.progress)
+                          cfg.eval.seed, out, run.model_key(path), cfg.eval.shard_problems, run.progress)
     solved = sum(bool(r["correct"]) for r in recs)
     write_json(out / f"{split}-{mode}-summary.json",
                {"split": split, "mode": mode, "samples": len(recs), "correct": solved,

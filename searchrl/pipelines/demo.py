@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import Config, to_dict
 from ..data import read_json, write_json, write_text
-from .run import Run, config_for_run_dir, logger
+from .run import Run, RunDirError, config_for_run_dir, logger
 
 PRESETS = ("default", "smoke")
 
@@ -32,11 +32,21 @@ def preset_path(name: str) -> Path:
 def load_demo_config(preset: str | None, config: str | None, overrides: list[str],
                      run_dir: str | None = None) -> Config:
     """An existing demo run directory's recorded config (when neither a preset nor a recipe is
-    named), else the preset (default ``default``), then the optional recipe; overrides on top."""
+    named), else the preset (default ``default``), then the optional recipe; overrides on top.
+
+    The run directory is ``--run-dir``, else a ``run_dir=`` override, else the default preset's
+    (``runs/demo``).
+    """
+    import yaml
+
     from ..rundir import recorded_config
 
-    if preset is None and config is None and run_dir and recorded_config(run_dir) is not None:
-        return config_for_run_dir(run_dir, [], overrides)
+    if preset is None and config is None:
+        given = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
+        where = run_dir or (given[-1] if given else
+                            yaml.safe_load(preset_path("default").read_text(encoding="utf-8"))["run_dir"])
+        if recorded_config(where) is not None:
+            return config_for_run_dir(where, [], overrides)
     recipes = [preset_path(preset or "default")] + ([config] if config else [])
     return config_for_run_dir(run_dir, recipes, overrides)
 
@@ -50,32 +60,30 @@ def _methods_plan(run: Run):
 
 def open_demo(cfg: Config, progress: bool = True) -> Run:
     """The demo's run, its stages checked against the run directory and its config recorded."""
-    from ..rundir import Stage
     from ..selftrain.rest import selftrain_stage
 
     run = Run(cfg, progress)
-    stages: list[Stage] = []
-    base = _base_path(run)
-    if base is not None and (base / "config.json").exists():
+    base = run.base_model()
+    stages = []
+    if (base / "config.json").exists():
         stages = [selftrain_stage(d, c, cfg.rest_sft, base, _selftrain_depends(run)) for _, d, c in _methods_plan(run)]
-    return run.open(stages)
-
-
-def _base_path(run: Run) -> Path | None:
-    from ..models import resolve_model_path
-
-    return resolve_model_path(run.cfg.base_model) if run.cfg.base_model else run.sft_dir / "final"
+    else:
+        made = [d for _, d, _ in _methods_plan(run) if (d / "stage.json").exists()]
+        if made:
+            raise RunDirError(f"{made[0]} was made from the base model {base}, which is gone; delete "
+                              f"{', '.join(map(str, made))} to redo self-training, or use another --run-dir")
+    models = [cfg.base_model] if cfg.base_model else [cfg.model.name]
+    return run.open(stages, models=models)
 
 
 def _selftrain_depends(run: Run) -> dict:
-    return {"data": run.data_identity(), "model_dtype": run.cfg.model.dtype}
+    return {"data": run.data_identity(), "model_dtype": run.cfg.model.dtype, "engine": run.cfg.engine.backend}
 
 
 def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
     """Run (or resume) the whole demo in ``cfg.run_dir``; returns the results dict."""
-    from ..eval.evaluate import evaluate
     from ..eval.report import write_report
-    from ..rundir import model_fingerprint, rel
+    from ..rundir import rel
     from ..selftrain.rest import read_stats, run_selftrain
     from .commands import run_sft
 
@@ -90,12 +98,9 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
         write_json(run.dir / "timings.json", timings)
         return out
 
-    if cfg.base_model:
-        base = run.check_model(cfg.base_model)
-    else:
-        run.check_model(cfg.model.name)
     data = stage("data", run.ensure_data)
     logger.info("data: %s (%d training problems)", data, len(run.task.problems("train")))
+    base = run.base_model()
     if cfg.base_model:
         logger.info("starting from the base checkpoint %s (the SFT base model is not trained in this run; "
                     "see README for the command that made it)", base)
@@ -115,15 +120,11 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
     summaries = {}
     for name, path in methods.items():
         logger.info("evaluating %s (%s)", name, path)
-        model, tok = run.load(path)
-        gen = run.generator(model, tok, cfg.eval.batch_size)
-        summaries[name] = stage(f"eval_{name}", lambda: evaluate(gen, run.task, cfg.eval, run.dir / "eval" / name,
-                                                                   model_id=model_fingerprint(path),
-                                                                   progress=progress))
+        summaries[name] = stage(f"eval_{name}", lambda: run.evaluate(path, run.dir / "eval" / name))
     results = {"methods": summaries,
                "selftrain": {"ReST": read_stats(run.dir / "rest"),
                              "Guided-ReST": read_stats(run.dir / "guided-rest")},
-               "meta": {"config": to_dict(cfg), "models": {k: rel(run.dir, v) for k, v in methods.items()},
+               "meta": {"config": {k: v for k, v in to_dict(cfg).items() if k != "run_dir"}, "models": {k: rel(run.dir, v) for k, v in methods.items()},
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
                          title=f"{cfg.task.name}: SoS vs ReST vs Guided-ReST")

@@ -11,6 +11,8 @@ refused command leaves the directory as it was.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -22,18 +24,22 @@ from ..train.config import SFTConfig
 
 logger = logging.getLogger("searchrl")
 
-def config_for_run_dir(run_dir: str | None, recipes: list, overrides: list[str], *, fresh: bool = False) -> Config:
-    """The config of a command: the run directory's recorded config (when it has one and no
-    recipe is given, or ``fresh``), then recipes, then overrides."""
+def config_for_run_dir(run_dir: str | None, recipes: list, overrides: list[str]) -> Config:
+    """The config of a command in run directory ``run_dir`` (``--run-dir`` or a ``run_dir=``
+    override): without a recipe, the directory's recorded config (if any) with the overrides
+    on top; with a recipe, the recipe (the recorded config is then ignored, and its stages
+    are checked against the recipe's settings) with the overrides on top."""
     from ..config import load_config
 
     overrides = list(overrides)
-    base = None
-    if run_dir:
-        base = None if (recipes or fresh) else recorded_config(run_dir)
-        overrides.append(f"run_dir={run_dir}")
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
+    overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    run_dir = run_dir or (given[-1] if given else None)
+    base = recorded_config(run_dir) if run_dir and not recipes else None
     where = f"{run_dir}/config.yaml" if run_dir else "recorded config"
-    return load_config(list(recipes), overrides, base=base, base_name=where)
+    cfg = load_config(list(recipes), overrides, base=base, base_name=where)
+    # the path as typed (OmegaConf would read `007` as 7 and `${x}` as an interpolation)
+    return dataclasses.replace(cfg, run_dir=run_dir) if run_dir else cfg
 
 
 class Run:
@@ -46,9 +52,11 @@ class Run:
         self._task = None
 
     # ---- config record and stages
-    def open(self, stages: list[Stage] = ()) -> Run:
-        """Check ``stages`` (and the run's own data and SFT stages) against the run directory,
-        then record the config."""
+    def open(self, stages: list[Stage] = (), models: list = ()) -> Run:
+        """Check the run's data and SFT stages and ``stages`` against the run directory, and the
+        ``models`` it will load, then record the config. A refused command records nothing."""
+        for name in models:
+            self.check_model(name)
         for st in [self.data_stage(), self.sft_stage(), *stages]:
             if st is not None:
                 st.check()
@@ -81,7 +89,11 @@ class Run:
         return None if self.cfg.data_dir else Stage(self.data_dir, {"data": self.data_identity()}, name="data")
 
     def ensure_data(self) -> Path:
-        """The task's data, prepared once (a stage of the run unless ``data_dir`` points elsewhere)."""
+        """The task's data, prepared once (a stage of the run unless ``data_dir`` points elsewhere).
+
+        Data found prepared without a stage record (made by ``searchrl data``) is compared
+        with the settings the task recorded when it prepared it, where the task keeps them.
+        """
         stage = self.data_stage()
         if stage is None:
             if not self.task.is_prepared():
@@ -89,6 +101,13 @@ class Run:
                                         f"`searchrl data --out {self.data_dir}`")
             return self.data_dir
         if not stage.done:
+            if stage.record() is None and self.task.is_prepared():
+                recorded = getattr(self.task, "prepared_settings", lambda: None)()
+                mine = stage.depends["data"]
+                diff = [k for k in mine if recorded is not None and k in recorded and recorded[k] != mine[k]]
+                if diff:
+                    raise RunDirError(f"{self.data_dir} holds data prepared with other settings: "
+                                      + ", ".join(f"task.{k} ({recorded[k]!r} -> {mine[k]!r})" for k in diff))
             stage.begin()
             if not self.task.is_prepared():
                 logger.info("preparing %s data in %s", self.cfg.task.name, self.data_dir)
@@ -98,16 +117,24 @@ class Run:
 
     # ---- models
     def model_identity(self, name: str | os.PathLike) -> str:
+        """A model directory's weights fingerprint, or a preset's name."""
         from ..models import is_model_dir, resolve_model_path
 
         path = resolve_model_path(name)
         return model_fingerprint(path) if is_model_dir(path) else str(name)
 
-    def check_model(self, name: str | os.PathLike) -> Path | str:
+    def model_key(self, path: str | os.PathLike) -> str:
+        """What samples of model ``path`` depend on: its weights, the dtype it is run in, the backend."""
+        return f"{self.model_identity(path)}:{self.cfg.model.dtype}:{self.cfg.engine.backend}"
+
+    def check_model(self, name: str | os.PathLike, preset_ok: bool = True) -> Path | str:
         """Validate a model name early (before data or training): a preset, builtin:NAME or a model dir."""
+        from ..data import InputError
         from ..models import PRESETS, check_model_dir, resolve_model_path
 
         if str(name) in PRESETS:
+            if not preset_ok:
+                raise InputError(f"{name}: a preset is an untrained model; give a checkpoint directory")
             return str(name)
         path = resolve_model_path(name)
         check_model_dir(path)
@@ -130,20 +157,32 @@ class Run:
         return self.dir / "sft"
 
     def sft_stage(self) -> Stage:
+        from ..models import PRESETS
+
         c = self.cfg
         model = {"name": self.model_identity(c.model.name) if c.model.name else "",
                  "max_seq_len": c.model.max_seq_len, "dtype": c.model.dtype}
+        if c.model.name in PRESETS and hasattr(self.task, "tokenizer"):
+            # a model created from scratch takes the task's vocabulary: it is part of what SFT makes
+            vocab = sorted(self.task.tokenizer().get_vocab().items())
+            model["vocabulary"] = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
         return Stage(self.sft_dir, {"data": self.data_identity(), "model": model, "seed": c.seed,
                                     "sft": trajectory_settings(c.sft)}, name="sft",
                      defaults=flat_defaults("sft", SFTConfig(output_dir="")))
 
-    def default_model(self) -> Path:
-        """The model commands use without ``--model``: the run's SFT model (or its base_model)."""
+    def base_model(self) -> Path:
+        """The run's base policy: ``base_model`` when set, else the run's own SFT model."""
         from ..models import resolve_model_path
 
-        if self.cfg.base_model and not (self.sft_dir / "final").exists():
-            return resolve_model_path(self.cfg.base_model)
-        return self.sft_dir / "final"
+        return resolve_model_path(self.cfg.base_model) if self.cfg.base_model else self.sft_dir / "final"
+
+    def evaluate(self, path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+        """Greedy and sampled evaluation of the policy in ``path`` (see :func:`searchrl.eval.evaluate`)."""
+        from ..eval.evaluate import evaluate
+
+        model, tok = self.load(path)
+        gen = self.generator(model, tok, self.cfg.eval.batch_size)
+        return evaluate(gen, self.task, self.cfg.eval, out_dir, model_id=self.model_key(path), progress=self.progress)
 
 
 __all__ = ["Run", "RunDirError", "config_for_run_dir", "logger"]

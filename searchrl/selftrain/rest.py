@@ -37,7 +37,8 @@ from pathlib import Path
 from ..config import SelfTrainConfig
 from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rollout import Trajectory, rollout, sft_example
-from ..rundir import Stage, flat_defaults, model_fingerprint, rel, resolve, shard_key, trajectory_settings
+from ..rundir import (Stage, flat_defaults, model_fingerprint, problems_digest, rel, resolve, shard_key,
+                      trajectory_settings)
 from ..seeding import stable_seed
 
 #: settings that do not change what a self-training run produces
@@ -98,28 +99,36 @@ def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg
 
 def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
                   cfg: SelfTrainConfig, progress: bool = True, make_generator: Callable | None = None,
-                  depends: dict | None = None) -> Path:
+                  depends: dict | None = None, run_root: str | os.PathLike | None = None) -> Path:
     """Run the iterations into ``method_dir``; returns the last iteration's model directory.
 
     ``task`` is any task (guidance rounds need its ``guide``); ``load_model(path) -> (model,
-    tokenizer)``; ``make_generator(model, tokenizer, batch_size)`` (default: our
-    :class:`~searchrl.engine.Sampler`); ``sft_cfg`` is the
+    tokenizer)``; ``make_generator(model, tokenizer, batch_size)`` (default: the default
+    ``engine`` settings' generator); ``sft_cfg`` is the
     :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning. ``depends`` adds
     what the caller knows the run depends on (e.g. the task's data settings) to the stage
-    record, besides these settings and the base model's fingerprint.
+    record, besides these settings and the base model's fingerprint. Paths written into
+    ``method_dir`` are relative when they lie inside ``run_root`` (default: its parent, the
+    run directory), so a copied run directory keeps working.
     """
     from ..train.sft import train_sft
 
     if make_generator is None:
-        from ..engine import Sampler
+        from ..config import EngineConfig
+        from ..engine.factory import make_generator as make
 
         def make_generator(model, tok, batch_size):
-            return Sampler(model, tok, max_batch_size=batch_size)
+            return make(EngineConfig(), model, tok, batch_size)
 
     if cfg.guidance_rounds and not hasattr(task, "guide"):
         raise ValueError(f"task {getattr(task, 'name', task)!r} has no guide(); use guidance_rounds=0 (ReST)")
     method_dir = Path(method_dir)
     base_model = Path(base_model)
+    root = Path(run_root) if run_root is not None else method_dir.parent
+
+    def rel_(path):
+        return rel(method_dir, path, root)
+
     stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends)
     stage.begin()
     problems = task.problems("train")
@@ -138,7 +147,8 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
             model, tok = load_model(policy)
             generator = make_generator(model, tok, cfg.batch_size)
             key = shard_key(policy=model_fingerprint(policy), iteration=it, temperature=cfg.temperature,
-                            max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed)
+                            max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
+                            problems=problems_digest(problems))
             t0 = time.perf_counter()
             recs = resumable_shards(
                 len(problems), cfg.shard_problems,
@@ -149,7 +159,7 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
             write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
                                                                    time.perf_counter() - t0,
-                                                                   rel(method_dir, policy)))
+                                                                   rel_(policy)))
         start = base_model if cfg.from_base else policy
         kept = [Trajectory.from_record(r) for r in read_jsonl(data_path)]
         if kept:
@@ -157,13 +167,13 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
             examples = [sft_example(t, tok.eos_token_id) for t in kept]
             train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)), progress=progress)
             policy = sft_dir / "final"
-            write_json(done, {"model": rel(method_dir, policy), "initialised_from": rel(method_dir, start),
+            write_json(done, {"model": rel_(policy), "initialised_from": rel_(start),
                               "examples": len(examples)})
         else:
             # nothing correct to learn from: the policy stays as it was (and the record says so)
-            write_json(done, {"model": rel(method_dir, policy), "initialised_from": None, "examples": 0,
+            write_json(done, {"model": rel_(policy), "initialised_from": None, "examples": 0,
                               "skipped": "no correct trajectory in this iteration"})
-    stage.finish(model=rel(method_dir, policy))
+    stage.finish(model=rel_(policy))
     return policy
 
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from .base import GuidedTask, MissingField, Score, Task
 
+#: the task a config without ``task.name`` uses
+DEFAULT_TASK = "countdown"
+
 #: name -> "module:class"; one line per task
 TASKS: dict[str, str] = {
     "countdown": "searchrl.tasks.countdown:CountdownTask",
@@ -36,5 +39,5 @@ def make_task(config: Any, data_dir: str | os.PathLike) -> Task:
     return task_class(config.name)(config, data_dir)
 
 
-__all__ = ["TASKS", "Task", "GuidedTask", "Score", "MissingField", "task_class", "task_config_class",
+__all__ = ["TASKS", "DEFAULT_TASK", "Task", "GuidedTask", "Score", "MissingField", "task_class", "task_config_class",
            "make_task"]

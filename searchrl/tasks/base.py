@@ -5,7 +5,8 @@ task only through this interface, and finds it by name in the registry
 (:mod:`searchrl.tasks`), so adding a task means one folder under ``tasks/`` and one
 registry line; no pipeline, command or config class names a task.
 
-* ``prepare(data_dir, progress)`` writes the task's splits (``problems(split)`` reads them);
+* ``prepare(data_dir, progress)`` writes the task's splits unless ``is_prepared()`` (``problems(split)``
+  reads them) and returns a summary dict for people (or ``None`` when nothing was done);
 * ``prompt(problem)`` is the user message a model sees (the chat template is applied by
   the caller, so the same task serves any tokenizer);
 * ``demonstration(problem)`` is the SFT target (Countdown: its Stream-of-Search trace);
@@ -54,7 +55,9 @@ class Task(Protocol):
     #: the string that ends one action (tree searches stop generation there)
     action_stop: str
 
-    def prepare(self, data_dir: str | os.PathLike, progress: bool = True) -> None: ...
+    def prepare(self, data_dir: str | os.PathLike, progress: bool = True) -> dict | None: ...
+
+    def is_prepared(self) -> bool: ...
 
     def problems(self, split: str) -> list[dict[str, Any]]: ...
 

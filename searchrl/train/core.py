@@ -113,7 +113,7 @@ import numpy as np
 import torch
 
 from searchrl.train.config import TRACKERS, OptimConfig, TrainConfig, tracker_names  # noqa: F401
-from searchrl.data import append_jsonl, atomic_write, read_json, read_jsonl_log, write_json, write_jsonl
+from searchrl.data import InputError, append_jsonl, atomic_write, read_json, read_jsonl_log, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -376,14 +376,14 @@ class Checkpointer:
         """``ckpt``'s trainer_state.json, after checking that it was written on ``trajectory``.
 
         A key the checkpoint lacks counts as ``defaults[key]`` (a setting added later, at the
-        value older runs implicitly used). Any difference is a ValueError naming the keys.
+        value older runs implicitly used). Any difference is an InputError (a ValueError) naming the keys.
         """
         state = read_json(Path(ckpt) / TRAINER_STATE)
         defaults = defaults or {}
         was = {k: state["trajectory"].get(k, defaults.get(k)) for k in trajectory}
         diff = {k: (was[k], v) for k, v in trajectory.items() if was[k] != v}
         if diff:
-            raise ValueError(f"{ckpt} was written by a run with different settings or data "
+            raise InputError(f"{ckpt} was written by a run with different settings or data "
                              f"(checkpoint, now): {diff}. Use another output_dir or delete {Path(ckpt).parent}.")
         return state
 

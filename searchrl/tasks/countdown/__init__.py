@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ...data import read_json
 from ..base import MissingField, Score
 from .core import apply_operation, combine_nums, mult_heuristic, solve, successors, sum_heuristic
 from .dataset import (SPLITS, CountdownDataConfig, generate_splits, random_trace_settings,
@@ -41,6 +42,17 @@ class CountdownConfig(CountdownDataConfig):
 
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "number_digits", "workers")
+
+    def __post_init__(self):
+        # checked when the config is read, before any command records it
+        if self.n_numbers < 2:
+            raise ValueError(f"n_numbers must be >= 2, got {self.n_numbers}")
+        if not 1 <= self.min_target <= self.max_target:
+            raise ValueError(f"need 1 <= min_target <= max_target, got {self.min_target}..{self.max_target}")
+        if self.max_target - self.min_target + 1 < 10:
+            raise ValueError(f"targets {self.min_target}..{self.max_target} are too few to hold out 10% (need >= 10)")
+        if not 0 <= self.number_digits <= 4:
+            raise ValueError(f"number_digits must be in 0..4, got {self.number_digits}")
 
 
 class CountdownTask:
@@ -72,7 +84,15 @@ class CountdownTask:
             return None
         data_cfg = CountdownDataConfig(**{f.name: getattr(self.config, f.name)
                                           for f in fields(CountdownDataConfig)})
-        return write_splits(out, data_cfg, progress=progress)
+        stats = write_splits(out, data_cfg, progress=progress)
+        run = stats.pop("_run")
+        return {"seconds": run["seconds"], "problems_per_s": run["problems_per_s"], "workers": run["workers"],
+                "held-out (unseen) targets": run["unseen_targets"], **stats}
+
+    def prepared_settings(self) -> dict | None:
+        """The data settings the directory was prepared with (``config.json``), if recorded."""
+        path = self.data_dir / "config.json"
+        return read_json(path) if path.exists() else None
 
     def _path(self, split: str) -> Path:
         for suffix in (".jsonl", ".jsonl.gz", ".parquet"):
