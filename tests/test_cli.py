@@ -87,7 +87,8 @@ def test_later_stage_settings_recorded_config_and_copied_run_dirs(tmp_path):
 def test_eval_of_another_model_never_reuses_the_first_models_samples(tmp_path):
     """The reproduced bug: eval of model A, then eval --model B into the same run dir reported
     A's samples as B's, because shards were named by index range only."""
-    from searchrl.models import build_countdown_tokenizer, load_policy
+    from searchrl.models import load_policy
+    from searchrl.tasks.countdown import build_countdown_tokenizer
 
     run = tmp_path / "run"
     assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0

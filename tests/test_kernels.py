@@ -137,7 +137,7 @@ def test_sampler_falls_back_to_sdpa_without_the_kernel(monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from searchrl.engine import Sampler, SamplingParams
-    from searchrl.models.tokenizer import build_countdown_tokenizer
+    from searchrl.tasks.countdown import build_countdown_tokenizer
 
     tok = build_countdown_tokenizer(3)
     torch.manual_seed(0)

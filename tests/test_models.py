@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from searchrl.models import build_countdown_tokenizer, fix_chat_template_trim, load_policy, num_params, prompt_for
+from searchrl.models import fix_chat_template_trim, load_policy, num_params, prompt_for
+from searchrl.tasks.countdown import build_countdown_tokenizer
 
 DATA = Path(__file__).parent / "data"
 

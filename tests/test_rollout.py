@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from searchrl.engine import Sampler, SamplingParams
-from searchrl.models import build_countdown_tokenizer, load_policy
+from searchrl.models import load_policy
 from searchrl.rollout import Trajectory, chat_prompt, rollout, sft_example
 from searchrl.tasks import Score, Task, make_task, task_class
 from searchrl.tasks.countdown import CountdownConfig, CountdownTask, optimal_trace

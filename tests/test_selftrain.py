@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from searchrl.data import read_json, read_jsonl
-from searchrl.models import build_countdown_tokenizer, load_policy
+from searchrl.models import load_policy
 from searchrl.rundir import resolve
 from searchrl.selftrain.rest import SelfTrainConfig, run_selftrain
-from searchrl.tasks.countdown import CountdownConfig, CountdownTask, grade
+from searchrl.tasks.countdown import CountdownConfig, CountdownTask, build_countdown_tokenizer, grade
 from searchrl.train.sft import SFTConfig
 
 

@@ -108,7 +108,7 @@ def load_policy(name: str | os.PathLike, tokenizer=None, *, max_seq_len: int = 1
     elif str(name) in PRESETS:
         if tokenizer is None:
             raise ValueError(f"preset {name!r} is created from scratch and needs a tokenizer "
-                             f"(a task's tokenizer(), e.g. searchrl.models.build_countdown_tokenizer())")
+                             f"(a task's tokenizer(), e.g. searchrl.tasks.countdown.build_countdown_tokenizer())")
         tok = tokenizer
         torch.manual_seed(seed)
         model = LlamaForCausalLM(tiny_config(str(name), len(tok), max_seq_len, tok))

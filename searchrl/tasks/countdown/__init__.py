@@ -143,7 +143,7 @@ class CountdownTask:
 
     def tokenizer(self):
         """The Countdown vocabulary for models created from scratch (``number_digits`` decides numbers)."""
-        from ...models.tokenizer import build_countdown_tokenizer
+        from .tokenizer import build_countdown_tokenizer
 
         return build_countdown_tokenizer(self.config.number_digits)
 
@@ -151,4 +151,12 @@ class CountdownTask:
 __all__ = ["solve", "sos_trace", "optimal_trace", "dfs_trace", "bfs_trace", "grade", "reward", "guide",
            "apply_operation", "combine_nums", "successors", "sum_heuristic", "mult_heuristic",
            "CountdownDataConfig", "SPLITS", "generate_splits", "write_splits", "read_problems",
-           "split_targets", "statistics", "random_trace_settings", "prompt_text", "CountdownTask", "CountdownConfig"]
+           "split_targets", "statistics", "random_trace_settings", "prompt_text", "CountdownTask", "CountdownConfig", "build_countdown_tokenizer"]
+
+
+def __getattr__(name):  # the tokenizer imports transformers: only when asked for
+    if name == "build_countdown_tokenizer":
+        from .tokenizer import build_countdown_tokenizer
+
+        return build_countdown_tokenizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
