@@ -23,6 +23,21 @@ Workloads (tokens/s of each, and the ratio ours / transformers):
   until EOS or ``--max-tokens``: what evaluation and ReST generation do. The two
   draw different samples (different random streams) from the same distribution;
   tokens/s counts each one's own tokens.
+* **tree** (``--workloads tree``, or ``tree,eos`` to also run eos): how tree
+  search calls a generator. ``--tree-prompts`` (64) Countdown prompts are extended
+  one line at a time for ``--tree-lines`` (10) rounds: greedy, ``stop="\n"``
+  (kept in the output), at most ``--line-tokens`` (64) tokens a line, and every
+  round sends prompt + all lines so far as new prompts. Wall time of the 10
+  rounds (a) with the prefix cache, (b) the same sampler with
+  ``prefix_cache=False`` (reported: ``ratio_tree_vs_nocache`` = b / a, and whether
+  both produced identical lines), (c) transformers' ``generate()`` doing the same
+  rounds on left-padded batches of ``--batch``, each row stopped at its first
+  newline by a per-row ``StoppingCriteria`` (the row's text is then cut after the
+  newline, or before EOS) (``ratio_tree_vs_hf`` = c / a; ``tree_agreement_hf``: the
+  fraction of prompts whose 10 lines match ours). Each of the three is timed
+  ``--repeats`` (5) times, interleaved, each run from a fresh sampler, and the
+  fastest run counts: a run takes seconds, so one busy moment of a shared
+  machine would otherwise decide the ratio.
 
 It also times large fp32 matmuls to estimate the machine's attainable FLOP/s and
 reports the fraction our sampler reaches on the fixed workload, counting
@@ -39,6 +54,7 @@ The last line of output is one JSON object.
     python benchmarks/sampler.py                       # ~3 min on 2 cores, 1 thread
     python benchmarks/sampler.py --threads 0           # torch's default thread count
     python benchmarks/sampler.py --sampled             # adds the sampling workload
+    python benchmarks/sampler.py --workloads tree,eos  # line-by-line extension (prefix cache), and eos
     python benchmarks/sampler.py --random-model --prompts 64 --new-tokens 32
 """
 
@@ -126,24 +142,32 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for both (0: torch's default). Default 1: on a shared 2-core box, "
                          "2 OpenMP threads stall whenever another process holds a core")
-    ap.add_argument("--workloads", default="eos,fixed", help="comma-separated subset of eos,fixed,sampled")
+    ap.add_argument("--workloads", "--workload", default="eos,fixed",
+                    help="comma-separated subset of eos,fixed,sampled,tree")
+    ap.add_argument("--tree-prompts", type=int, default=64, help="prompts of the tree workload")
+    ap.add_argument("--tree-lines", type=int, default=10, help="lines each tree-workload prompt is extended by")
+    ap.add_argument("--line-tokens", type=int, default=64, help="token budget of one line (tree workload)")
+    ap.add_argument("--repeats", type=int, default=5, help="tree workload: best of this many runs of each side")
     ap.add_argument("--sampled", action="store_true", help="also run the sampled workload")
     ap.add_argument("--skip-hf", action="store_true", help="only time our sampler")
+    ap.add_argument("--no-prefix-cache", action="store_true",
+                    help="eos/fixed/sampled workloads: our sampler with prefix_cache=False (the tree workload "
+                         "always times both)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from searchrl.engine import Sampler, SamplingParams, kernels
-    from searchrl.selftrain.demo import resolve_model_path
+    from searchrl.models import resolve_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    order = ["eos", "fixed", "sampled"]
+    order = ["eos", "fixed", "sampled", "tree"]
     workloads = [w for w in args.workloads.split(",") if w]
     if args.sampled and "sampled" not in workloads:
         workloads.append("sampled")
-    unknown = set(workloads) - {"eos", "fixed", "sampled"}
+    unknown = set(workloads) - set(order)
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)}")
     workloads = sorted(set(workloads), key=order.index)
@@ -176,7 +200,7 @@ def main():
           f"vocab {len(tok)}); {len(prompts)} prompts, batch {B}, torch threads {torch.get_num_threads()}, "
           f"decode attention: {attention}; load avg {os.getloadavg()[0]:.2f}")
 
-    sampler = Sampler(model, tok, max_batch_size=B)
+    sampler = Sampler(model, tok, max_batch_size=B, prefix_cache=not args.no_prefix_cache)
     tok.padding_side = "left"
 
     def settings(workload: str) -> dict:
@@ -216,8 +240,80 @@ def main():
         enc = tok(prompts[:2], return_tensors="pt", padding=True, add_special_tokens=False)
         model.generate(**enc, do_sample=False, max_new_tokens=4, pad_token_id=tok.pad_token_id)
 
+    def run_tree(make_sampler) -> tuple[float, list[list[str]]]:
+        """The tree workload through one sampler: seconds, and each prompt's lines."""
+        tree_prompts = prompts[: args.tree_prompts]
+        s = make_sampler()
+        warm = prompts[args.tree_prompts : args.tree_prompts + 8] or [p[::-1] for p in prompts[:8]]
+        s.generate(warm, SamplingParams(temperature=0.0, max_tokens=8))  # warm-up, on other prompts
+        sp = SamplingParams(temperature=0.0, max_tokens=args.line_tokens, stop=["\n"], include_stop_str_in_output=True)
+        lines = [[] for _ in tree_prompts]
+        t = time.perf_counter()
+        for _ in range(args.tree_lines):
+            outs = s.generate([p + "".join(ls) for p, ls in zip(tree_prompts, lines)], sp)
+            for ls, o in zip(lines, outs):
+                ls.append(o.outputs[0].text)
+        dt = time.perf_counter() - t
+        assert s.last_backend == "static", s.last_backend
+        res.setdefault("tree_stats", {})[f"prefix_cache={s.prefix_cache}"] = dict(s.stats)
+        return dt, lines
+
+    def run_tree_hf() -> tuple[float, list[list[str]]]:
+        """The same rounds with generate(): a row stops at its first newline token (StoppingCriteria)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        newline = torch.tensor([i for i in range(len(tok)) if "\n" in tok.decode([i])])
+
+        class AtNewline(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):  # per row: did it just emit a newline?
+                return torch.isin(input_ids[:, -1], newline)
+
+        model.generation_config.eos_token_id = tok.eos_token_id
+        tree_prompts = prompts[: args.tree_prompts]
+        lines = [[] for _ in tree_prompts]
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(args.tree_lines):
+                cur = [p + "".join(ls) for p, ls in zip(tree_prompts, lines)]
+                for i in range(0, len(cur), B):
+                    enc = tok(cur[i : i + B], return_tensors="pt", padding=True, add_special_tokens=False)
+                    gen = model.generate(**enc, max_new_tokens=args.line_tokens, do_sample=False, temperature=None,
+                                         top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                                         stopping_criteria=StoppingCriteriaList([AtNewline()]))
+                    for j, row in enumerate(gen[:, enc["input_ids"].shape[1] :].tolist()):
+                        text = tok.decode(until_eos(row, eos), skip_special_tokens=True)
+                        lines[i + j].append(text[: text.index("\n") + 1] if "\n" in text else text)
+        return time.perf_counter() - t, lines
+
     res = {}
     for w in workloads:
+        if w == "tree":
+            sides = {"cache": lambda: run_tree(lambda: Sampler(model, tok, max_batch_size=B)),
+                     "nocache": lambda: run_tree(lambda: Sampler(model, tok, max_batch_size=B, prefix_cache=False))}
+            if not args.skip_hf:
+                sides["hf"] = run_tree_hf
+            runs = {k: [] for k in sides}
+            for _ in range(max(1, args.repeats)):  # interleaved, so a busy spell hits all sides alike
+                for k, run in sides.items():
+                    runs[k].append(run())
+            for k, rs in runs.items():
+                assert all(r[1] == rs[0][1] for r in rs), f"{k}: runs differ"
+            (cached_s, cached), (plain_s, plain) = [(min(r[0] for r in runs[k]), runs[k][0][1])
+                                                    for k in ("cache", "nocache")]
+            n_tok = sum(len(tok("".join(ls), add_special_tokens=False)["input_ids"]) for ls in cached)
+            res.update(tree_s_cache=cached_s, tree_s_nocache=plain_s, ratio_tree_vs_nocache=plain_s / cached_s,
+                       tree_identical_lines=cached == plain, ours_tok_s_tree=n_tok / cached_s)
+            print(f"tree    | ours, prefix cache: {cached_s:7.2f} s | prefix_cache=False: {plain_s:7.2f} s "
+                  f"| ratio {plain_s / cached_s:.2f}x | identical lines: {cached == plain} | {res['tree_stats']}")
+            if args.skip_hf:
+                continue
+            hf_s, hf_lines = min(r[0] for r in runs["hf"]), runs["hf"][0][1]
+            res.update(tree_s_hf=hf_s, ratio_tree_vs_hf=hf_s / cached_s, ratio_tree=hf_s / cached_s,
+                       hf_tok_s_tree=n_tok / hf_s,
+                       tree_agreement_hf=sum(a == b for a, b in zip(cached, hf_lines)) / len(cached))
+            print(f"tree    | transformers generate(): {hf_s:7.2f} s | ratio {hf_s / cached_s:.2f}x "
+                  f"| identical lines {res['tree_agreement_hf']:.1%}")
+            continue
         ours_s, ours_ids = run_ours(w)
         n_ours = sum(map(len, ours_ids))
         res[f"ours_tok_s_{w}"] = n_ours / ours_s
@@ -236,7 +332,7 @@ def main():
         print(line)
 
     flops = matmul_flops()
-    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
+    out = {k: (round(v, 4) if isinstance(v, float) and not isinstance(v, bool) else v) for k, v in res.items()}
     main_w = workloads[0]  # the headline: eos unless it was not run
     head = {"workload": main_w, "ours_tok_s": out.get(f"ours_tok_s_{main_w}"),
             "hf_tok_s": out.get(f"hf_tok_s_{main_w}"), "ratio": out.get(f"ratio_{main_w}")}
@@ -245,6 +341,7 @@ def main():
         head["mfu"] = round(mfu, 4)
         print(f"fp32 matmul: {flops / 1e9:.1f} GFLOP/s; our sampler (fixed) reaches {mfu:.1%} of it")
     out = {**head, "matmul_flops": round(flops), **out}
+    out.update(prefix_cache=not args.no_prefix_cache)
     out.update(model=name, params=n_params, prompts=len(prompts), max_tokens=args.max_tokens,
                new_tokens=args.new_tokens, batch=B, threads=torch.get_num_threads(),
                attention="kernel" if kernels.available() else "sdpa", load_avg=round(os.getloadavg()[0], 2))

@@ -6,8 +6,9 @@ already-loaded Hugging Face ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` /
 organised for decoding many independent sequences at once:
 
 * The KV cache is one tensor per layer, ``[rows, kv_heads, max_seq_len, head_dim]``,
-  allocated once. Decoding a token writes one slot per row in place (HF's
-  ``DynamicCache`` concatenates, i.e. copies the whole cache, every step).
+  allocated once (grown, keeping its contents, when a call needs longer rows).
+  Decoding a token writes one slot per row in place (HF's ``DynamicCache``
+  concatenates, i.e. copies the whole cache, every step).
 * Each row has its own position. One decode step takes one token per row, each
   at its own position, and a boolean mask ``key_pos <= row_pos`` hides the unused
   tail of each row's cache. So rows that started at different times (different
@@ -16,6 +17,11 @@ organised for decoding many independent sequences at once:
   ``G = heads / kv_heads`` query heads that share a KV head are laid out as ``G``
   "query positions" of that KV head, ``q: [rows, kv_heads, G, head_dim]``, so one
   ``scaled_dot_product_attention`` call attends all of them to the shared cache.
+* Prefill can start mid-prompt: given the K/V of the first ``c`` tokens (from a
+  prefix cache), only the suffix is computed, its queries at their true
+  positions attending to the given prefix and causally to each other. The
+  per-layer caches are views of one ``[layers, rows, ...]`` tensor, so the K/V
+  of a token in every layer is read or written in one indexing op.
 * q/k/v projections are fused into one matmul, gate/up into another (for models
   up to 200M parameters: the fused weights are a copy); rotary is applied to q and
   k in one go. Fewer, bigger kernels means less per-op overhead per token.
@@ -152,11 +158,15 @@ class StaticLlama:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
     @torch.inference_mode()
-    def load_weights(self, force: bool = False) -> None:
-        """Read (and fuse) the current weights of the HF module, unless unchanged since last time."""
+    def load_weights(self, force: bool = False) -> bool:
+        """Read (and fuse) the current weights of the HF module, unless unchanged since last time.
+
+        Returns whether they were (re)read: anything computed with the old ones
+        (a prefix cache) is stale then.
+        """
         sig = self._weights_signature()
         if not force and self.layers and sig == self._loaded_sig:
-            return
+            return False
         self._loaded_sig = sig
         dev, dt = self.device, self.dtype
 
@@ -192,8 +202,14 @@ class StaticLlama:
         rot = inner.rotary_emb
         self.inv_freq = rot.inv_freq.detach().to(self.device, torch.float32)
         self.attention_scaling = float(getattr(rot, "attention_scaling", 1.0))
-        if self.seq_len:
-            self._build_rope(self.seq_len)
+        if self._cos is not None:
+            self._build_rope(self._cos.shape[0])
+        return True
+
+    def ensure_rope(self, n: int) -> None:
+        """Make sure the rotary tables cover positions ``0..n-1`` (prefill-only work needs no KV cache)."""
+        if self._cos is None or self._cos.shape[0] < n:
+            self._build_rope(n)
 
     def _build_rope(self, n: int) -> None:
         # Exactly LlamaRotaryEmbedding.forward: float positions * inv_freq, duplicated, cos/sin.
@@ -208,17 +224,46 @@ class StaticLlama:
         """Make sure the cache holds at least ``seq_len`` positions per row."""
         if seq_len <= self.seq_len and len(self.k_cache) == self.n_layers:
             return
-        shape = (self.rows, self.n_kv, seq_len, self.head_dim)
-        self.k_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.n_layers)]
-        self.v_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(self.n_layers)]
+        # One tensor for all layers (a prefix cache reads a token of every layer in one gather),
+        # used as one contiguous view per layer. What the rows held is kept (a prefix cache may
+        # point at it). The rest is zeroed for SDPA, which reads masked positions too (0 * NaN of
+        # uninitialised memory would be NaN); the kernel reads only positions written before, so
+        # there the OS backs a page only once it is first written: memory follows what is used.
+        shape = (self.n_layers, self.rows, self.n_kv, seq_len, self.head_dim)
+        k_all = torch.empty(shape, device=self.device, dtype=self.dtype)
+        v_all = torch.empty(shape, device=self.device, dtype=self.dtype)
+        old = self.seq_len if len(self.k_cache) == self.n_layers else 0
+        for new, prev in ((k_all, self.k_all if old else None), (v_all, self.v_all if old else None)):
+            if old:
+                new[:, :, :, :old] = prev
+            if self.attention != "kernel":
+                new[:, :, :, old:] = 0
+        self.k_all, self.v_all = k_all, v_all
+        self.k_cache, self.v_cache = list(self.k_all.unbind(0)), list(self.v_all.unbind(0))
         self.seq_len = seq_len
-        self._build_rope(seq_len)
+        self._build_rope(max(seq_len, 0 if self._cos is None else self._cos.shape[0]))
         self._key_pos = torch.arange(seq_len, device=self.device)
         # flat slot index of (row, kv_head, position=0) for scattering one token per row
         self._row_base = (
             torch.arange(self.rows, device=self.device)[:, None] * (self.n_kv * seq_len)
             + torch.arange(self.n_kv, device=self.device)[None, :] * seq_len
         )
+
+    def read_tokens(self, rows: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V ``[N, layers, kv_heads, head_dim]`` at cache positions ``pos[i]`` of rows ``rows[i]``."""
+        return self.k_all.permute(1, 3, 0, 2, 4)[rows, pos], self.v_all.permute(1, 3, 0, 2, 4)[rows, pos]
+
+    def write_tokens(self, rows: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write K/V ``[N, layers, kv_heads, head_dim]`` at cache positions ``pos[i]`` of rows ``rows[i]``."""
+        self.k_all.permute(1, 3, 0, 2, 4)[rows, pos] = k.to(self.dtype)
+        self.v_all.permute(1, 3, 0, 2, 4)[rows, pos] = v.to(self.dtype)
+
+    def swap_rows(self, a: torch.Tensor, b: torch.Tensor, length: int) -> None:
+        """Exchange the first ``length`` cache positions of rows ``a`` and rows ``b``."""
+        for c in (self.k_all, self.v_all):
+            tmp = c[:, a, :, :length]
+            c[:, a, :, :length] = c[:, b, :, :length]
+            c[:, b, :, :length] = tmp
 
     def copy_rows(self, dst: torch.Tensor, src: torch.Tensor, length: int) -> None:
         """Copy the first ``length`` cache positions of rows ``src`` into rows ``dst``."""
@@ -245,55 +290,88 @@ class StaticLlama:
         return F.linear(x, self.lm_head, self.lm_bias).float()
 
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]]):
+    def prefill(self, prompts: list[list[int]], starts: list[int] | None = None, prefix_k: torch.Tensor | None = None,
+                prefix_v: torch.Tensor | None = None, logprobs: list[bool] | None = None):
         """Run a batch of prompts through the model.
 
         The projections and MLPs run on the prompts' tokens packed back to back
         (no padding tokens to pay for); only attention uses a padded
         ``[P, heads, T, head_dim]`` layout with a causal + length mask.
 
-        Returns ``(keys, values, logits)``: per layer K and V of shape
-        ``[P, kv_heads, T, head_dim]`` (to be copied into cache rows with
-        :meth:`write_prefill`, possibly several rows per prompt) and the logits
-        of each prompt's last token, ``[P, vocab]``.
-        """
-        dev, nh, d = self.device, self.n_heads, self.head_dim
-        lens = [len(p) for p in prompts]
-        P, T, N = len(prompts), max(lens), sum(lens)
-        ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long).to(dev)
-        positions = torch.cat([torch.arange(n) for n in lens]).to(dev)
-        padded = N < P * T
-        if padded:  # where each packed token sits in the padded [P * T] layout
-            slot = torch.cat([torch.arange(n) + i * T for i, n in enumerate(lens)]).to(dev)
-        lens_t = torch.tensor(lens, device=dev)
-        key_pos = torch.arange(T, device=dev)
-        causal = key_pos[None, :] <= key_pos[:, None]  # [T(query), T(key)]
-        mask = (causal[None] & (key_pos[None, None, :] < lens_t[:, None, None]))[:, None]  # [P, 1, T, T]
+        With a prefix cache, ``starts[i]`` tokens of prompt ``i`` are already known:
+        their K/V are given in ``prefix_k``/``prefix_v`` (``[P, C, layers, kv_heads,
+        head_dim]``, ``C >= max(starts)``, rows past ``starts[i]`` ignored) and only
+        tokens ``starts[i]:`` are computed; their queries (at their true positions)
+        attend to the given prefix and causally to each other. ``starts[i] < len``.
 
-        def to_padded(t):  # [N, heads, D] -> [P, heads, T, D]
-            if padded:
-                t = t.new_zeros(P * T, *t.shape[1:]).index_copy_(0, slot, t)
-            return t.view(P, T, -1, d).transpose(1, 2)
+        Returns ``(keys, values, logits, lps)``: per layer K and V of the whole
+        prompts, ``[P, kv_heads, T, head_dim]`` (to be copied into cache rows with
+        :meth:`write_prefill`, possibly several rows per prompt); the logits of each
+        prompt's last token, ``[P, vocab]``; and where ``logprobs[i]``, ``lps[i]``:
+        the log-probability (temperature 1) of each computed token after the first,
+        ``prompts[i][starts[i] + 1:]``, given the tokens before it (else ``None``).
+        """
+        dev, nh, nkv, d = self.device, self.n_heads, self.n_kv, self.head_dim
+        lens = [len(p) for p in prompts]
+        starts = list(starts) if starts is not None else [0] * len(prompts)
+        sl = [n - c for n, c in zip(lens, starts)]  # tokens computed per prompt
+        if min(sl) < 1:
+            raise ValueError("every prompt needs at least one token to compute")
+        P, T, S, N = len(prompts), max(lens), max(sl), sum(sl)
+        ids = torch.tensor([t for p, c in zip(prompts, starts) for t in p[c:]], dtype=torch.long).to(dev)
+        positions = torch.cat([torch.arange(c, n) for c, n in zip(starts, lens)]).to(dev)
+        q_padded = N < P * S  # queries: [P, S] layout; keys: [P, T] (the same unless a prefix is given)
+        k_padded = q_padded or S < T
+        if q_padded:  # where each packed token sits in the padded layouts
+            q_slot = torch.cat([torch.arange(n) + i * S for i, n in enumerate(sl)]).to(dev)
+        if k_padded:
+            k_slot = torch.cat([torch.arange(c, n) + i * T for i, (c, n) in enumerate(zip(starts, lens))]).to(dev)
+        C = max(starts)
+        if C and prefix_k is None:
+            raise ValueError("starts > 0 need prefix_k/prefix_v")
+        q_pos = torch.tensor(starts, device=dev)[:, None] + torch.arange(S, device=dev)[None, :]  # [P, S]
+        mask = (torch.arange(T, device=dev)[None, None, :] <= q_pos[:, :, None])[:, None]  # [P, 1, S, T]
+
+        def keys_of(t, prefix):  # [N, kv, D] (+ the given prefix [P, C, kv, D]) -> [P, kv, T, D]
+            if k_padded:
+                full = t.new_zeros(P * T, nkv, d)
+                if C:
+                    full.view(P, T, nkv, d)[:, :C] = prefix
+                t = full.index_copy_(0, k_slot, t)
+            return t.view(P, T, nkv, d).transpose(1, 2).contiguous()
 
         cos, sin = self._cos[positions][:, None, :], self._sin[positions][:, None, :]  # [N, 1, D]
         x = F.embedding(ids, self.embed)  # [N, hidden]
         keys, values = [], []
-        for L in self.layers:
+        for i, L in enumerate(self.layers):
             h = _rms_norm(x, L.ln1, self.eps)
             q, k, v = self._qkv(L, h, cos, sin)  # [N, heads, D]
-            q, k, v = to_padded(q), to_padded(k).contiguous(), to_padded(v).contiguous()
+            if q_padded:
+                q = q.new_zeros(P * S, nh, d).index_copy_(0, q_slot, q)
+            q = q.view(P, S, nh, d).transpose(1, 2)
+            k = keys_of(k, prefix_k[:, :C, i] if C else None)
+            v = keys_of(v, prefix_v[:, :C, i] if C else None)
             keys.append(k)
             values.append(v)
             if self.groups > 1:
                 k, v = k.repeat_interleave(self.groups, dim=1), v.repeat_interleave(self.groups, dim=1)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-            o = o.transpose(1, 2).reshape(P * T, nh * d)
-            if padded:
-                o = o.index_select(0, slot)
+            o = o.transpose(1, 2).reshape(P * S, nh * d)
+            if q_padded:
+                o = o.index_select(0, q_slot)
             x = x + F.linear(o, L.wo, L.bo)
             x = self._mlp_block(L, x)
-        last = torch.cumsum(lens_t, 0) - 1
-        return keys, values, self._logits(x[last])
+        ends = torch.tensor(sl, device=dev).cumsum(0)
+        lps: list[torch.Tensor | None] = [None] * P
+        want = [i for i in range(P) if logprobs is not None and logprobs[i]]
+        if want:  # token j's logprob comes from the output at j - 1
+            off = [0, *ends.tolist()]
+            rows = torch.cat([torch.arange(off[i], off[i + 1] - 1) for i in want]).to(dev)
+            nxt = torch.tensor([t for i in want for t in prompts[i][starts[i] + 1 :]], dtype=torch.long, device=dev)
+            lp = torch.log_softmax(self._logits(x[rows]), -1).gather(1, nxt[:, None]).squeeze(1)
+            for i, part in zip(want, lp.split([sl[i] - 1 for i in want])):
+                lps[i] = part
+        return keys, values, self._logits(x[ends - 1]), lps
 
     @torch.inference_mode()
     def write_prefill(self, rows: torch.Tensor, src: torch.Tensor, keys, values) -> None:
