@@ -29,8 +29,10 @@ class Generator(Protocol):
     tokenizer: Any  # the HF tokenizer prompts are encoded with
 
     def generate(self, prompts: list[str] | list[list[int]],
-                 params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
-        """Complete each prompt ``params.n`` times; one output per prompt, in order."""
+                 params: SamplingParams | list[SamplingParams] | None = None,
+                 use_tqdm: Any = False) -> list[RequestOutput]:
+        """Complete each prompt ``params.n`` times; one output per prompt, in order. ``use_tqdm``:
+        a progress bar (True) or a callable called with 1 per finished sample (the caller's bar)."""
         ...
 
     def score_continuations(self, prompts: list[str] | list[list[int]],
