@@ -273,11 +273,9 @@ def load_config(path: str | os.PathLike | list | None = None, overrides: list[st
 
 
 def _has(d: Any, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return False
-        d = d[part]
-    return True
+    from .rundir import MISSING, lookup
+
+    return lookup(d, dotted) is not MISSING
 
 
 def _failing_section(schema) -> str | None:

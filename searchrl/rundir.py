@@ -88,7 +88,7 @@ def resolve(run_dir: str | os.PathLike, stored: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- stages
 
 
-_MISSING = object()
+MISSING = object()  # a key that is not there
 
 
 def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -96,7 +96,7 @@ def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new), key=str):
-            out += diff_keys(old.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")
+            out += diff_keys(old.get(k, MISSING), new.get(k, MISSING), f"{prefix}{k}.")
         return out
     return [] if _same(old, new) else [prefix.rstrip(".")]
 
@@ -104,7 +104,7 @@ def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _same(a: Any, b: Any) -> bool:
     # JSON turns tuples into lists; compare as JSON would store them
     return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str)) \
-        if a is not _MISSING and b is not _MISSING else a is b
+        if a is not MISSING and b is not MISSING else a is b
 
 
 class Stage:
@@ -141,9 +141,9 @@ class Stage:
             return
         old = rec.get("depends", {})
         diff = [k for k in diff_keys(old, self.depends)
-                if not (_get(old, k) is _MISSING and _get(self.depends, k) == self.defaults.get(k, _MISSING))]
+                if not (lookup(old, k) is MISSING and lookup(self.depends, k) == self.defaults.get(k, MISSING))]
         if diff:
-            shown = ", ".join(f"{k} ({_show(_get(old, k))} -> {_show(_get(self.depends, k))})" for k in diff[:8])
+            shown = ", ".join(f"{k} ({_show(lookup(old, k))} -> {_show(lookup(self.depends, k))})" for k in diff[:8])
             raise RunDirError(
                 f"{self.path} ({self.name}) was made with a different config: {shown}. Use another --run-dir, "
                 f"restore those settings, or delete {self.path} to redo this stage.")
@@ -189,16 +189,17 @@ def trajectory_settings(train_cfg: Any) -> dict:
     return {k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}
 
 
-def _get(d: Any, dotted: str) -> Any:
+def lookup(d: Any, dotted: str) -> Any:
+    """``d["a"]["b"]`` for ``"a.b"``, or :data:`MISSING`."""
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
-            return _MISSING
+            return MISSING
         d = d[part]
     return d
 
 
 def _show(v: Any) -> str:
-    return "unset" if v is _MISSING else json.dumps(v, default=str)
+    return "unset" if v is MISSING else json.dumps(v, default=str)
 
 
 # ------------------------------------------------------------------------ identities

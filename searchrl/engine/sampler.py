@@ -621,13 +621,7 @@ class _ContinuousBatch:
             if not batch:
                 return
         while todo:  # prefill in chunks of bounded padded size (each planned anew: the last one inserted)
-            chunk, longest = [], 0
-            for r in todo:
-                longest2 = max(longest, len(prompts[r]))
-                if chunk and longest2 * (len(chunk) + 1) > self.PREFILL_TOKENS:
-                    break
-                chunk.append(r)
-                longest = longest2
+            chunk = _first_chunk(todo, lambda r: len(prompts[r]), self.PREFILL_TOKENS)
             todo = todo[len(chunk):]
             keys, values, logits, order, lps = _cached_prefill(
                 eng, self.cache, self.stats, [prompts[r] for r in chunk], [lp_from[r] for r in chunk])
@@ -727,6 +721,18 @@ class _ContinuousBatch:
             seq.pos += 1
             if seq.push(t, lp, room=seq.pos < S):
                 self._done(i)
+
+
+def _first_chunk(items: list, length: Callable[[Any], int], budget: int) -> list:
+    """The longest head of ``items`` whose padded size (rows x longest row) fits ``budget`` (at least one)."""
+    chunk, longest = [], 0
+    for x in items:
+        longest2 = max(longest, length(x))
+        if chunk and longest2 * (len(chunk) + 1) > budget:
+            break
+        chunk.append(x)
+        longest = longest2
+    return chunk
 
 
 class _Callback:
@@ -886,14 +892,8 @@ class Sampler:
                 eng = self._engine()
                 eng.ensure_rope(longest)
                 self.last_backend = "static"
-                while todo:
-                    chunk, widest = [], 0
-                    for i in todo:  # chunks of bounded padded size, as in generate()
-                        widest2 = max(widest, len(full[i]))
-                        if chunk and widest2 * (len(chunk) + 1) > _ContinuousBatch.PREFILL_TOKENS:
-                            break
-                        chunk.append(i)
-                        widest = widest2
+                while todo:  # chunks of bounded padded size, as in generate()
+                    chunk = _first_chunk(todo, lambda i: len(full[i]), _ContinuousBatch.PREFILL_TOKENS)
                     todo = todo[len(chunk):]
                     *_, got = _cached_prefill(eng, self._cache, self.stats, [full[i] for i in chunk],
                                               [len(p_ids[i]) for i in chunk], need_next=False)
