@@ -105,15 +105,14 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from searchrl.train.config import TRACKERS, OptimConfig, TrainConfig, tracker_names  # noqa: F401
 from searchrl.data import InputError, append_jsonl, atomic_write, read_json, read_jsonl_log, write_json, write_jsonl
+from searchrl.train.config import TRACKERS, OptimConfig, TrainConfig, tracker_names  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
