@@ -179,3 +179,57 @@ def test_write_report_writes_four_files(tmp_path):
     assert open(again["markdown"]).read() == md
     with pytest.raises(ValueError):
         write_report(tmp_path / "bad", {"methods": {"x": 3}})
+
+
+def test_bootstrap_interval_on_known_cases():
+    from searchrl.eval.metrics import bootstrap_ci
+
+    assert bootstrap_ci([1.0] * 40) == (1.0, 1.0)  # all correct: zero width
+    assert bootstrap_ci([]) is None
+    n = 400
+    lo, hi = bootstrap_ci([1.0, 0.0] * (n // 2))  # a fixed 50/50 split
+    expected = 2 * 1.96 * (0.25 / n) ** 0.5  # normal approximation of the mean's 95% interval
+    assert lo < 0.5 < hi and abs((hi - lo) - expected) < 0.1 * expected
+    assert bootstrap_ci([1.0, 0.0] * 50, seed=3) == bootstrap_ci([1.0, 0.0] * 50, seed=3)  # seeded
+
+
+def test_paired_difference_cancels_shared_difficulty():
+    from searchrl.eval.metrics import bootstrap_ci, paired_difference
+
+    a = [0.0, 1.0] * 50
+    same = paired_difference(a, a)
+    assert same["diff"] == 0.0 and same["ci"] == [0.0, 0.0] and same["problems"] == 100
+    # b solves every problem a solves, plus 10 more: a sure difference of 0.1 ...
+    b = list(a)
+    for i in range(0, 20, 2):
+        b[i] = 1.0
+    d = paired_difference(a, b)
+    assert d["diff"] == pytest.approx(0.1) and 0 < d["ci"][0] <= 0.1 <= d["ci"][1]
+    # ... which unpaired intervals would not show (they overlap)
+    assert bootstrap_ci(b)[0] < bootstrap_ci(a)[1]
+    with pytest.raises(ValueError, match="same ones"):
+        paired_difference(a, b[:-1])
+
+
+def test_summary_and_report_carry_intervals(tmp_path):
+    import json
+
+    from searchrl.eval.metrics import compare_methods
+
+    samples = {"test_seen": [[(True, 10), (False, 20)], [(False, 5), (False, 5)], [(True, 3), (True, 4)]]}
+    s = summarize(samples, ks=[1, 2], budgets=[8, 32], greedy={"test_seen": [True, False, True]})["test_seen"]
+    assert s["per_problem"] == {"n": [2, 2, 2], "correct": [1, 0, 2], "greedy": [True, False, True]}
+    lo, hi = s["pass@k_ci"][1]
+    assert lo <= s["pass@k"][1] <= hi and 0.0 <= lo < hi <= 1.0
+    assert s["greedy_ci"][0] <= s["greedy"] <= s["greedy_ci"][1]
+    better = summarize({"test_seen": [[(True, 1), (True, 1)]] * 3}, ks=[1, 2], budgets=[8],
+                       greedy={"test_seen": [True] * 3})["test_seen"]
+    [c] = [c for c in compare_methods({"A": {"test_seen": s}, "B": {"test_seen": better}}, ["test_seen"],
+                                      ["pass@1"])]
+    assert c["a"] == "A" and c["b"] == "B" and c["diff"] == pytest.approx(1 - 0.5)
+    write_report(tmp_path, {"methods": {"A": {"test_seen": s}, "B": {"test_seen": better}}}, splits=["test_seen"],
+                 ks=[1, 2], sampling="temperature 1, 2 samples x 3 problems")
+    md = (tmp_path / "results.md").read_text()
+    assert "50.0 ±" in md and "## Paired differences" in md and "| B − A | Seen target | pass@1 | +50.0" in md
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert {c["metric"] for c in saved["comparisons"]} == {"pass@1", "pass@2", "greedy"}

@@ -63,6 +63,12 @@ def generate_split(generator, task, split: str, problems: list[dict], mode: str,
                             progress=progress, per_item=n)
 
 
+def sampling_note(cfg) -> str:
+    """What an evaluation sampled, for the report's titles (``cfg``: an EvalConfig)."""
+    problems = f"{cfg.n_problems} problems per split" if cfg.n_problems else "all problems"
+    return f"temperature {cfg.temperature:g}, {cfg.n_samples} samples x {problems}"
+
+
 def _by_problem(records: list[dict], n_problems: int) -> list[list[tuple[bool, int]]]:
     grouped: list[list[tuple[bool, int]]] = [[] for _ in range(n_problems)]
     for r in records:

@@ -27,7 +27,14 @@ Accuracy under a token budget B treats a sample as correct only if it is correct
 truncating generation at B tokens and grading the truncated output as wrong when
 the sample had not finished. See :func:`accuracy_vs_budget` for the averaging.
 
-Everything here is pure Python (no numpy needed) and deterministic.
+Confidence intervals are percentile bootstrap intervals over problems (Efron & Tibshirani
+1993): the problems are resampled with replacement, the metric recomputed on each
+resample, and the 2.5th and 97.5th percentiles of those reported (:func:`bootstrap_ci`).
+The sampling noise *within* a problem is already averaged by the estimator; what the
+interval captures is which problems happened to be drawn, the dominant noise with 50-200
+problems. Two methods evaluated on the same problems are compared by resampling the same
+problems for both (:func:`paired_difference`), which cancels the problems' shared
+difficulty. Resampling is seeded, so the intervals are deterministic.
 """
 
 from __future__ import annotations
@@ -45,7 +52,15 @@ __all__ = [
     "pass_at_k_vs_budget",
     "default_budgets",
     "summarize",
+    "bootstrap_ci",
+    "paired_difference",
+    "per_problem_values",
+    "compare_methods",
 ]
+
+#: Bootstrap resamples and confidence level of every interval in a report.
+BOOTSTRAP_RESAMPLES = 2000
+CI_LEVEL = 0.95
 
 #: The k values reported in the Guided-ReST pass@k table.
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -195,6 +210,73 @@ def default_budgets(samples: Sequence[Sequence[Sample]]) -> list[int]:
     return budgets
 
 
+def per_problem_values(per_problem: Mapping[str, Any], metric: str) -> list[float]:
+    """The per-problem values whose mean is ``metric`` (``"pass@K"`` or ``"greedy"``), from the
+    ``per_problem`` record of :func:`summarize` (problems with fewer than K samples are left out,
+    as in :func:`pass_at_k_table`)."""
+    if metric == "greedy":
+        return [float(g) for g in per_problem.get("greedy") or []]
+    if not metric.startswith("pass@"):
+        raise ValueError(f"metric must be 'pass@K' or 'greedy', got {metric!r}")
+    k = int(metric[5:])
+    return [pass_at_k(n, c, k) for n, c in zip(per_problem["n"], per_problem["correct"]) if n >= k]
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                 level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (one value per problem).
+
+    All values equal gives a zero-width interval; ``None`` when there are no values.
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))
+    means = x[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0, level: float = CI_LEVEL) -> dict[str, Any]:
+    """``mean(b) - mean(a)`` over the same problems, with its paired bootstrap interval.
+
+    ``a[i]`` and ``b[i]`` are the two methods' values on problem ``i``; each resample draws
+    the same problems for both. Returns ``{"diff", "ci": [lo, hi], "problems"}``.
+    """
+    import numpy as np
+
+    if len(a) != len(b):
+        raise ValueError(f"paired_difference: {len(a)} vs {len(b)} problems; a paired comparison needs the same ones")
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    ci = bootstrap_ci(d, resamples, seed, level)
+    return {"diff": float(d.mean()) if d.size else None, "ci": list(ci) if ci else None, "problems": int(d.size)}
+
+
+def compare_methods(methods: Mapping[str, Mapping[str, Any]], splits: Sequence[str],
+                    metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Paired differences for every pair of methods (later minus earlier, in the order given),
+    split and metric, where both were evaluated on the same problems (``per_problem`` of
+    :func:`summarize` with equal problem counts). Each entry: ``{"a", "b", "split", "metric",
+    "diff", "ci", "problems"}`` with ``diff = b - a`` in [−1, 1]."""
+    names = list(methods)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for split in splits:
+                pa = (methods[a].get(split) or {}).get("per_problem")
+                pb = (methods[b].get(split) or {}).get("per_problem")
+                if not pa or not pb or len(pa["n"]) != len(pb["n"]):
+                    continue
+                for metric in metrics:
+                    va, vb = per_problem_values(pa, metric), per_problem_values(pb, metric)
+                    if va and len(va) == len(vb):
+                        out.append({"a": a, "b": b, "split": split, "metric": metric, **paired_difference(va, vb)})
+    return out
+
+
 def summarize(
     split_samples: Mapping[str, Sequence[Sequence[Sample]]],
     ks: Iterable[int] = DEFAULT_KS,
@@ -211,7 +293,9 @@ def summarize(
          "num_problems": int, "num_samples": int,
          "mean_tokens": float | None,          # over all samples
          "mean_tokens_correct": float | None,  # over correct samples only
-         "greedy": float}                      # only if greedy[split] was given
+         "greedy": float,                      # only if greedy[split] was given
+         "pass@k_ci": {k: [lo, hi]}, "greedy_ci": [lo, hi],  # 95% bootstrap over problems
+         "per_problem": {"n": [...], "correct": [...], "greedy": [...]}}  # for paired comparisons
 
     ``budgets=None`` picks :func:`default_budgets` per split. ``greedy[split]`` holds one
     grade per problem for greedy (temperature 0) decoding; its mean is reported as
@@ -235,8 +319,17 @@ def summarize(
             "mean_tokens": math.fsum(tokens) / len(tokens) if tokens else None,
             "mean_tokens_correct": math.fsum(tokens_ok) / len(tokens_ok) if tokens_ok else None,
         }
+        per_problem: dict[str, list] = {"n": [len(problem) for problem in samples],
+                                        "correct": [sum(1 for ok, _ in problem if ok) for problem in samples]}
         if greedy is not None and split in greedy:
             grades = list(greedy[split])
             summary["greedy"] = sum(1 for g in grades if g) / len(grades) if grades else None
+            per_problem["greedy"] = [bool(g) for g in grades]
+        summary["pass@k_ci"] = {k: list(ci) for k in summary["pass@k"]
+                                if (ci := bootstrap_ci(per_problem_values(per_problem, f"pass@{k}"))) is not None}
+        if "greedy" in summary:
+            ci = bootstrap_ci(per_problem_values(per_problem, "greedy"))
+            summary["greedy_ci"] = list(ci) if ci else None
+        summary["per_problem"] = per_problem
         out[split] = summary
     return out

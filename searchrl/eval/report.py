@@ -67,6 +67,14 @@ def _percent(value: Any) -> str:
     return f"{100.0 * value:.1f}"
 
 
+def _with_ci(value: Any, ci: Any) -> str:
+    """``71.2 ±4.1``: the value and the half-width of its 95% interval, in percent."""
+    text = _percent(value)
+    if text == DASH or not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+        return text
+    return f"{text} ±{50.0 * (ci[1] - ci[0]):.1f}"
+
+
 def _title(split: str, split_titles: Mapping[str, str] | None) -> str:
     return (split_titles or {}).get(split, split)
 
@@ -86,7 +94,7 @@ def _new_figure(n_panels: int, title: str | None):
     fig = Figure(figsize=(4.6 * max(n_panels, 1) + 0.4, 4.3), layout="constrained")
     axes = fig.subplots(1, max(n_panels, 1), sharey=True, squeeze=False)[0]
     if title:
-        fig.suptitle(title, fontsize=13)
+        fig.suptitle(title, fontsize=12)
     return fig, axes
 
 
@@ -99,10 +107,10 @@ def _method_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     return {m: {"color": colors[i % len(colors)], "marker": markers[i % len(markers)]} for i, m in enumerate(methods)}
 
 
-def _finish(fig, axes, ylabel: str, handles_by_label: dict[str, Any]) -> None:
+def _finish(fig, axes, ylabel: str, handles_by_label: dict[str, Any], top: float = 100.0) -> None:
     axes[0].set_ylabel(ylabel)
     for ax in axes:
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, top)
         ax.grid(True, which="major", alpha=0.35)
         ax.tick_params(labelleft=True)
     if handles_by_label:
@@ -124,8 +132,13 @@ def markdown_table(
     split_titles: Mapping[str, str] | None = SPLIT_TITLES,
     ks: Iterable[int] = DEFAULT_KS,
     greedy: Mapping[str, Mapping[str, float]] | None = None,
+    intervals: Mapping[str, Mapping[str, Mapping[Any, Any]]] | None = None,
+    greedy_intervals: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """The paper's pass@k table as GitHub markdown.
+
+    ``intervals[method][split][k]`` / ``greedy_intervals[method][split]`` (``[lo, hi]`` in
+    [0, 1]), when given, are shown as ``value ±half-width`` (95% bootstrap over problems).
 
     ``results[method][split][k]`` is pass@k in [0, 1] (Chen et al. 2021, eq. 1), shown in
     percent with one decimal. Rows follow the order of ``results``. Markdown has one
@@ -153,24 +166,29 @@ def markdown_table(
         row = [str(method).replace("|", "\\|")]
         for split in splits:
             values = _int_keyed((per_split or {}).get(split))
-            row += [_percent(values.get(k)) for k in ks]
+            cis = {int(k): v for k, v in (((intervals or {}).get(method) or {}).get(split) or {}).items()}
+            row += [_with_ci(values.get(k), cis.get(k)) for k in ks]
             if show_greedy:
-                row.append(_percent((greedy.get(method) or {}).get(split)))
+                row.append(_with_ci((greedy.get(method) or {}).get(split),
+                                    ((greedy_intervals or {}).get(method) or {}).get(split)))
         lines.append("| " + " | ".join(row) + " |")
     blocks = "; ".join(
         f"{_title(s, split_titles)}: k = {', '.join(map(str, ks))}" + (" and greedy" if show_greedy else "")
         for s in splits
     )
     caption = (f"pass@k (%), unbiased estimator of Chen et al. (2021), eq. 1. Column blocks: {blocks}. "
-               f"{DASH} = not available.")
+               f"{DASH} = not available."
+               + (" ±: half-width of the 95% bootstrap interval over problems." if intervals else ""))
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- plots
 
-def _plot_methods(ax, results, methods, split, styles, handles, markersize, keep=lambda x: True) -> set[int]:
-    """One line per method of ``results[method][split][x]`` (rates in [0, 1], drawn in %);
-    returns the x values drawn and records each method's line in ``handles``."""
+def _plot_methods(ax, results, methods, split, styles, handles, markersize, keep=lambda x: True,
+                  intervals=None) -> set[int]:
+    """One line per method of ``results[method][split][x]`` (rates in [0, 1], drawn in %), with a
+    shaded band where ``intervals[method][split][x] = [lo, hi]`` is given; returns the x values
+    drawn and records each method's line in ``handles``."""
     drawn: set[int] = set()
     for method in methods:
         values = _int_keyed((results[method] or {}).get(split))
@@ -181,6 +199,11 @@ def _plot_methods(ax, results, methods, split, styles, handles, markersize, keep
         (line,) = ax.plot(xs, [100.0 * values[x] for x in xs], label=method, linewidth=1.8, markersize=markersize,
                           clip_on=False, zorder=3, **styles[method])
         handles.setdefault(method, line)
+        cis = {int(k): v for k, v in (((intervals or {}).get(method) or {}).get(split) or {}).items()}
+        band = [x for x in xs if isinstance(cis.get(x), (list, tuple)) and None not in cis[x]]
+        if band:
+            ax.fill_between(band, [100.0 * cis[x][0] for x in band], [100.0 * cis[x][1] for x in band],
+                            color=styles[method]["color"], alpha=0.15, linewidth=0, zorder=2)
     return drawn
 
 
@@ -190,11 +213,13 @@ def plot_pass_at_k(
     splits: Sequence[str] = DEFAULT_SPLITS,
     title: str | None = None,
     split_titles: Mapping[str, str] | None = SPLIT_TITLES,
+    intervals: Mapping[str, Mapping[str, Mapping[Any, Any]]] | None = None,
 ) -> None:
     """pass@k (%) against k, one panel per split and one line per method; written atomically as PNG.
 
     ``results[method][split][k]`` in [0, 1] (Chen et al. 2021, eq. 1). The k axis is
-    log2 with ticks at the plotted k (1, 2, 4, ..., 32); y runs from 0 to 100 %.
+    log2 with ticks at the plotted k (1, 2, 4, ..., 32); y runs from 0 to 100 %. Shaded
+    bands: ``intervals[method][split][k] = [lo, hi]`` (95% bootstrap over problems).
     """
     splits = list(splits)
     methods = list(results)
@@ -202,7 +227,8 @@ def plot_pass_at_k(
     fig, axes = _new_figure(len(splits), title if title is not None else "pass@k")
     handles: dict[str, Any] = {}
     for ax, split in zip(axes, splits):
-        all_ks = _plot_methods(ax, results, methods, split, styles, handles, markersize=6, keep=lambda k: k >= 1)
+        all_ks = _plot_methods(ax, results, methods, split, styles, handles, markersize=6, keep=lambda k: k >= 1,
+                               intervals=intervals)
         ax.set_xscale("log", base=2)
         ticks = sorted(all_ks) or list(DEFAULT_KS)
         ax.set_xticks(ticks, [str(k) for k in ticks])
@@ -228,7 +254,8 @@ def plot_accuracy_vs_budget(
     ``budget_results[method][split][B]`` in [0, 1] from
     :func:`~searchrl.eval.metrics.accuracy_vs_budget` (a sample counts only if correct
     within B tokens). The budget axis is log2 when the budgets span at least a factor of 8
-    (the usual powers-of-two grid), linear otherwise; y runs from 0 to 100 %.
+    (the usual powers-of-two grid), linear otherwise; y runs from 0 to just above the
+    highest value (at most 100 %), so small accuracies stay readable.
     """
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -257,7 +284,9 @@ def plot_accuracy_vs_budget(
         ax.set_title(_title(split, split_titles))
         if not all_b:
             _no_data(ax)
-    _finish(fig, axes, "accuracy (%)", handles)
+    highest = max((100.0 * v for m in methods for sp in splits
+                    for v in _int_keyed((budget_results[m] or {}).get(sp)).values()), default=100.0)
+    _finish(fig, axes, "accuracy per sample (%)", handles, top=min(100.0, max(10.0, math.ceil(highest * 1.15 / 5) * 5)))
     _save(fig, path)
 
 
@@ -297,6 +326,20 @@ def _stats_table(methods: Mapping[str, Any], splits: Sequence[str], split_titles
     return "\n".join(lines) + "\n"
 
 
+def comparison_table(comparisons: Sequence[Mapping[str, Any]], split_titles: Mapping[str, str] | None) -> str:
+    """Paired differences (percentage points, 95% interval) as Markdown; the sign says which is ahead."""
+    lines = ["| Comparison | Split | Metric | Difference (points) | 95% interval | Problems |",
+             "| :--- | :--- | :--- | ---: | ---: | ---: |"]
+    for c in comparisons:
+        if c.get("diff") is None:
+            continue
+        lo, hi = c["ci"]
+        verdict = "" if lo <= 0 <= hi else " *"
+        lines.append(f"| {c['b']} − {c['a']} | {_title(c['split'], split_titles)} | {c['metric']} | "
+                     f"{100 * c['diff']:+.1f}{verdict} | {100 * lo:+.1f} .. {100 * hi:+.1f} | {c['problems']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     out_dir: str | os.PathLike,
     results_json: Mapping[str, Any],
@@ -304,6 +347,7 @@ def write_report(
     split_titles: Mapping[str, str] | None = SPLIT_TITLES,
     ks: Iterable[int] = DEFAULT_KS,
     title: str | None = None,
+    sampling: str | None = None,
 ) -> dict[str, str]:
     """Write ``results.json``, ``results.md``, ``passk.png`` and ``accuracy_vs_budget.png`` atomically.
 
@@ -311,20 +355,33 @@ def write_report(
     directly ``{method: summary}``, where ``summary = summarize(...)`` from
     :mod:`searchrl.eval.metrics`, i.e. ``summary[split]["pass@k"][k]`` (Chen et al. 2021,
     eq. 1), ``summary[split]["accuracy_vs_budget"][B]`` and optionally
-    ``summary[split]["greedy"]``. ``results_json`` is saved as is (JSON turns integer
-    keys into strings). Returns ``{"json", "markdown", "passk_png", "budget_png"}`` -> path.
+    ``summary[split]["greedy"]``, their intervals and per-problem counts. ``results_json`` is
+    saved with a ``"comparisons"`` list added (paired differences of every pair of methods:
+    :func:`~searchrl.eval.metrics.compare_methods`; JSON turns integer keys into strings).
+    ``sampling`` says what was sampled (e.g. "temperature 1.0, 32 samples x 50 problems per
+    split"); it goes into the plots' titles. Returns ``{"json", "markdown", "passk_png",
+    "budget_png"}`` -> path.
     """
+    from searchrl.eval.metrics import compare_methods
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     methods = _methods_of(results_json)
     ks = [int(k) for k in ks]
     splits = list(splits)
 
-    passk = {m: {s: ps.get(s, {}).get("pass@k", {}) for s in splits} for m, ps in methods.items()}
-    budget = {m: {s: ps.get(s, {}).get("accuracy_vs_budget", {}) for s in splits} for m, ps in methods.items()}
+    def per(key):
+        return {m: {s: ps.get(s, {}).get(key) for s in splits} for m, ps in methods.items()}
+
+    passk = {m: {s: v or {} for s, v in d.items()} for m, d in per("pass@k").items()}
+    budget = {m: {s: v or {} for s, v in d.items()} for m, d in per("accuracy_vs_budget").items()}
     has_greedy = any("greedy" in ps.get(s, {}) for ps in methods.values() for s in splits)
-    greedy = ({m: {s: ps.get(s, {}).get("greedy") for s in splits} for m, ps in methods.items()}
-              if has_greedy else None)
+    greedy = per("greedy") if has_greedy else None
+    passk_ci, greedy_ci = per("pass@k_ci"), per("greedy_ci")
+    metrics = [f"pass@{k}" for k in sorted({min(ks), max(ks)})] + (["greedy"] if has_greedy else []) if ks else []
+    comparisons = compare_methods(methods, splits, metrics)
+    if isinstance(results_json, Mapping) and "methods" in results_json:
+        results_json = {**results_json, "comparisons": comparisons}
 
     paths = {
         "json": str(out / "results.json"),
@@ -332,19 +389,29 @@ def write_report(
         "passk_png": str(out / "passk.png"),
         "budget_png": str(out / "accuracy_vs_budget.png"),
     }
+    note = f"\n{sampling}" if sampling else ""
     write_json(paths["json"], results_json)
     plot_pass_at_k(passk, paths["passk_png"], splits=splits, split_titles=split_titles,
-                   title=f"{title}: pass@k" if title else None)
+                   title=(f"{title}: pass@k" if title else "pass@k") + (note or "\n") + "; bands: 95% intervals",
+                   intervals=passk_ci)
     plot_accuracy_vs_budget(budget, paths["budget_png"], splits=splits, split_titles=split_titles,
-                            title=f"{title}: accuracy vs. token budget" if title else None)
+                            title=(f"{title}: accuracy vs. token budget" if title else "Accuracy vs. token budget")
+                            + note)
     md = [f"# {title or 'Results'}", "",
-          markdown_table(passk, splits=splits, split_titles=split_titles, ks=ks, greedy=greedy),
-          "![pass@k](passk.png)", "",
-          "## Accuracy vs. token budget", "",
-          "A sample counts as correct at budget B only if it is correct and used at most B tokens; "
-          "per-problem accuracy averaged over problems.", "",
-          "![accuracy vs. token budget](accuracy_vs_budget.png)", "",
-          "## Samples", "",
-          _stats_table(methods, splits, split_titles)]
+          (f"Sampled: {sampling}. " if sampling else "") + "Intervals: 95% percentile bootstrap over problems "
+          "(2,000 resamples, seeded).", "",
+          markdown_table(passk, splits=splits, split_titles=split_titles, ks=ks, greedy=greedy,
+                         intervals=passk_ci, greedy_intervals=greedy_ci),
+          "![pass@k](passk.png)", ""]
+    if comparisons:
+        md += ["## Paired differences", "",
+               "The same problems for both methods, resampled together; * marks an interval that excludes 0.", "",
+               comparison_table(comparisons, split_titles)]
+    md += ["## Accuracy vs. token budget", "",
+           "A sample counts as correct at budget B only if it is correct and used at most B tokens; "
+           "per-problem accuracy averaged over problems (sampled responses, so the last budget equals pass@1).", "",
+           "![accuracy vs. token budget](accuracy_vs_budget.png)", "",
+           "## Samples", "",
+           _stats_table(methods, splits, split_titles)]
     write_text(paths["markdown"], "\n".join(md))
     return paths

@@ -82,6 +82,7 @@ def _selftrain_depends(run: Run) -> dict:
 
 def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
     """Run (or resume) the whole demo in ``cfg.run_dir``; returns the results dict."""
+    from ..eval.evaluate import sampling_note
     from ..eval.report import write_report
     from ..rundir import rel
     from ..selftrain.rest import read_stats, run_selftrain
@@ -127,7 +128,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                "meta": {"config": {k: v for k, v in to_dict(cfg).items() if k != "run_dir"}, "models": {k: rel(run.dir, v) for k, v in methods.items()},
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
-                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST")
+                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST",
+                         sampling=sampling_note(cfg.eval))
     md = Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
     write_text(paths["markdown"], md)
     logger.info("results: %s, %s, %s, %s", paths["json"], paths["markdown"], paths["passk_png"], paths["budget_png"])
