@@ -234,3 +234,10 @@ def test_samples_are_keyed_by_backend_and_data_by_its_settings(tmp_path, capsys)
                  "task.n_test=5", "task.max_target=30", "task.workers=1"]) == 0
     assert main(["sft", "--run-dir", str(other), "--quiet", *SMALL]) == 2
     assert "task.n_train (12 -> 40)" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_unknown_eval_split_before_training(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["demo", "--preset", "smoke", "--run-dir", str(run), "--quiet", "eval.splits=[test_seen,tset]"]) == 2
+    assert "tset.jsonl: no such split" in capsys.readouterr().err
+    assert not (run / "sft").exists() and not (run / "rest").exists()

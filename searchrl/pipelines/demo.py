@@ -100,6 +100,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
         return out
 
     data = stage("data", run.ensure_data)
+    for split in cfg.eval.splits:  # a misspelt split fails now, not after the training
+        run.task.problems(split)
     logger.info("data: %s (%d training problems)", data, len(run.task.problems("train")))
     base = run.base_model()
     if cfg.base_model:
