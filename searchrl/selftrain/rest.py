@@ -51,7 +51,8 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
 
     Returns one trajectory per problem: the last response tried (a guided one starts with its
     prefix, ``prefix_len`` tokens), ``meta["solved_round"]`` the round that solved it (``-1``
-    if none; 0 = the plain sample).
+    if none; 0 = the plain sample). ``advance(k)`` (progress) counts one unit per problem and
+    round, ``1 + guidance_rounds`` per problem in all when no round ends early.
     """
     from ..engine import SamplingParams
 
@@ -76,10 +77,12 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
             prefixes.append(prefix)
             cont_params.append(SamplingParams(n=1, temperature=cfg.temperature, max_tokens=cfg.max_tokens - n_prefix,
                                               seed=stable_seed(cfg.seed, iteration, rnd, start + i)))
+        if advance is not None:  # one progress unit per problem and round: those not continued are done
+            advance(len(problems) - len(todo))
         if not todo:
             break
         outs = rollout(generator, task, [problems[i] for i in todo], cont_params,
-                       indices=[start + i for i in todo], prefixes=prefixes)
+                       indices=[start + i for i in todo], prefixes=prefixes, advance=advance)
         for i, ts in zip(todo, outs):
             t = ts[0]
             t.meta["solved_round"] = rnd if t.correct else -1
@@ -155,7 +158,7 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
                 lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl",
                 lambda s, e, advance: [t.to_record() for t in generate_guided(
                     generator, task, problems[s:e], s, cfg, it, advance)],
-                desc=f"{method_dir.name} iter {it} generate", progress=progress)
+                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=1 + cfg.guidance_rounds)
             write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
                                                                    time.perf_counter() - t0,
