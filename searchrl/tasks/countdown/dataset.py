@@ -44,7 +44,7 @@ SPLITS = ("train", "valid", "test_seen", "test_unseen")
 
 @dataclass
 class CountdownDataConfig:
-    """Settings of ``searchrl countdown data``."""
+    """The data settings of the Countdown task (``searchrl data``; the ``task`` section without ``name``/``number_digits``)."""
 
     n_train: int = field(default=100_000, metadata={"help": "training problems (with SoS traces)"})
     n_valid: int = field(default=1_000, metadata={"help": "validation problems (seen targets)"})
