@@ -164,24 +164,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path],
                      produce: Callable[..., list[dict]], desc: str = "", progress: bool = True,
-                     per_item: int = 1) -> list[dict]:
+                     per_item: int = 1, unit: str | None = None) -> list[dict]:
     """Records for items ``0..n-1``, made ``shard_size`` at a time and kept on disk.
 
     Shard ``[start, end)`` lives at ``path_of(start, end)``: a finished shard is read back,
     a missing one is made by ``produce(start, end, advance)`` and written atomically, so a
     crash loses at most the shard in flight and a rerun recomputes nothing finished.
 
-    The progress bar counts ``per_item`` units per item (e.g. samples per problem);
-    ``produce`` may call ``advance(k)`` as units finish, so the bar moves within a shard.
-    A rerun that finds finished shards says so ("resuming: k of n done").
+    The progress bar counts ``per_item`` units per item (e.g. samples per problem), named
+    ``unit`` (default: "problem", or "sample" when ``per_item > 1``); ``produce`` may call
+    ``advance(k)`` as units finish, so the bar moves within a shard. A rerun that finds
+    finished shards says so ("resuming: k of n problems done").
     """
     from tqdm.auto import tqdm
 
     spans = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     done = sum(e - s for s, e in spans if path_of(s, e).exists())
     if done and done < n:
-        desc = f"{desc} (resuming: {done} of {n} done)"
-    unit = "problem" if per_item == 1 else "sample"
+        desc = f"{desc} (resuming: {done} of {n} problems done)"
+    unit = unit or ("problem" if per_item == 1 else "sample")
     records: list[dict] = []
     with tqdm(total=n * per_item, desc=desc, unit=unit, disable=not progress) as bar:
         for start, end in spans:

@@ -103,7 +103,7 @@ def rollout(generator, task, problems: Sequence[dict], params: SamplingParams | 
         prompt_ids.append(full[:k])
         prefix_ids.append(full[k:])
         inputs.append(full)
-    outs = generator.generate(inputs, params, use_tqdm=advance if advance is not None else False)
+    outs = generator.generate(inputs, params, progress=advance)
     flat_problems, flat_responses, made = [], [], []
     for i, o in enumerate(outs):
         for c in o.outputs:

@@ -230,6 +230,27 @@ def test_summary_and_report_carry_intervals(tmp_path):
     write_report(tmp_path, {"methods": {"A": {"test_seen": s}, "B": {"test_seen": better}}}, splits=["test_seen"],
                  ks=[1, 2], sampling="temperature 1, 2 samples x 3 problems")
     md = (tmp_path / "results.md").read_text()
-    assert "50.0 ±" in md and "## Paired differences" in md and "| B − A | Seen target | pass@1 | +50.0" in md
+    lo, hi = s["pass@k_ci"][1]
+    assert f"50.0 ({100 * lo:.1f}..{100 * hi:.1f})" in md and "bootstrap interval over problems" in md
+    assert "## Paired differences" in md and "| B − A | Seen target | pass@1 | +50.0" in md
     saved = json.loads((tmp_path / "results.json").read_text())
     assert {c["metric"] for c in saved["comparisons"]} == {"pass@1", "pass@2", "greedy"}
+    # a results.json read back (string keys) renders the same report; one without intervals claims none
+    write_report(tmp_path / "again", saved, splits=["test_seen"], ks=[1, 2], sampling="temperature 1, 2 samples x 3 problems")
+    assert (tmp_path / "again" / "results.md").read_text() == md
+    bare = {m: {"test_seen": {k: v for k, v in saved["methods"][m]["test_seen"].items()
+                              if k not in ("pass@k_ci", "greedy_ci", "per_problem")}} for m in ("A", "B")}
+    write_report(tmp_path / "bare", {"methods": bare}, splits=["test_seen"], ks=[1, 2])
+    assert "interval" not in (tmp_path / "bare" / "results.md").read_text()
+
+
+def test_comparisons_pair_the_same_problems_and_the_largest_common_k():
+    from searchrl.eval.metrics import compare_methods
+
+    # A has 1 sample on problem 0 and 2 on problem 1; B the other way round: pass@2 exists for
+    # neither on both problems, so it must not pair A's problem 1 with B's problem 0
+    a = {"s": {"per_problem": {"n": [1, 2], "correct": [0, 2]}}}
+    b = {"s": {"per_problem": {"n": [2, 1], "correct": [0, 0]}}}
+    assert compare_methods({"A": a, "B": b}, ["s"], ["pass@2"]) == []
+    [c] = compare_methods({"A": a, "B": b}, ["s"], ["pass@1"])
+    assert c["problems"] == 2 and c["diff"] == pytest.approx(0.0 - 0.5)

@@ -97,3 +97,15 @@ def test_partial_credit_is_not_correct(task, sampler):
     p = problems[0]
     [s] = partial.score([p], [optimal_trace(p["target"], p["nums"], p["solution"])])
     assert s.reward == 0.5 and not s.correct
+
+
+def test_progress_counts_every_sample(task, sampler):
+    counted = []
+    problems = task.problems("valid")
+    rollout(sampler, task, problems, SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=1),
+            advance=counted.append)
+    assert counted and set(counted) == {1} and sum(counted) == 3 * len(problems)
+    hf = Sampler(sampler.model, sampler.tokenizer, max_batch_size=4, backend="hf")
+    counted.clear()
+    rollout(hf, task, problems, SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=1), advance=counted.append)
+    assert sum(counted) == 2 * len(problems)

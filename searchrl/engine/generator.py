@@ -30,9 +30,9 @@ class Generator(Protocol):
 
     def generate(self, prompts: list[str] | list[list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None,
-                 use_tqdm: Any = False) -> list[RequestOutput]:
-        """Complete each prompt ``params.n`` times; one output per prompt, in order. ``use_tqdm``:
-        a progress bar (True) or a callable called with 1 per finished sample (the caller's bar)."""
+                 use_tqdm: bool = False, progress: Any = None) -> list[RequestOutput]:
+        """Complete each prompt ``params.n`` times; one output per prompt, in order. ``progress``,
+        if given, is called with 1 per finished sample (the caller's progress bar)."""
         ...
 
     def score_continuations(self, prompts: list[str] | list[list[int]],

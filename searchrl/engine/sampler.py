@@ -807,13 +807,14 @@ class Sampler:
     # ------------------------------------------------------------------ public
     def generate(self, prompts: list[str] | list[list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None,
-                 use_tqdm: bool | Callable[[int], Any] = False) -> list[RequestOutput]:
+                 use_tqdm: bool = False, progress: Callable[[int], Any] | None = None) -> list[RequestOutput]:
         """Complete every prompt ``params.n`` times; one :class:`RequestOutput` per prompt, in order.
 
         ``prompts``: strings (encoded as-is, no special tokens added) or token id
         lists. ``params``: one :class:`SamplingParams` for all, or one per prompt.
-        ``use_tqdm``: True for a progress bar of samples, or a callable that is called with 1
-        as each sample finishes (the caller's own bar, e.g. ``bar.update``).
+        ``use_tqdm``: a progress bar of samples. ``progress``: called with 1 as each sample
+        finishes (the caller's own bar, e.g. ``bar.update``; vLLM's callable ``use_tqdm`` is a
+        bar factory instead, so this is a keyword of its own).
         """
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
@@ -833,8 +834,8 @@ class Sampler:
         if seqs:
             need = max(len(ids[r]) + params[r].max_tokens for r in range(len(ids)))
             bar = None
-            if callable(use_tqdm):
-                bar = _Callback(use_tqdm)
+            if progress is not None:
+                bar = _Callback(progress)
             elif use_tqdm:
                 from tqdm.auto import tqdm
 

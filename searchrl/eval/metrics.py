@@ -255,6 +255,17 @@ def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = B
     return {"diff": float(d.mean()) if d.size else None, "ci": list(ci) if ci else None, "problems": int(d.size)}
 
 
+def _paired_values(pa: Mapping[str, Any], pb: Mapping[str, Any], metric: str) -> tuple[list[float], list[float]]:
+    """Both methods' per-problem values of ``metric`` on the problems both have them for (same index)."""
+    if metric == "greedy":
+        ga, gb = pa.get("greedy") or [], pb.get("greedy") or []
+        return ([float(x) for x in ga], [float(x) for x in gb]) if len(ga) == len(gb) else ([], [])
+    k = int(metric[5:])
+    keep = [i for i, (na, nb) in enumerate(zip(pa["n"], pb["n"])) if na >= k and nb >= k]
+    return ([pass_at_k(pa["n"][i], pa["correct"][i], k) for i in keep],
+            [pass_at_k(pb["n"][i], pb["correct"][i], k) for i in keep])
+
+
 def compare_methods(methods: Mapping[str, Mapping[str, Any]], splits: Sequence[str],
                     metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Paired differences for every pair of methods (later minus earlier, in the order given),
@@ -271,8 +282,8 @@ def compare_methods(methods: Mapping[str, Mapping[str, Any]], splits: Sequence[s
                 if not pa or not pb or len(pa["n"]) != len(pb["n"]):
                     continue
                 for metric in metrics:
-                    va, vb = per_problem_values(pa, metric), per_problem_values(pb, metric)
-                    if va and len(va) == len(vb):
+                    va, vb = _paired_values(pa, pb, metric)
+                    if va:
                         out.append({"a": a, "b": b, "split": split, "metric": metric, **paired_difference(va, vb)})
     return out
 

@@ -68,11 +68,25 @@ def _percent(value: Any) -> str:
 
 
 def _with_ci(value: Any, ci: Any) -> str:
-    """``71.2 ±4.1``: the value and the half-width of its 95% interval, in percent."""
+    """``71.2 (65.0..77.3)``: the value and its 95% interval, in percent (intervals near 0 or
+    100 % are lopsided, so both bounds are shown)."""
     text = _percent(value)
-    if text == DASH or not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+    if text == DASH or not _is_interval(ci):
         return text
-    return f"{text} ±{50.0 * (ci[1] - ci[0]):.1f}"
+    return f"{text} ({100.0 * ci[0]:.1f}..{100.0 * ci[1]:.1f})"
+
+
+def _is_interval(ci: Any) -> bool:
+    return isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+
+
+def _has_intervals(intervals: Mapping[str, Mapping[str, Any]] | None) -> bool:
+    """Whether any ``intervals[method][split]`` holds an interval (directly or per k)."""
+    for per_split in (intervals or {}).values():
+        for v in (per_split or {}).values():
+            if _is_interval(v) or (isinstance(v, Mapping) and any(_is_interval(x) for x in v.values())):
+                return True
+    return False
 
 
 def _title(split: str, split_titles: Mapping[str, str] | None) -> str:
@@ -138,7 +152,7 @@ def markdown_table(
     """The paper's pass@k table as GitHub markdown.
 
     ``intervals[method][split][k]`` / ``greedy_intervals[method][split]`` (``[lo, hi]`` in
-    [0, 1]), when given, are shown as ``value ±half-width`` (95% bootstrap over problems).
+    [0, 1]), when given, are shown as ``value (lo..hi)`` (95% bootstrap over problems).
 
     ``results[method][split][k]`` is pass@k in [0, 1] (Chen et al. 2021, eq. 1), shown in
     percent with one decimal. Rows follow the order of ``results``. Markdown has one
@@ -178,7 +192,8 @@ def markdown_table(
     )
     caption = (f"pass@k (%), unbiased estimator of Chen et al. (2021), eq. 1. Column blocks: {blocks}. "
                f"{DASH} = not available."
-               + (" ±: half-width of the 95% bootstrap interval over problems." if intervals else ""))
+               + (" In parentheses: the 95% bootstrap interval over problems."
+                  if _has_intervals(intervals) or _has_intervals(greedy_intervals) else ""))
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -200,7 +215,7 @@ def _plot_methods(ax, results, methods, split, styles, handles, markersize, keep
                           clip_on=False, zorder=3, **styles[method])
         handles.setdefault(method, line)
         cis = {int(k): v for k, v in (((intervals or {}).get(method) or {}).get(split) or {}).items()}
-        band = [x for x in xs if isinstance(cis.get(x), (list, tuple)) and None not in cis[x]]
+        band = [x for x in xs if _is_interval(cis.get(x))]
         if band:
             ax.fill_between(band, [100.0 * cis[x][0] for x in band], [100.0 * cis[x][1] for x in band],
                             color=styles[method]["color"], alpha=0.15, linewidth=0, zorder=2)
@@ -378,8 +393,13 @@ def write_report(
     has_greedy = any("greedy" in ps.get(s, {}) for ps in methods.values() for s in splits)
     greedy = per("greedy") if has_greedy else None
     passk_ci, greedy_ci = per("pass@k_ci"), per("greedy_ci")
-    metrics = [f"pass@{k}" for k in sorted({min(ks), max(ks)})] + (["greedy"] if has_greedy else []) if ks else []
+    # pass@k compared at the smallest and the largest k that every method reports
+    reported = [set.intersection(*[{int(k) for k in (passk[m].get(sp) or {})} for m in passk]) for sp in splits]
+    common = sorted(set.intersection(*reported)) if reported and passk else []
+    metrics = [f"pass@{k}" for k in sorted({common[0], common[-1]})] if common else []
+    metrics += ["greedy"] if has_greedy else []
     comparisons = compare_methods(methods, splits, metrics)
+    shown = _has_intervals(passk_ci) or _has_intervals(greedy_ci)
     if isinstance(results_json, Mapping) and "methods" in results_json:
         results_json = {**results_json, "comparisons": comparisons}
 
@@ -392,14 +412,15 @@ def write_report(
     note = f"\n{sampling}" if sampling else ""
     write_json(paths["json"], results_json)
     plot_pass_at_k(passk, paths["passk_png"], splits=splits, split_titles=split_titles,
-                   title=(f"{title}: pass@k" if title else "pass@k") + (note or "\n") + "; bands: 95% intervals",
+                   title=(f"{title}: pass@k" if title else "pass@k") + note
+                   + (("; " if note else "\n") + "bands: 95% intervals" if shown else ""),
                    intervals=passk_ci)
     plot_accuracy_vs_budget(budget, paths["budget_png"], splits=splits, split_titles=split_titles,
                             title=(f"{title}: accuracy vs. token budget" if title else "Accuracy vs. token budget")
                             + note)
     md = [f"# {title or 'Results'}", "",
-          (f"Sampled: {sampling}. " if sampling else "") + "Intervals: 95% percentile bootstrap over problems "
-          "(2,000 resamples, seeded).", "",
+          (f"Sampled: {sampling}. " if sampling else "") + ("Intervals: 95% percentile bootstrap over problems "
+                                                            "(2,000 resamples, seeded)." if shown else ""), "",
           markdown_table(passk, splits=splits, split_titles=split_titles, ks=ks, greedy=greedy,
                          intervals=passk_ci, greedy_intervals=greedy_ci),
           "![pass@k](passk.png)", ""]

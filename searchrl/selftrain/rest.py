@@ -158,7 +158,8 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
                 lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl",
                 lambda s, e, advance: [t.to_record() for t in generate_guided(
                     generator, task, problems[s:e], s, cfg, it, advance)],
-                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=1 + cfg.guidance_rounds)
+                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=1 + cfg.guidance_rounds,
+                unit="problem" if not cfg.guidance_rounds else "problem-round")
             write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
                                                                    time.perf_counter() - t0,
