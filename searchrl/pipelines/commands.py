@@ -95,11 +95,10 @@ def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: i
     out = run.dir / out_name
     path = policy_path(run, model_dir)
     run.ensure_data()
-    model, tok = run.load(path)
     problems = run.task.problems(split)
     if cfg.eval.n_problems:
         problems = problems[: cfg.eval.n_problems]
-    gen = run.generator(model, tok, cfg.eval.batch_size)
+    gen = run.policy_generator(path, cfg.eval.batch_size)
     mode = "greedy" if temperature == 0 else "sampled"
     recs = generate_split(gen, run.task, split, problems, mode, n, temperature, cfg.eval.top_p, cfg.eval.max_tokens,
                           cfg.eval.seed, out, run.model_key(path), cfg.eval.shard_problems, run.progress)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import Config, to_dict
 from ..data import read_json, write_json, write_text
-from .run import Run, RunDirError, config_for_run_dir, logger
+from .run import Run, RunDirError, config_for_run_dir, logger, run_dir_override
 
 PRESETS = ("default", "smoke")
 
@@ -42,9 +42,8 @@ def load_demo_config(preset: str | None, config: str | None, overrides: list[str
     from ..rundir import recorded_config
 
     if preset is None and config is None:
-        given = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
-        where = run_dir or (given[-1] if given else
-                            yaml.safe_load(preset_path("default").read_text(encoding="utf-8"))["run_dir"])
+        where = (run_dir or run_dir_override(overrides)
+                 or yaml.safe_load(preset_path("default").read_text(encoding="utf-8"))["run_dir"])
         if recorded_config(where) is not None:
             return config_for_run_dir(where, [], overrides)
     recipes = [preset_path(preset or "default")] + ([config] if config else [])
@@ -127,7 +126,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
     results = {"methods": summaries,
                "selftrain": {"ReST": read_stats(run.dir / "rest"),
                              "Guided-ReST": read_stats(run.dir / "guided-rest")},
-               "meta": {"config": {k: v for k, v in to_dict(cfg).items() if k != "run_dir"}, "models": {k: rel(run.dir, v) for k, v in methods.items()},
+               "meta": {"config": {k: v for k, v in to_dict(cfg).items() if k != "run_dir"},
+                        "models": {k: rel(run.dir, v) for k, v in methods.items()},
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
                          title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST",
@@ -136,6 +136,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
     write_text(paths["markdown"], md)
     logger.info("results: %s, %s, %s, %s", paths["json"], paths["markdown"], paths["passk_png"], paths["budget_png"])
     return results
+
+
 def selftrain_table(stats: dict[str, list[dict]]) -> str:
     """Per method and iteration: kept trajectories, rescues per guidance round, kept lengths."""
     lines = ["", "### Self-training data per iteration", "",

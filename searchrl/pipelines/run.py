@@ -24,6 +24,13 @@ from ..train.config import SFTConfig
 
 logger = logging.getLogger("searchrl")
 
+
+def run_dir_override(overrides: list[str]) -> str | None:
+    """The run directory a ``run_dir=...`` override names (the last one), if any."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
+    return given[-1] if given else None
+
+
 def config_for_run_dir(run_dir: str | None, recipes: list, overrides: list[str]) -> Config:
     """The config of a command in run directory ``run_dir`` (``--run-dir`` or a ``run_dir=``
     override): without a recipe, the directory's recorded config (if any) with the overrides
@@ -31,10 +38,8 @@ def config_for_run_dir(run_dir: str | None, recipes: list, overrides: list[str])
     are checked against the recipe's settings) with the overrides on top."""
     from ..config import load_config
 
-    overrides = list(overrides)
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")]
+    run_dir = run_dir or run_dir_override(overrides)
     overrides = [o for o in overrides if not o.startswith("run_dir=")]
-    run_dir = run_dir or (given[-1] if given else None)
     base = recorded_config(run_dir) if run_dir and not recipes else None
     where = f"{run_dir}/config.yaml" if run_dir else "recorded config"
     cfg = load_config(list(recipes), overrides, base=base, base_name=where)
@@ -176,13 +181,16 @@ class Run:
 
         return resolve_model_path(self.cfg.base_model) if self.cfg.base_model else self.sft_dir / "final"
 
+    def policy_generator(self, path: str | os.PathLike, batch_size: int):
+        """A generator sampling from the checkpoint in ``path``."""
+        return self.generator(*self.load(path), batch_size)
+
     def evaluate(self, path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
         """Greedy and sampled evaluation of the policy in ``path`` (see :func:`searchrl.eval.evaluate`)."""
         from ..eval.evaluate import evaluate
 
-        model, tok = self.load(path)
-        gen = self.generator(model, tok, self.cfg.eval.batch_size)
+        gen = self.policy_generator(path, self.cfg.eval.batch_size)
         return evaluate(gen, self.task, self.cfg.eval, out_dir, model_id=self.model_key(path), progress=self.progress)
 
 
-__all__ = ["Run", "RunDirError", "config_for_run_dir", "logger"]
+__all__ = ["Run", "RunDirError", "config_for_run_dir", "run_dir_override", "logger"]
