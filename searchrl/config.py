@@ -87,7 +87,9 @@ class SelfTrainConfig:
 
     iterations: int = _f(3, "generate-filter-train iterations (the paper: 3)")
     guidance_rounds: int = _f(3, "Guided-ReST guidance rounds per generation (0 = ReST)")
-    n_problems: int = _f(2000, "training problems sampled per iteration (0 = all)")
+    split: str = _f("selftrain", "the task's split the problems come from (Countdown: 'selftrain', never in "
+                                 "the SFT base's training set)")
+    n_problems: int = _f(2000, "problems sampled per iteration, the first N of the split (0 = all)")
     temperature: float = _f(1.0, "sampling temperature of the generation")
     max_tokens: int = _f(896, "response budget incl. any guided prefix (tokens)")
     from_base: bool = _f(True, "each iteration fine-tunes from the base checkpoint")
@@ -178,6 +180,27 @@ def _migrate(d: Any) -> Any:
     return d
 
 
+def _migrate_recorded(d: Any) -> Any:
+    """A recorded config (a full dump of every setting, so a missing key did not exist yet) from
+    before self-training had its own split: self-training read ``train``; a task's settings added
+    since take the values its ``RECORDED_DEFAULTS`` gives (Countdown: no ``selftrain`` or
+    ``valid_unseen`` problems). Keeps such run directories working as they were."""
+    d = _migrate(d)
+    if not isinstance(d, dict):
+        return d
+    st = d.get("selftrain")
+    if isinstance(st, dict) and "iterations" in st and "split" not in st:
+        d["selftrain"] = {**st, "split": "train"}
+    task = d.get("task")
+    if isinstance(task, dict):
+        from .tasks import DEFAULT_TASK, TASKS, task_config_class
+
+        name = str(task.get("name", DEFAULT_TASK))
+        if name in TASKS:  # settings the task added later, at the value that reproduces the old run
+            d["task"] = {**getattr(task_config_class(name), "RECORDED_DEFAULTS", {}), **task}
+    return d
+
+
 def read_recipe(path: str | os.PathLike) -> _Source:
     path = Path(path)
     if not path.exists():
@@ -235,7 +258,7 @@ def load_config(path: str | os.PathLike | list | None = None, overrides: list[st
     """Settings in layers, later ones winning: the dataclass defaults, ``base`` (a recorded
     config, as a dict), the recipe YAML file(s) ``path``, then ``key=value`` ``overrides``."""
     paths = path if isinstance(path, list) else ([] if path is None else [path])
-    sources = ([_Source(base_name, _migrate(base))] if base is not None else [])
+    sources = ([_Source(base_name, _migrate_recorded(base))] if base is not None else [])
     sources += [read_recipe(p) for p in paths]
     if overrides:
         sources.append(_overrides_source(list(overrides)))

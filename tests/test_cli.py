@@ -9,7 +9,7 @@ import pytest
 from searchrl.cli import main
 
 
-SMALL = ["task.n_train=40", "task.n_valid=4", "task.n_test=5", "task.max_target=30", "task.workers=1",
+SMALL = ["task.n_train=40", "task.n_selftrain=12", "task.n_valid=4", "task.n_valid_unseen=3", "task.n_test=5", "task.max_target=30", "task.workers=1",
          "model.name=micro", "model.max_seq_len=512", "sft.max_steps=4", "sft.warmup_steps=1",
          "sft.tokens_per_batch=2048", "sft.max_seq_len=512", "sft.save_every=2", "sft.log_every=1",
          "eval.n_problems=3", "eval.n_samples=4", "eval.ks=[1,2,4]", "eval.max_tokens=64",
@@ -129,9 +129,23 @@ def test_stage_from_an_older_version_without_a_new_setting_is_accepted(tmp_path,
         assert "not a mapping" in capsys.readouterr().err
 
 
+def test_config_recorded_before_the_selftrain_split_keeps_its_meaning():
+    """Self-training read `train` and the data had no selftrain/valid_unseen split before
+    those settings existed: a recorded config without them still means that."""
+    from searchrl.config import load_config, to_dict
+
+    old = to_dict(load_config(None, []))
+    del old["selftrain"]["split"], old["task"]["n_selftrain"], old["task"]["n_valid_unseen"], old["task"]["max_number"]
+    cfg = load_config(None, [], base=old)
+    assert (cfg.selftrain.split, cfg.task.n_selftrain, cfg.task.n_valid_unseen, cfg.task.max_number) == ("train", 0, 0, 0)
+    new = load_config(None, [])  # no recorded config: the new defaults
+    assert new.selftrain.split == "selftrain" and new.task.n_selftrain > 0 and new.task.n_valid_unseen > 0
+
+
 @pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml",
                                     "recipes/countdown/guided-rest-llama-3.2-1b.yaml",
-                                    "searchrl/presets/demo-default.yaml", "searchrl/presets/demo-smoke.yaml"])
+                                    "searchrl/presets/demo-default.yaml", "searchrl/presets/demo-full.yaml",
+                                    "searchrl/presets/demo-smoke.yaml"])
 def test_shipped_recipes_load(recipe):
     from pathlib import Path
 
@@ -165,7 +179,8 @@ def test_bad_recipes_name_file_and_line(tmp_path, capsys):
 
 def test_bad_training_records_name_file_line_and_field(tmp_path, capsys):
     data = tmp_path / "data"
-    assert main(["data", "--out", str(data), "--quiet", "task.n_train=8", "task.n_valid=2", "task.n_test=2",
+    assert main(["data", "--out", str(data), "--quiet", "task.n_train=8", "task.n_selftrain=2", "task.n_valid=2",
+                 "task.n_valid_unseen=2", "task.n_test=2",
                  "task.max_target=30", "task.workers=1"]) == 0
     lines = (data / "train.jsonl").read_text().splitlines()
     for i, change, field in ((2, lambda r: r.pop("trace"), "'trace': missing"),
@@ -231,7 +246,7 @@ def test_samples_are_keyed_by_backend_and_data_by_its_settings(tmp_path, capsys)
     # data that `searchrl data` prepared with other settings is not adopted silently
     other = tmp_path / "other"
     assert main(["data", "--out", str(other / "data"), "--quiet", "task.n_train=12", "task.n_valid=4",
-                 "task.n_test=5", "task.max_target=30", "task.workers=1"]) == 0
+                 "task.n_selftrain=12", "task.n_valid_unseen=3", "task.n_test=5", "task.max_target=30", "task.workers=1"]) == 0
     assert main(["sft", "--run-dir", str(other), "--quiet", *SMALL]) == 2
     assert "task.n_train (12 -> 40)" in capsys.readouterr().err
 

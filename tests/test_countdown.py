@@ -159,18 +159,20 @@ def test_split_targets_holds_out_ten_percent():
 
 
 def test_generate_splits_properties_and_worker_independence():
-    cfg = CountdownDataConfig(n_train=60, n_valid=20, n_test=20, n_numbers=3, seed=3, workers=1)
+    cfg = CountdownDataConfig(n_train=60, n_selftrain=10, n_valid=20, n_valid_unseen=10, n_test=20, n_numbers=3, seed=3,
+                              workers=1)
     a = generate_splits(cfg, progress=False)
     b = generate_splits(CountdownDataConfig(**{**cfg.__dict__, "workers": 2}), progress=False)
     assert a == b
     seen, unseen = split_targets(10, 100, 3)
     keys = {s: {(p["target"], tuple(sorted(p["nums"]))) for p in a[s]} for s in a}
-    for s in ("valid", "test_seen", "test_unseen"):
+    for s in ("selftrain", "valid", "valid_unseen", "test_seen", "test_unseen"):
         assert len(keys[s]) == len(a[s]) and not keys[s] & keys["train"]
     assert not keys["valid"] & keys["test_seen"]
+    assert len(a["selftrain"]) == 10 and all("trace" not in p for p in a["selftrain"])
     for s, recs in a.items():
         for p in recs:
-            assert p["target"] in (unseen if s == "test_unseen" else seen)
+            assert p["target"] in (unseen if s.endswith("_unseen") else seen)
             assert all(1 <= n <= 99 for n in p["nums"]) and len(p["nums"]) == 3
             assert p["solution"] == solve(p["target"], p["nums"])
     for p in a["train"]:
@@ -179,12 +181,39 @@ def test_generate_splits_properties_and_worker_independence():
     assert {p["strategy"] for p in a["train"]} == {"dfs", "bfs"}
 
 
+def test_splits_are_disjoint_in_a_small_problem_space():
+    """No test problem in any training set; self-training problems never in the SFT set.
+
+    A problem space of a few hundred problems makes the training draws collide with the
+    evaluation and self-training problems all the time, so the redraws are exercised.
+    """
+    cfg = CountdownDataConfig(n_train=400, n_selftrain=40, n_valid=10, n_valid_unseen=10, n_test=20, n_numbers=3, min_target=10,
+                              max_target=19, max_number=8, seed=1, workers=1)
+    a = generate_splits(cfg, progress=False)
+    keys = {s: [(p["target"], tuple(sorted(p["nums"]))) for p in a[s]] for s in a}
+    held_out = ("selftrain", "valid", "valid_unseen", "test_seen", "test_unseen")
+    for i, s in enumerate(held_out):
+        assert len(set(keys[s])) == len(keys[s]) == len(a[s])      # no repeats inside a held-out split
+        assert not set(keys[s]) & set(keys["train"])               # none of them in the SFT set
+        for t in held_out[i + 1:]:
+            assert not set(keys[s]) & set(keys[t])
+    assert len(set(keys["train"])) < len(keys["train"])            # the space is small: train repeats
+    assert all(1 <= n <= 8 for recs in a.values() for p in recs for n in p["nums"])
+    assert max(n for p in a["train"] for n in p["nums"]) == 8
+    # without max_number the numbers go up to max_target - 1, as the published generator draws them
+    wide = generate_splits(CountdownDataConfig(**{**cfg.__dict__, "max_number": 0, "n_train": 200}), progress=False)
+    assert max(n for p in wide["train"] for n in p["nums"]) > 8
+    with pytest.raises(Exception, match="too small"):
+        generate_splits(CountdownDataConfig(**{**cfg.__dict__, "n_selftrain": 5000, "max_attempts": 20}),
+                        progress=False)
+
+
 def test_records_round_trip_and_cli(tmp_path):
     from searchrl.cli import main
 
-    assert main(["data", "--out", str(tmp_path), "task.n_train=30", "task.n_valid=5", "task.n_test=5",
+    assert main(["data", "--out", str(tmp_path), "task.n_train=30", "task.n_selftrain=5", "task.n_valid=5", "task.n_valid_unseen=5", "task.n_test=5",
                  "task.n_numbers=4", "task.seed=1", "task.workers=1", "--quiet"]) == 0
-    for split in ("train", "valid", "test_seen", "test_unseen"):
+    for split in ("train", "selftrain", "valid", "valid_unseen", "test_seen", "test_unseen"):
         recs = read_problems(tmp_path / f"{split}.jsonl")
         assert recs and all(len(r["nums"]) == 4 for r in recs)
     task = CountdownTask(data_dir=tmp_path)

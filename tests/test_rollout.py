@@ -14,7 +14,7 @@ from searchrl.tasks.countdown import CountdownConfig, CountdownTask, optimal_tra
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    t = make_task(CountdownConfig(n_train=12, n_valid=3, n_test=3, max_target=30, workers=1),
+    t = make_task(CountdownConfig(n_train=12, n_selftrain=3, n_valid=3, n_valid_unseen=2, n_test=3, max_target=30, workers=1),
                   tmp_path_factory.mktemp("cd"))
     t.prepare(progress=False)
     return t

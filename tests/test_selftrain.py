@@ -23,7 +23,7 @@ from searchrl.train.sft import SFTConfig
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     d = tmp_path_factory.mktemp("cd")
-    task = CountdownTask(CountdownConfig(n_train=40, n_valid=4, n_test=4, n_numbers=3, max_target=30, workers=1), d)
+    task = CountdownTask(CountdownConfig(n_train=40, n_selftrain=40, n_valid=4, n_valid_unseen=2, n_test=4, n_numbers=3, max_target=30, workers=1), d)
     task.prepare(progress=False)
     return task
 
@@ -46,6 +46,15 @@ def _sft(**kw):
                      save_every=0, log_every=1, **kw)
 
 
+def test_more_problems_than_the_split_holds_is_refused_before_anything_is_written(task, base, tmp_path):
+    from searchrl.data import InputError
+
+    cfg = SelfTrainConfig(iterations=1, guidance_rounds=0, n_problems=41, max_tokens=160)
+    with pytest.raises(InputError, match="split 'selftrain' has only 40 problems"):
+        run_selftrain(task, _loader, _sft(), tmp_path / "rest", base, cfg, progress=False)
+    assert not (tmp_path / "rest").exists()
+
+
 def test_guidance_rounds_rescue_failures_with_an_untrained_model(task, base, tmp_path):
     cfg = SelfTrainConfig(iterations=1, guidance_rounds=3, n_problems=16, max_tokens=160, shard_problems=8,
                           batch_size=16)
@@ -56,7 +65,7 @@ def test_guidance_rounds_rescue_failures_with_an_untrained_model(task, base, tmp
     assert stats["solved_by_round"][0] == 0
     assert sum(stats["solved_by_round"][1:]) == stats["kept"] > 0
     assert stats["solved_by_round"][3] > 0
-    problems = task.problems("train")
+    problems = task.problems("selftrain")
     data = read_jsonl(tmp_path / "guided" / "iter1" / "data.jsonl")
     assert len(data) == stats["kept"]
     tok = _loader(base)[1]

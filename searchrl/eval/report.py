@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 DEFAULT_SPLITS: tuple[str, ...] = ("test_seen", "test_unseen")
-SPLIT_TITLES: dict[str, str] = {"test_seen": "Seen target", "test_unseen": "Unseen target"}
+SPLIT_TITLES: dict[str, str] = {"test_seen": "Seen target", "test_unseen": "Unseen target",
+                                 "valid": "Seen target (valid)", "valid_unseen": "Unseen target (valid)"}
 DASH = "\u2013"  # en dash: "not available"
 DPI = 120
 
@@ -355,6 +356,28 @@ def comparison_table(comparisons: Sequence[Mapping[str, Any]], split_titles: Map
     return "\n".join(lines) + "\n"
 
 
+def machine() -> str:
+    """The CPU (and GPU, if one is used) and torch build that produced a result, in words.
+
+    Results are deterministic on one machine, but another instruction set (AVX2 vs AVX-512)
+    changes float reduction orders in training, which moves samples that sit at near-ties.
+    """
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels)"
+    if torch.cuda.is_available():
+        out += f", {torch.cuda.get_device_name(0)}"
+    return out
+
+
 def write_report(
     out_dir: str | os.PathLike,
     results_json: Mapping[str, Any],
@@ -363,6 +386,7 @@ def write_report(
     ks: Iterable[int] = DEFAULT_KS,
     title: str | None = None,
     sampling: str | None = None,
+    machine: str | None = None,
 ) -> dict[str, str]:
     """Write ``results.json``, ``results.md``, ``passk.png`` and ``accuracy_vs_budget.png`` atomically.
 
@@ -374,7 +398,8 @@ def write_report(
     saved with a ``"comparisons"`` list added (paired differences of every pair of methods:
     :func:`~searchrl.eval.metrics.compare_methods`; JSON turns integer keys into strings).
     ``sampling`` says what was sampled (e.g. "temperature 1.0, 32 samples x 50 problems per
-    split"); it goes into the plots' titles. Returns ``{"json", "markdown", "passk_png",
+    split"); it goes into the plots' titles. ``machine`` (e.g. :func:`searchrl.eval.report.machine`)
+    is stated under the table: float results move with the CPU's instruction set. Returns ``{"json", "markdown", "passk_png",
     "budget_png"}`` -> path.
     """
     from searchrl.eval.metrics import compare_methods
@@ -420,7 +445,8 @@ def write_report(
                             + note)
     md = [f"# {title or 'Results'}", "",
           (f"Sampled: {sampling}. " if sampling else "") + ("Intervals: 95% percentile bootstrap over problems "
-                                                            "(2,000 resamples, seeded)." if shown else ""), "",
+                                                            "(2,000 resamples, seeded)." if shown else "")
+          + (f" Produced on: {machine}." if machine else ""), "",
           markdown_table(passk, splits=splits, split_titles=split_titles, ks=ks, greedy=greedy,
                          intervals=passk_ci, greedy_intervals=greedy_ci),
           "![pass@k](passk.png)", ""]

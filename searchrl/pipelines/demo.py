@@ -20,7 +20,7 @@ from ..config import Config, to_dict
 from ..data import read_json, write_json, write_text
 from .run import Run, RunDirError, config_for_run_dir, logger, run_dir_override
 
-PRESETS = ("default", "smoke")
+PRESETS = ("default", "full", "smoke")
 
 
 def preset_path(name: str) -> Path:
@@ -46,7 +46,9 @@ def load_demo_config(preset: str | None, config: str | None, overrides: list[str
                  or yaml.safe_load(preset_path("default").read_text(encoding="utf-8"))["run_dir"])
         if recorded_config(where) is not None:
             return config_for_run_dir(where, [], overrides)
-    recipes = [preset_path(preset or "default")] + ([config] if config else [])
+    preset = preset or "default"
+    # `full` is the default preset with more samples, read on top of it; the others stand alone
+    recipes = ([preset_path("default")] if preset == "full" else []) + [preset_path(preset)] + ([config] if config else [])
     return config_for_run_dir(run_dir, recipes, overrides)
 
 
@@ -82,7 +84,7 @@ def _selftrain_depends(run: Run) -> dict:
 def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
     """Run (or resume) the whole demo in ``cfg.run_dir``; returns the results dict."""
     from ..eval.evaluate import sampling_note
-    from ..eval.report import write_report
+    from ..eval.report import machine, write_report
     from ..rundir import rel
     from ..selftrain.rest import read_stats, run_selftrain
     from .commands import run_sft
@@ -101,7 +103,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
     data = stage("data", run.ensure_data)
     for split in cfg.eval.splits:  # a misspelt split fails now, not after the training
         run.task.problems(split)
-    logger.info("data: %s (%d training problems)", data, len(run.task.problems("train")))
+    logger.info("data: %s (%d SFT training problems, %d self-training problems in split %r)", data,
+                len(run.task.problems("train")), len(run.task.problems(cfg.selftrain.split)), cfg.selftrain.split)
     base = run.base_model()
     if cfg.base_model:
         logger.info("starting from the base checkpoint %s (the SFT base model is not trained in this run; "
@@ -128,10 +131,11 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                              "Guided-ReST": read_stats(run.dir / "guided-rest")},
                "meta": {"config": {k: v for k, v in to_dict(cfg).items() if k != "run_dir"},
                         "models": {k: rel(run.dir, v) for k, v in methods.items()},
-                        "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1)}}
+                        "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1),
+                        "machine": machine()}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
                          title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST",
-                         sampling=sampling_note(cfg.eval))
+                         sampling=sampling_note(cfg.eval), machine=results["meta"]["machine"])
     md = Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
     write_text(paths["markdown"], md)
     logger.info("results: %s, %s, %s, %s", paths["json"], paths["markdown"], paths["passk_png"], paths["budget_png"])

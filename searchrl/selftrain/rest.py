@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import SelfTrainConfig
-from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
+from ..data import InputError, read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rollout import Trajectory, rollout, sft_example
 from ..rundir import (Stage, flat_defaults, model_fingerprint, problems_digest, rel, resolve, shard_key,
                       trajectory_settings)
@@ -132,11 +132,14 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
     def rel_(path):
         return rel(method_dir, path, root)
 
-    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends)
-    stage.begin()
-    problems = task.problems("train")
+    problems = task.problems(cfg.split)
+    if cfg.n_problems > len(problems):
+        raise InputError(f"selftrain.n_problems={cfg.n_problems}, but split {cfg.split!r} has only "
+                         f"{len(problems)} problems (make more, e.g. task.n_selftrain for Countdown, or lower it)")
     if cfg.n_problems:
         problems = problems[: cfg.n_problems]
+    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends)
+    stage.begin()
     policy = base_model
     for it in range(1, cfg.iterations + 1):
         it_dir = method_dir / f"iter{it}"

@@ -42,6 +42,8 @@ class CountdownConfig(CountdownDataConfig):
 
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "number_digits", "workers")
+    #: settings added later, at the values that reproduce data recorded before they existed
+    RECORDED_DEFAULTS = {"n_selftrain": 0, "n_valid_unseen": 0, "max_number": 0}
 
     def __post_init__(self):
         # checked when the config is read, before any command records it
@@ -51,6 +53,11 @@ class CountdownConfig(CountdownDataConfig):
             raise ValueError(f"need 1 <= min_target <= max_target, got {self.min_target}..{self.max_target}")
         if self.max_target - self.min_target + 1 < 10:
             raise ValueError(f"targets {self.min_target}..{self.max_target} are too few to hold out 10% (need >= 10)")
+        if self.max_number < 0:
+            raise ValueError(f"max_number must be >= 0 (0 = max_target-1), got {self.max_number}")
+        for name in ("n_train", "n_selftrain", "n_valid", "n_valid_unseen", "n_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.number_digits <= 4:
             raise ValueError(f"number_digits must be in 0..4, got {self.number_digits}")
 

@@ -3,14 +3,21 @@
 Generation follows the published Stream-of-Search generator (``countdown_generate.py``):
 targets ``min_target..max_target``; a seeded shuffle holds out 10% of them (``len // 10``)
 as *unseen* targets; a problem picks a target from its split's targets, then draws
-``n_numbers`` starting numbers from ``1..max_target-1`` until the exhaustive search finds a
-solution (the first one in the published order is stored).
+``n_numbers`` starting numbers from ``1..max_target-1`` (``1..max_number`` when
+``max_number`` is set, a setting the published code does not have) until the exhaustive
+search finds a solution (the first one in the published order is stored).
 
-Splits: ``train``, ``valid`` and ``test_seen`` use the training targets, ``test_unseen``
-the held-out ones. No evaluation problem (same target and same multiset of numbers)
-appears in ``train`` or in another evaluation split; ``train`` may repeat a problem, as
-the published generator does. The evaluation splits are drawn first, so a training set
-that covers most of a small problem space still leaves them their problems.
+Splits: ``train``, ``selftrain``, ``valid`` and ``test_seen`` use the training targets,
+``valid_unseen`` and ``test_unseen`` the held-out ones (``valid_unseen`` is for choosing
+settings by their effect on held-out targets without touching the test; no training split
+ever holds a held-out target). ``selftrain`` holds the problems self-training and RL
+sample from, as the Guided-ReST paper keeps its RL set (countdown-rl) apart from the SFT
+set (countdown-sft): no ``selftrain`` problem is in ``train``, so the SFT base never saw
+them. No evaluation problem (same target and same multiset of numbers) appears in
+``train``, ``selftrain`` or another evaluation split; ``train`` may repeat a problem, as
+the published generator does. The evaluation splits are drawn first, then ``selftrain``,
+so a training set that covers most of a small problem space still leaves them their
+problems.
 
 Problem ``i`` of a split is drawn from its own generator seeded by ``(seed, split, i,
 attempt)``, so the output does not depend on how many worker processes made it.
@@ -39,7 +46,7 @@ from .core import solve
 from .grader import grade
 from .traces import sos_trace
 
-SPLITS = ("train", "valid", "test_seen", "test_unseen")
+SPLITS = ("train", "selftrain", "valid", "valid_unseen", "test_seen", "test_unseen")
 
 
 @dataclass
@@ -48,10 +55,16 @@ class CountdownDataConfig:
 
     n_train: int = field(default=100_000, metadata={"help": "training problems (with SoS traces)"})
     n_valid: int = field(default=1_000, metadata={"help": "validation problems (seen targets)"})
+    n_valid_unseen: int = field(default=1_000, metadata={
+        "help": "validation problems on the held-out targets (split valid_unseen; none of them in test_unseen)"})
     n_test: int = field(default=1_000, metadata={"help": "problems in each of test_seen and test_unseen"})
     n_numbers: int = field(default=3, metadata={"help": "starting numbers per problem (the papers use 4)"})
     min_target: int = field(default=10, metadata={"help": "smallest target"})
-    max_target: int = field(default=100, metadata={"help": "largest target; numbers are drawn from 1..max_target-1"})
+    max_target: int = field(default=100, metadata={"help": "largest target"})
+    max_number: int = field(default=0, metadata={
+        "help": "numbers are drawn from 1..max_number (0 = 1..max_target-1, the published generator)"})
+    n_selftrain: int = field(default=10_000, metadata={
+        "help": "self-training problems (split 'selftrain', seen targets, no traces), none of them in train"})
     seed: int = field(default=0, metadata={"help": "seed of the target split and of every problem"})
     traces: bool = field(default=True, metadata={"help": "write a Stream-of-Search trace with each training problem"})
     workers: int = field(default=0, metadata={"help": "worker processes (0 = all available cores)"})
@@ -66,11 +79,17 @@ def split_targets(min_target: int, max_target: int, seed: int) -> tuple[list[int
     return targets[k:], targets[:k]
 
 
-def generate_problem(rng: random.Random, targets: list[int], n_numbers: int, max_target: int) -> dict:
-    """One solvable problem: a target from ``targets``, numbers resampled until solvable."""
+def number_range(cfg: CountdownDataConfig | dict) -> int:
+    """The largest starting number: ``max_number``, or ``max_target - 1`` (the published generator) when 0."""
+    c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return c.get("max_number") or c["max_target"] - 1
+
+
+def generate_problem(rng: random.Random, targets: list[int], n_numbers: int, max_number: int) -> dict:
+    """One solvable problem: a target from ``targets``, numbers from ``1..max_number`` resampled until solvable."""
     target = rng.choice(targets)
     while True:
-        nums = [rng.randint(1, max_target - 1) for _ in range(n_numbers)]
+        nums = [rng.randint(1, max_number) for _ in range(n_numbers)]
         solution = solve(target, nums)
         if solution is not None:
             return {"nums": nums, "target": target, "solution": solution}
@@ -95,7 +114,7 @@ def add_trace(problem: dict, settings: dict) -> dict:
 def _make_one(args: tuple) -> dict:
     cfg, split, targets, i, attempt = args
     rng = random.Random(f"{cfg['seed']}:{split}:{i}:{attempt}")
-    problem = generate_problem(rng, targets, cfg["n_numbers"], cfg["max_target"])
+    problem = generate_problem(rng, targets, cfg["n_numbers"], number_range(cfg))
     if split == "train" and cfg["traces"]:
         problem = add_trace(problem, random_trace_settings(rng))
     return problem
@@ -106,7 +125,7 @@ def _key(problem: dict) -> tuple:
 
 
 def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str, list[dict]]:
-    """All four splits as lists of records (see the module doc for the guarantees)."""
+    """All splits as lists of records (see the module doc for the guarantees)."""
     from tqdm.auto import tqdm
 
     if cfg.n_numbers < 2:
@@ -116,18 +135,22 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
     seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)
     if not unseen:
         raise InputError(f"task: targets {cfg.min_target}..{cfg.max_target} are too few to hold out 10% (need >= 10)")
-    sizes = {"train": cfg.n_train, "valid": cfg.n_valid, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
-    split_t = {"train": seen, "valid": seen, "test_seen": seen, "test_unseen": unseen}
+    if cfg.max_number < 0:
+        raise InputError(f"task.max_number must be >= 0 (0 = max_target-1), got {cfg.max_number}")
+    sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid, "valid_unseen": cfg.n_valid_unseen,
+             "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
+    split_t = {"train": seen, "selftrain": seen, "valid": seen, "valid_unseen": unseen, "test_seen": seen,
+               "test_unseen": unseen}
     workers = cfg.workers or os.cpu_count() or 1
     c = asdict(cfg)
     out: dict[str, list[dict]] = {}
-    taken: set[tuple] = set()   # problems of the evaluation splits made so far
+    taken: set[tuple] = set()   # problems of the evaluation and self-training splits made so far
     total = sum(sizes.values())
-    # Evaluation splits first, so a large training set can never exhaust the problems
-    # they need; training problems then avoid every evaluation problem.
+    # Evaluation splits first, then the self-training problems, so a large training set can
+    # never exhaust the problems they need; training problems then avoid all of them.
     with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool, \
             tqdm(total=total, desc="countdown data", unit="problem", disable=not progress) as bar:
-        for split in ("test_unseen", "test_seen", "valid", "train"):
+        for split in ("test_unseen", "valid_unseen", "test_seen", "valid", "selftrain", "train"):
             n = sizes[split]
             records: list[dict | None] = [None] * n
             attempts = [0] * n
@@ -143,7 +166,8 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
                         if attempts[i] >= cfg.max_attempts:
                             raise ProblemSpaceExhausted(
                                 f"{split}: no new problem after {cfg.max_attempts} draws; the problem space "
-                                f"(n_numbers={cfg.n_numbers}, targets {cfg.min_target}..{cfg.max_target}) "
+                                f"(n_numbers={cfg.n_numbers}, numbers 1..{number_range(cfg)}, targets "
+                                f"{cfg.min_target}..{cfg.max_target}) "
                                 f"is too small for the requested split sizes")
                         redo.append(i)
                         continue

@@ -1,0 +1,176 @@
+"""Why does Guided-ReST fall behind ReST on held-out targets? Hypotheses measured on the
+validation splits only (issue 9, step 4); the test splits are never read.
+
+    python experiments/countdown_guided_vs_rest.py --run-dir runs/study
+
+What it runs, each step resumable (kill it and rerun the same command):
+
+1. The demo's self-training from the demo's base model (ReST and Guided-ReST, the default
+   preset's settings, 3 iterations each), with the three final models evaluated on
+   ``valid_unseen`` (held-out targets, problems disjoint from ``test_unseen``) and ``valid``:
+   this is ``searchrl demo`` with ``eval.splits=[valid_unseen,valid]``, written to the run
+   directory as the demo writes it (``results.md``, plots).
+2. **Iterations**: the iteration-1 models of both methods, evaluated the same way on
+   ``valid_unseen`` (does the gap open in the first iteration or grow with iterations?).
+3. **Amount of data**: Guided-ReST keeps nearly every problem, ReST only the ones it solves,
+   so with the same epochs Guided-ReST takes several times more SFT steps away from the base.
+   "Guided iter 1, subsampled": a random subset of Guided-ReST's iteration-1 data of ReST's
+   kept size, fine-tuned from the base exactly as ReST's iteration 1 is.
+4. **What guided traces teach**: "Guided iter 1, rescued only": only the trajectories that
+   guidance rescued (rounds >= 1), at the same size. Against ReST's iteration 1 (only
+   trajectories the model found alone) at equal size and equal SFT steps.
+5. **Search effort**: per kept trace of each method's data and per sample of each model on
+   ``valid_unseen``, the explored operations (``Exploring Operation`` lines) and tokens.
+
+Writes ``<run-dir>/study/study.json`` and ``study.md`` (the tables with 95% bootstrap
+intervals over problems, and paired differences on the same problems).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def explored(response: str) -> int:
+    return response.count("Exploring Operation:")
+
+
+def effort(rows: list[dict]) -> dict:
+    """Explored operations and tokens per trace (mean / median) of ``rows`` (records with a response)."""
+    if not rows:
+        return {"n": 0}
+    ex = [explored(r["response"]) for r in rows]
+    toks = [r["num_tokens"] for r in rows]
+    return {"n": len(rows), "explored_mean": statistics.fmean(ex), "explored_median": statistics.median(ex),
+            "tokens_mean": statistics.fmean(toks), "tokens_median": statistics.median(toks)}
+
+
+def sample_rows(eval_dir: Path, split: str) -> list[dict]:
+    rows = []
+    for f in sorted((eval_dir / "samples" / split).glob("sampled-*/*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def trained(run, name: str, records: list[dict], base: Path, out: Path, progress: bool) -> Path:
+    """``base`` fine-tuned with ``rest_sft`` on ``records`` (kept trajectories) into ``out``; resumable."""
+    from searchrl.rollout import Trajectory, sft_example
+    from searchrl.train.sft import train_sft
+
+    final = out / "final"
+    if (final / "config.json").exists() and (out / "done.json").exists():
+        return final
+    model, tok = run.load(base)
+    examples = [sft_example(Trajectory.from_record(r), tok.eos_token_id) for r in records]
+    train_sft(model, tok, examples, dataclasses.replace(run.cfg.rest_sft, output_dir=str(out)), progress=progress)
+    (out / "done.json").write_text(json.dumps({"examples": len(examples)}))
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", default="runs/countdown-study")
+    ap.add_argument("--n-problems", type=int, default=200, help="problems per validation split")
+    ap.add_argument("--n-samples", type=int, default=8, help="samples per problem (pass@k up to this k)")
+    ap.add_argument("overrides", nargs="*", help="key=value settings on top of the demo's default preset")
+    args = ap.parse_args(argv)
+
+    from searchrl.data import read_jsonl, write_json, write_text
+    from searchrl.eval.evaluate import evaluate, sampling_note
+    from searchrl.eval.metrics import compare_methods
+    from searchrl.eval.report import write_report
+    from searchrl.pipelines.demo import load_demo_config, open_demo, run_demo
+    from searchrl.pipelines.run import logger
+
+    ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= args.n_samples]
+    overrides = [f"eval.splits=[valid_unseen,valid]", f"eval.n_problems={args.n_problems}",
+                 f"eval.n_samples={args.n_samples}", f"eval.ks=[{','.join(map(str, ks))}]", *args.overrides]
+    cfg = load_demo_config("default", None, overrides, args.run_dir)
+    t0 = time.perf_counter()
+    run = open_demo(cfg)
+    results = run_demo(cfg, run=run)  # step 1
+    base = run.base_model()
+    study = run.dir / "study"
+    split = "valid_unseen"
+    ecfg = dataclasses.replace(cfg.eval, splits=[split])
+
+    def ev(name: str, path: Path) -> dict:
+        logger.info("study: evaluating %s (%s)", name, path)
+        gen = run.policy_generator(path, ecfg.batch_size)
+        return evaluate(gen, run.task, ecfg, study / "eval" / name, model_id=run.model_key(path), progress=run.progress)
+
+    summaries = {m: {split: results["methods"][m][split]} for m in ("SoS", "ReST", "Guided-ReST")}
+    eval_dirs = {"SoS": run.dir / "eval" / "SoS", "ReST": run.dir / "eval" / "ReST",
+                 "Guided-ReST": run.dir / "eval" / "Guided-ReST"}
+    # 2. iterations
+    for m, d in (("ReST", "rest"), ("Guided-ReST", "guided-rest")):
+        name = f"{m} iter 1"
+        summaries[name] = ev(name, run.dir / d / "iter1" / "sft" / "final")
+        eval_dirs[name] = study / "eval" / name
+    # 3./4. data variants from iteration 1's kept data
+    rest1 = read_jsonl(run.dir / "rest" / "iter1" / "data.jsonl")
+    guided1 = read_jsonl(run.dir / "guided-rest" / "iter1" / "data.jsonl")
+    n = len(rest1)
+    rng = random.Random(0)
+    unguided = [r for r in guided1 if r["meta"]["solved_round"] == 0]
+    rescued = [r for r in guided1 if r["meta"]["solved_round"] > 0]
+    variants = {
+        "Guided iter 1, subsampled": rng.sample(guided1, min(n, len(guided1))),
+        "Guided iter 1, rescued only": rng.sample(rescued, min(n, len(rescued))),
+    }
+    for name, recs in variants.items():
+        slug = name.lower().replace(",", "").replace(" ", "-")
+        path = trained(run, name, recs, base, study / "models" / slug, run.progress)
+        summaries[name] = ev(name, path)
+        eval_dirs[name] = study / "eval" / name
+    # 5. search effort
+    tok = run.load(base)[1]
+    solved = [p["trace"] for p in run.task.problems("train")[:5000] if "Goal Reached" in p["trace"]]
+    data_effort = {"SoS training traces (first 5,000, solved)": effort(
+        [{"response": t, "num_tokens": len(tok(t)["input_ids"])} for t in solved])}
+    for m, d in (("ReST", "rest"), ("Guided-ReST", "guided-rest")):
+        for it in range(1, cfg.selftrain.iterations + 1):
+            rows = read_jsonl(run.dir / d / f"iter{it}" / "data.jsonl")
+            data_effort[f"{m} iter {it} kept"] = effort(rows)
+            if d == "guided-rest":
+                data_effort[f"{m} iter {it} kept, round 0"] = effort([r for r in rows if r["meta"]["solved_round"] == 0])
+                data_effort[f"{m} iter {it} kept, rescued"] = effort([r for r in rows if r["meta"]["solved_round"] > 0])
+    for name, recs in variants.items():
+        data_effort[f"{name} (its data)"] = effort(recs)
+    model_effort = {}
+    for name, d in eval_dirs.items():
+        rows = sample_rows(d, split)
+        model_effort[name] = {"all": effort(rows), "correct": effort([r for r in rows if r["correct"]])}
+
+    metrics = [f"pass@{k}" for k in ks] + ["greedy"]
+    comparisons = compare_methods(summaries, [split], metrics)
+    out = {"summaries": summaries, "comparisons": comparisons, "data_effort": data_effort,
+           "model_effort": model_effort, "variants_size": {k: len(v) for k, v in variants.items()},
+           "rest_iter1_kept": n, "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(study / "study.json", out)
+    paths = write_report(study, {"methods": summaries}, splits=[split], ks=ks,
+                         title="Countdown study on valid_unseen (never the test splits)",
+                         sampling=sampling_note(ecfg))
+    md = [Path(paths["markdown"]).read_text(encoding="utf-8"), "", "## Search effort", "",
+          "| data / model | n | explored ops (mean / median) | tokens (mean / median) |", "|---|---:|---:|---:|"]
+    rows = [(k, v) for k, v in data_effort.items()] + \
+        [(f"{k}: samples on {split}", v["all"]) for k, v in model_effort.items()] + \
+        [(f"{k}: correct samples on {split}", v["correct"]) for k, v in model_effort.items()]
+    for k, v in rows:
+        if v.get("n"):
+            md.append(f"| {k} | {v['n']} | {v['explored_mean']:.1f} / {v['explored_median']:g} | "
+                      f"{v['tokens_mean']:.0f} / {v['tokens_median']:g} |")
+    write_text(study / "study.md", "\n".join(md) + "\n")
+    print(study / "study.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
