@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", default="runs/countdown-study")
     ap.add_argument("--n-problems", type=int, default=200, help="problems per validation split")
     ap.add_argument("--n-samples", type=int, default=8, help="samples per problem (pass@k up to this k)")
+    ap.add_argument("--preset", default="default", help="the demo preset it starts from (smoke: a quick check)")
     ap.add_argument("overrides", nargs="*", help="key=value settings on top of the demo's default preset")
     args = ap.parse_args(argv)
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= args.n_samples]
     overrides = [f"eval.splits=[valid_unseen,valid]", f"eval.n_problems={args.n_problems}",
                  f"eval.n_samples={args.n_samples}", f"eval.ks=[{','.join(map(str, ks))}]", *args.overrides]
-    cfg = load_demo_config("default", None, overrides, args.run_dir)
+    cfg = load_demo_config(args.preset, None, overrides, args.run_dir)
     t0 = time.perf_counter()
     run = open_demo(cfg)
     results = run_demo(cfg, run=run)  # step 1
@@ -110,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     eval_dirs = {"SoS": run.dir / "eval" / "SoS", "ReST": run.dir / "eval" / "ReST",
                  "Guided-ReST": run.dir / "eval" / "Guided-ReST"}
     # 2. iterations
+    from searchrl.data import read_json
+    from searchrl.rundir import resolve
+
     for m, d in (("ReST", "rest"), ("Guided-ReST", "guided-rest")):
         name = f"{m} iter 1"
-        summaries[name] = ev(name, run.dir / d / "iter1" / "sft" / "final")
+        # the iteration's model (the base again when it kept nothing to train on)
+        summaries[name] = ev(name, resolve(run.dir / d, read_json(run.dir / d / "iter1" / "done.json")["model"]))
         eval_dirs[name] = study / "eval" / name
     # 3./4. data variants from iteration 1's kept data
     rest1 = read_jsonl(run.dir / "rest" / "iter1" / "data.jsonl")
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "Guided iter 1, rescued only": rng.sample(rescued, min(n, len(rescued))),
     }
     for name, recs in variants.items():
+        if not recs:
+            continue
         slug = name.lower().replace(",", "").replace(" ", "-")
         path = trained(run, name, recs, base, study / "models" / slug, run.progress)
         summaries[name] = ev(name, path)
@@ -158,8 +165,32 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(study, {"methods": summaries}, splits=[split], ks=ks,
                          title="Countdown study on valid_unseen (never the test splits)",
                          sampling=sampling_note(ecfg))
-    md = [Path(paths["markdown"]).read_text(encoding="utf-8"), "", "## Search effort", "",
-          "| data / model | n | explored ops (mean / median) | tokens (mean / median) |", "|---|---:|---:|---:|"]
+    focus = [("ReST", "Guided-ReST"), ("ReST iter 1", "Guided-ReST iter 1"),
+             ("ReST iter 1", "Guided iter 1, subsampled"), ("ReST iter 1", "Guided iter 1, rescued only"),
+             ("Guided iter 1, subsampled", "Guided-ReST iter 1"), ("ReST iter 1", "ReST"),
+             ("Guided-ReST iter 1", "Guided-ReST"), ("SoS", "ReST"), ("SoS", "Guided-ReST")]
+    md = [f"# Guided-ReST vs ReST on {split} (valid splits only; the test splits are never read)", "",
+          f"Sampled: {sampling_note(ecfg)}. Every model evaluated on the same problems; the full tables, "
+          f"plots and all pairwise differences are in results.md. Sizes: ReST iteration 1 kept {n} "
+          f"trajectories; the variants train on {', '.join(f'{k}: {len(v)}' for k, v in variants.items())}.", "",
+          "## Paired differences (b − a, percentage points, 95% bootstrap interval over problems)", "",
+          "| a | b | metric | b − a | 95% interval |", "|---|---|---|---:|---:|"]
+    for a, b in focus:
+        for c in comparisons:
+            if {c["a"], c["b"]} == {a, b} and c["metric"] in (f"pass@{ks[0]}", f"pass@{ks[-1]}", "greedy"):
+                sign = 1 if (c["a"], c["b"]) == (a, b) else -1
+                lo, hi = sorted(sign * x for x in c["ci"])
+                md.append(f"| {a} | {b} | {c['metric']} | {100 * sign * c['diff'] + 0.0:+.1f} | "
+                          f"{100 * lo:+.1f} .. {100 * hi:+.1f} |")
+    md += ["", "## pass@k", ""]
+    for name, summ in summaries.items():
+        sp = summ[split]
+        cells = [f"pass@{k} {100 * sp['pass@k'][k]:.1f} ({100 * sp['pass@k_ci'][k][0]:.1f}..{100 * sp['pass@k_ci'][k][1]:.1f})"
+                 for k in (ks[0], ks[-1])]
+        cells.append(f"greedy {100 * sp['greedy']:.1f}")
+        md.append(f"- {name}: " + ", ".join(cells))
+    md += ["", "## Search effort", "",
+           "| data / model | n | explored ops (mean / median) | tokens (mean / median) |", "|---|---:|---:|---:|"]
     rows = [(k, v) for k, v in data_effort.items()] + \
         [(f"{k}: samples on {split}", v["all"]) for k, v in model_effort.items()] + \
         [(f"{k}: correct samples on {split}", v["correct"]) for k, v in model_effort.items()]
