@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _sub(sub, "demo", "the whole comparison: data, SoS base, ReST, Guided-ReST, evaluation, table and "
                 "plots (resumable)", cmd_demo, epilog_fn=_demo_help)
     demo.add_argument("--preset", default=None, choices=("default", "full", "smoke"),
-                      help="default: the real comparison (about TIME_DEFAULT on a 2-core CPU); full: the same with "
-                           "32 samples per problem, pass@k up to k=32 (about TIME_FULL); smoke: minuscule settings, "
+                      help="default: the real comparison (28 min measured on a 2-core CPU); full: the same with "
+                           "32 samples per problem, pass@k up to k=32 (about 70 min there, estimated from its parts); smoke: minuscule settings, "
                            "about 10 s, numbers meaningless. An existing run directory keeps its own unless "
                            "this is given.")
     ev = _sub(sub, "eval", "greedy and sampled pass@k on the eval splits; writes results.json, results.md and "

@@ -1,9 +1,11 @@
-"""The demo: SoS < ReST < Guided-ReST on Countdown, end to end, on this machine.
+"""The demo: SoS vs ReST vs Guided-ReST on Countdown, end to end, on this machine.
 
 From nothing: Countdown data, the Stream-of-Search base model (SFT on mixed DFS/BFS
-traces), ReST iterations, Guided-ReST iterations, then greedy accuracy and sampled pass@k
-(k up to 32) of all three on seen and unseen targets, written as a table in the seeds'
-layout (Markdown), a pass@k plot and an accuracy-vs-token-budget plot.
+traces), ReST and Guided-ReST iterations on the task's self-training split, then greedy
+accuracy and sampled pass@k of all three on seen and unseen targets with 95% bootstrap
+intervals and paired differences, written as a table in the seeds' layout (Markdown), a
+pass@k plot and an accuracy-vs-token-budget plot. Presets: ``default`` (8 samples per
+problem), ``full`` (the default with 32, pass@k up to k = 32), ``smoke`` (minuscule).
 
 Every stage is resumable (see :mod:`searchrl.rundir` and :mod:`searchrl.selftrain.rest`):
 kill it at any moment, rerun the same command, and it continues where it stopped.
