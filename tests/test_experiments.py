@@ -14,7 +14,7 @@ def _load(name):
     return mod
 
 
-def test_guided_vs_rest_study_on_smoke_settings(tmp_path):
+def test_guided_vs_rest_study_on_smoke_settings(tmp_path, capsys):
     study = _load("countdown_guided_vs_rest")
     assert study.explored("Exploring Operation: 1+2=3\nExploring Operation: 3*3=9\n") == 2
     run = tmp_path / "study"
@@ -27,3 +27,10 @@ def test_guided_vs_rest_study_on_smoke_settings(tmp_path):
     # only the validation splits were sampled: no test split appears under any eval directory
     sampled = {p.name for p in run.rglob("samples/*") if p.is_dir()}
     assert sampled and sampled <= {"valid", "valid_unseen"}
+    # the splice-likelihood script reads that run's Guided-ReST data (smoke: all of it rescued)
+    splice = _load("countdown_splice_logprobs")
+    capsys.readouterr()
+    assert splice.main(["--run-dir", str(run)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rescued = res["rescued (rounds >= 1)"]
+    assert rescued["n"] > 0 and rescued["mean_token_logprob"] < 0 and 0 <= rescued["share_of_tokens_below_1pct"] <= 1
