@@ -97,6 +97,9 @@ class SelfTrainConfig:
     batch_size: int = _f(64, "rows decoded together by the sampler")
     seed: int = _f(0, "seed of the sampling and of the guide's random choices")
 
+    #: settings added later, at the values that reproduce runs recorded before they existed
+    RECORDED_DEFAULTS = {"split": "train"}
+
 
 @dataclass
 class Config:
@@ -189,8 +192,8 @@ def _migrate_recorded(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
     st = d.get("selftrain")
-    if isinstance(st, dict) and "iterations" in st and "split" not in st:
-        d["selftrain"] = {**st, "split": "train"}
+    if isinstance(st, dict) and "iterations" in st:
+        d["selftrain"] = {**SelfTrainConfig.RECORDED_DEFAULTS, **st}
     task = d.get("task")
     if isinstance(task, dict):
         from .tasks import DEFAULT_TASK, TASKS, task_config_class

@@ -142,6 +142,29 @@ def test_config_recorded_before_the_selftrain_split_keeps_its_meaning():
     assert new.selftrain.split == "selftrain" and new.task.n_selftrain > 0 and new.task.n_valid_unseen > 0
 
 
+def test_run_dir_recorded_before_the_selftrain_split_still_opens(tmp_path, capsys):
+    import yaml
+
+    run = tmp_path / "run"
+    assert main(["sft", "--run-dir", str(run), "--quiet", *SMALL]) == 0
+    # make it look like a run directory from before these settings existed
+    new = ("n_selftrain", "n_valid_unseen", "max_number")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for k in new:
+        del cfg["task"][k]
+    del cfg["selftrain"]["split"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for stage in (run / "data" / "stage.json", run / "sft" / "stage.json"):
+        rec = json.loads(stage.read_text())
+        for k in new:
+            del rec["depends"]["data"][k]
+        stage.write_text(json.dumps(rec))
+    assert main(["sft", "--run-dir", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    # asking for data it was not made with is still refused
+    assert main(["sft", "--run-dir", str(run), "--quiet", "task.max_number=7"]) == 2
+    assert "data.max_number (unset -> 7)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("recipe", ["recipes/countdown/sos-tiny.yaml",
                                     "recipes/countdown/guided-rest-llama-3.2-1b.yaml",
                                     "searchrl/presets/demo-default.yaml", "searchrl/presets/demo-full.yaml",

@@ -69,7 +69,8 @@ def open_demo(cfg: Config, progress: bool = True) -> Run:
     base = run.base_model()
     stages = []
     if (base / "config.json").exists():
-        stages = [selftrain_stage(d, c, cfg.rest_sft, base, _selftrain_depends(run)) for _, d, c in _methods_plan(run)]
+        stages = [selftrain_stage(d, c, cfg.rest_sft, base, _selftrain_depends(run), run.data_defaults())
+                  for _, d, c in _methods_plan(run)]
     else:
         made = [d for _, d, _ in _methods_plan(run) if (d / "stage.json").exists()]
         if made:
@@ -122,7 +123,7 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                     st_cfg.guidance_rounds, st_cfg.n_problems or "all")
         methods[name] = stage(method_dir.name.replace("-", "_"), lambda d=method_dir, c=st_cfg: run_selftrain(
             run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
-            depends=_selftrain_depends(run)))
+            depends=_selftrain_depends(run), depends_defaults=run.data_defaults()))
 
     summaries = {}
     for name, path in methods.items():

@@ -90,8 +90,16 @@ class Run:
         return {"task": self.cfg.task.name,
                 **{k: v for k, v in dataclasses.asdict(self.cfg.task).items() if k not in skip}}
 
+    def data_defaults(self) -> dict:
+        """For stage records made before a data setting existed: the value that reproduces them
+        (the task config's ``RECORDED_DEFAULTS``), as :class:`Stage` ``defaults`` under ``data.``."""
+        if self.cfg.data_dir:
+            return {}
+        return {f"data.{k}": v for k, v in getattr(type(self.cfg.task), "RECORDED_DEFAULTS", {}).items()}
+
     def data_stage(self) -> Stage | None:
-        return None if self.cfg.data_dir else Stage(self.data_dir, {"data": self.data_identity()}, name="data")
+        return None if self.cfg.data_dir else Stage(self.data_dir, {"data": self.data_identity()}, name="data",
+                                                     defaults=self.data_defaults())
 
     def ensure_data(self) -> Path:
         """The task's data, prepared once (a stage of the run unless ``data_dir`` points elsewhere).
@@ -173,7 +181,7 @@ class Run:
             model["vocabulary"] = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
         return Stage(self.sft_dir, {"data": self.data_identity(), "model": model, "seed": c.seed,
                                     "sft": trajectory_settings(c.sft)}, name="sft",
-                     defaults=flat_defaults("sft", SFTConfig(output_dir="")))
+                     defaults={**flat_defaults("sft", SFTConfig(output_dir="")), **self.data_defaults()})
 
     def base_model(self) -> Path:
         """The run's base policy: ``base_model`` when set, else the run's own SFT model."""

@@ -91,18 +91,21 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
 
 
 def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike,
-                    depends: dict | None = None) -> Stage:
-    """The run-directory stage of a self-training run: what its models depend on."""
+                    depends: dict | None = None, defaults: dict | None = None) -> Stage:
+    """The run-directory stage of a self-training run: what its models depend on (``defaults``:
+    the values keys of ``depends`` had before they existed, see :class:`~searchrl.rundir.Stage`)."""
     sft_settings = trajectory_settings(sft_cfg)
     return Stage(method_dir, {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
                               "sft": sft_settings, "base_model": model_fingerprint(base_model), **(depends or {})},
                  defaults={**flat_defaults("selftrain", SelfTrainConfig()),
-                           **flat_defaults("sft", type(sft_cfg)(output_dir=""))})
+                           **{f"selftrain.{k}": v for k, v in SelfTrainConfig.RECORDED_DEFAULTS.items()},
+                           **flat_defaults("sft", type(sft_cfg)(output_dir="")), **(defaults or {})})
 
 
 def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
                   cfg: SelfTrainConfig, progress: bool = True, make_generator: Callable | None = None,
-                  depends: dict | None = None, run_root: str | os.PathLike | None = None) -> Path:
+                  depends: dict | None = None, run_root: str | os.PathLike | None = None,
+                  depends_defaults: dict | None = None) -> Path:
     """Run the iterations into ``method_dir``; returns the last iteration's model directory.
 
     ``task`` is any task (guidance rounds need its ``guide``); ``load_model(path) -> (model,
@@ -138,7 +141,7 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
                          f"{len(problems)} problems (make more, e.g. task.n_selftrain for Countdown, or lower it)")
     if cfg.n_problems:
         problems = problems[: cfg.n_problems]
-    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends)
+    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends, depends_defaults)
     stage.begin()
     policy = base_model
     for it in range(1, cfg.iterations + 1):
