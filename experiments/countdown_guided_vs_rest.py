@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import statistics
 import sys
@@ -53,14 +52,15 @@ def effort(rows: list[dict]) -> dict:
 
 
 def sample_rows(eval_dir: Path, split: str) -> list[dict]:
-    rows = []
-    for f in sorted((eval_dir / "samples" / split).glob("sampled-*/*.jsonl")):
-        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return rows
+    """The sampled (not greedy) records an evaluation wrote for ``split``."""
+    from searchrl.data import read_jsonl
+
+    return [r for f in sorted((eval_dir / "samples" / split).glob("sampled-*/*.jsonl")) for r in read_jsonl(f)]
 
 
-def trained(run, name: str, records: list[dict], base: Path, out: Path, progress: bool) -> Path:
+def trained(run, records: list[dict], base: Path, out: Path) -> Path:
     """``base`` fine-tuned with ``rest_sft`` on ``records`` (kept trajectories) into ``out``; resumable."""
+    from searchrl.data import write_json
     from searchrl.rollout import Trajectory, sft_example
     from searchrl.train.sft import train_sft
 
@@ -69,8 +69,8 @@ def trained(run, name: str, records: list[dict], base: Path, out: Path, progress
         return final
     model, tok = run.load(base)
     examples = [sft_example(Trajectory.from_record(r), tok.eos_token_id) for r in records]
-    train_sft(model, tok, examples, dataclasses.replace(run.cfg.rest_sft, output_dir=str(out)), progress=progress)
-    (out / "done.json").write_text(json.dumps({"examples": len(examples)}))
+    train_sft(model, tok, examples, dataclasses.replace(run.cfg.rest_sft, output_dir=str(out)), progress=run.progress)
+    write_json(out / "done.json", {"examples": len(examples)})
     return final
 
 
@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value settings on top of the demo's default preset")
     args = ap.parse_args(argv)
 
-    from searchrl.data import read_jsonl, write_json, write_text
-    from searchrl.eval.evaluate import evaluate, sampling_note
+    from searchrl.data import read_json, read_jsonl, write_json, write_text
+    from searchrl.eval.evaluate import sampling_note
     from searchrl.eval.metrics import compare_methods
-    from searchrl.eval.report import write_report
+    from searchrl.eval.report import machine, write_report
     from searchrl.pipelines.demo import load_demo_config, open_demo, run_demo
     from searchrl.pipelines.run import logger
+    from searchrl.rundir import resolve
 
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= args.n_samples]
     overrides = [f"eval.splits=[valid_unseen,valid]", f"eval.n_problems={args.n_problems}",
@@ -104,16 +105,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def ev(name: str, path: Path) -> dict:
         logger.info("study: evaluating %s (%s)", name, path)
-        gen = run.policy_generator(path, ecfg.batch_size)
-        return evaluate(gen, run.task, ecfg, study / "eval" / name, model_id=run.model_key(path), progress=run.progress)
+        return run.evaluate(path, study / "eval" / name, ecfg)
 
     summaries = {m: {split: results["methods"][m][split]} for m in ("SoS", "ReST", "Guided-ReST")}
     eval_dirs = {"SoS": run.dir / "eval" / "SoS", "ReST": run.dir / "eval" / "ReST",
                  "Guided-ReST": run.dir / "eval" / "Guided-ReST"}
     # 2. iterations
-    from searchrl.data import read_json
-    from searchrl.rundir import resolve
-
     for m, d in (("ReST", "rest"), ("Guided-ReST", "guided-rest")):
         name = f"{m} iter 1"
         # the iteration's model (the base again when it kept nothing to train on)
@@ -124,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     guided1 = read_jsonl(run.dir / "guided-rest" / "iter1" / "data.jsonl")
     n = len(rest1)
     rng = random.Random(0)
-    unguided = [r for r in guided1 if r["meta"]["solved_round"] == 0]
     rescued = [r for r in guided1 if r["meta"]["solved_round"] > 0]
     variants = {
         "Guided iter 1, subsampled": rng.sample(guided1, min(n, len(guided1))),
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if not recs:
             continue
         slug = name.lower().replace(",", "").replace(" ", "-")
-        path = trained(run, name, recs, base, study / "models" / slug, run.progress)
+        path = trained(run, recs, base, study / "models" / slug)
         summaries[name] = ev(name, path)
         eval_dirs[name] = study / "eval" / name
     # 5. search effort
@@ -164,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(study / "study.json", out)
     paths = write_report(study, {"methods": summaries}, splits=[split], ks=ks,
                          title="Countdown study on valid_unseen (never the test splits)",
-                         sampling=sampling_note(ecfg))
+                         sampling=sampling_note(ecfg), machine=machine())
     focus = [("ReST", "Guided-ReST"), ("ReST iter 1", "Guided-ReST iter 1"),
              ("ReST iter 1", "Guided iter 1, subsampled"), ("ReST iter 1", "Guided iter 1, rescued only"),
              ("Guided iter 1, subsampled", "Guided-ReST iter 1"), ("ReST iter 1", "ReST"),

@@ -21,30 +21,21 @@ import sys
 from pathlib import Path
 
 
-def token_logprobs(model, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
-    import torch
-
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-    target = ids[0, 1:]
-    return lp[torch.arange(len(target)), target][len(prompt_ids) - 1:].tolist()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", default="runs/countdown-study")
     ap.add_argument("--max", type=int, default=300, help="trajectories per group")
     args = ap.parse_args(argv)
 
+    from searchrl.config import EngineConfig
     from searchrl.data import read_json, read_jsonl
+    from searchrl.engine.factory import make_generator
     from searchrl.models.policy import load_policy
     from searchrl.rundir import resolve
 
     it = Path(args.run_dir) / "guided-rest" / "iter1"
     base = resolve(it.parent, read_json(it / "gen_stats.json")["policy"])
-    model, _ = load_policy(str(base))
-    model.eval()
+    generator = make_generator(EngineConfig(), *load_policy(str(base)))
     recs = read_jsonl(it / "data.jsonl")
     groups = {"own (round 0)": [r for r in recs if r["meta"]["solved_round"] == 0][: args.max],
               "rescued (rounds >= 1)": [r for r in recs if r["meta"]["solved_round"] > 0][: args.max]}
@@ -54,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             out[name] = {"n": 0}
             continue
         means, mins, low, pre, cont = [], [], [], [], []
-        for r in rows:
-            lp = token_logprobs(model, r["prompt_ids"], r["response_ids"])
+        scored = generator.score_continuations([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows])
+        for r, sc in zip(rows, scored):
+            lp = sc.logprobs
             p = r["prefix_len"]
             means.append(statistics.fmean(lp))
             mins.append(min(lp))

@@ -164,10 +164,10 @@ def _yaml_line(text: str, keys: list[str]) -> int | None:
 
 
 def _migrate(d: Any) -> Any:
-    from .tasks import DEFAULT_TASK
-
     """Settings written by searchrl before tasks had a config section: ``data`` -> ``task``,
     ``model.number_digits`` -> ``task.number_digits``."""
+    from .tasks import DEFAULT_TASK
+
     if not isinstance(d, dict):
         return d
     d = dict(d)

@@ -193,12 +193,14 @@ class Run:
         """A generator sampling from the checkpoint in ``path``."""
         return self.generator(*self.load(path), batch_size)
 
-    def evaluate(self, path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-        """Greedy and sampled evaluation of the policy in ``path`` (see :func:`searchrl.eval.evaluate`)."""
+    def evaluate(self, path: str | os.PathLike, out_dir: str | os.PathLike, eval_cfg=None) -> dict:
+        """Greedy and sampled evaluation of the policy in ``path`` (see :func:`searchrl.eval.evaluate`),
+        with the run's ``eval`` settings or ``eval_cfg``."""
         from ..eval.evaluate import evaluate
 
-        gen = self.policy_generator(path, self.cfg.eval.batch_size)
-        return evaluate(gen, self.task, self.cfg.eval, out_dir, model_id=self.model_key(path), progress=self.progress)
+        eval_cfg = eval_cfg or self.cfg.eval
+        gen = self.policy_generator(path, eval_cfg.batch_size)
+        return evaluate(gen, self.task, eval_cfg, out_dir, model_id=self.model_key(path), progress=self.progress)
 
 
 __all__ = ["Run", "RunDirError", "config_for_run_dir", "run_dir_override", "logger"]

@@ -91,15 +91,16 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
 
 
 def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike,
-                    depends: dict | None = None, defaults: dict | None = None) -> Stage:
-    """The run-directory stage of a self-training run: what its models depend on (``defaults``:
-    the values keys of ``depends`` had before they existed, see :class:`~searchrl.rundir.Stage`)."""
+                    depends: dict | None = None, depends_defaults: dict | None = None) -> Stage:
+    """The run-directory stage of a self-training run: what its models depend on
+    (``depends_defaults``: the values keys of ``depends`` had before they existed, see
+    :class:`~searchrl.rundir.Stage`)."""
     sft_settings = trajectory_settings(sft_cfg)
     return Stage(method_dir, {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
                               "sft": sft_settings, "base_model": model_fingerprint(base_model), **(depends or {})},
                  defaults={**flat_defaults("selftrain", SelfTrainConfig()),
                            **{f"selftrain.{k}": v for k, v in SelfTrainConfig.RECORDED_DEFAULTS.items()},
-                           **flat_defaults("sft", type(sft_cfg)(output_dir="")), **(defaults or {})})
+                           **flat_defaults("sft", type(sft_cfg)(output_dir="")), **(depends_defaults or {})})
 
 
 def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
@@ -113,7 +114,8 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
     ``engine`` settings' generator); ``sft_cfg`` is the
     :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning. ``depends`` adds
     what the caller knows the run depends on (e.g. the task's data settings) to the stage
-    record, besides these settings and the base model's fingerprint. Paths written into
+    record, besides these settings and the base model's fingerprint (``depends_defaults``: the
+    values its keys had before they existed, for records made then). Paths written into
     ``method_dir`` are relative when they lie inside ``run_root`` (default: its parent, the
     run directory), so a copied run directory keeps working.
     """

@@ -46,18 +46,7 @@ class CountdownConfig(CountdownDataConfig):
     RECORDED_DEFAULTS = {"n_selftrain": 0, "n_valid_unseen": 0, "max_number": 0}
 
     def __post_init__(self):
-        # checked when the config is read, before any command records it
-        if self.n_numbers < 2:
-            raise ValueError(f"n_numbers must be >= 2, got {self.n_numbers}")
-        if not 1 <= self.min_target <= self.max_target:
-            raise ValueError(f"need 1 <= min_target <= max_target, got {self.min_target}..{self.max_target}")
-        if self.max_target - self.min_target + 1 < 10:
-            raise ValueError(f"targets {self.min_target}..{self.max_target} are too few to hold out 10% (need >= 10)")
-        if self.max_number < 0:
-            raise ValueError(f"max_number must be >= 0 (0 = max_target-1), got {self.max_number}")
-        for name in ("n_train", "n_selftrain", "n_valid", "n_valid_unseen", "n_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        super().__post_init__()  # the data settings
         if not 0 <= self.number_digits <= 4:
             raise ValueError(f"number_digits must be in 0..4, got {self.number_digits}")
 

@@ -70,6 +70,20 @@ class CountdownDataConfig:
     workers: int = field(default=0, metadata={"help": "worker processes (0 = all available cores)"})
     max_attempts: int = field(default=1000, metadata={"help": "redraws of one evaluation problem to avoid a repeat"})
 
+    def __post_init__(self):
+        # checked when the settings are made (a config being read, before any command records it)
+        if self.n_numbers < 2:
+            raise InputError(f"n_numbers must be >= 2, got {self.n_numbers}")
+        if not 1 <= self.min_target <= self.max_target:
+            raise InputError(f"need 1 <= min_target <= max_target, got {self.min_target}..{self.max_target}")
+        if self.max_target - self.min_target + 1 < 10:
+            raise InputError(f"targets {self.min_target}..{self.max_target} are too few to hold out 10% (need >= 10)")
+        if self.max_number < 0:
+            raise InputError(f"max_number must be >= 0 (0 = max_target-1), got {self.max_number}")
+        for name in ("n_train", "n_selftrain", "n_valid", "n_valid_unseen", "n_test"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+
 
 def split_targets(min_target: int, max_target: int, seed: int) -> tuple[list[int], list[int]]:
     """``(seen, unseen)`` targets: a seeded shuffle, the first 10% held out."""
@@ -128,15 +142,7 @@ def generate_splits(cfg: CountdownDataConfig, progress: bool = True) -> dict[str
     """All splits as lists of records (see the module doc for the guarantees)."""
     from tqdm.auto import tqdm
 
-    if cfg.n_numbers < 2:
-        raise InputError(f"task.n_numbers must be >= 2, got {cfg.n_numbers}")
-    if not 1 <= cfg.min_target <= cfg.max_target:
-        raise InputError(f"task: need 1 <= min_target <= max_target, got {cfg.min_target}..{cfg.max_target}")
-    seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)
-    if not unseen:
-        raise InputError(f"task: targets {cfg.min_target}..{cfg.max_target} are too few to hold out 10% (need >= 10)")
-    if cfg.max_number < 0:
-        raise InputError(f"task.max_number must be >= 0 (0 = max_target-1), got {cfg.max_number}")
+    seen, unseen = split_targets(cfg.min_target, cfg.max_target, cfg.seed)  # settings checked in __post_init__
     sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid, "valid_unseen": cfg.n_valid_unseen,
              "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
     split_t = {"train": seen, "selftrain": seen, "valid": seen, "valid_unseen": unseen, "test_seen": seen,
