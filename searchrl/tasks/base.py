@@ -15,6 +15,8 @@ registry line; no pipeline, command or config class names a task.
   never ``reward > 0``;
 * ``action_stop`` ends one action (a line unless the task says otherwise; tree searches
   expand one action at a time);
+* optional ``answer(problem, response) -> str | None``: the final answer a response claims
+  (checked or not), which majority votes group by (:mod:`searchrl.search.bon`);
 * optional ``guide(problem, response, rng) -> prefix`` for guided continuation
   (Guided-ReST), and ``tokenizer()`` for tasks that bring their own vocabulary (used by
   models created from scratch, never for a pretrained model directory).

@@ -17,7 +17,7 @@ from ..base import MissingField, Score
 from .core import apply_operation, combine_nums, mult_heuristic, solve, successors, sum_heuristic
 from .dataset import (SPLITS, CountdownDataConfig, generate_splits, random_trace_settings,
                       read_problems, split_targets, statistics, write_splits)
-from .grader import grade, reward
+from .grader import claimed_operations, grade, reward
 from .guide import guide
 from .traces import bfs_trace, dfs_trace, optimal_trace, sos_trace
 
@@ -130,6 +130,12 @@ class CountdownTask:
             ok = grade(r, p["target"], p["nums"])
             out.append(Score(reward=1.0 if ok else 0.0, correct=ok))
         return out
+
+    def answer(self, problem: dict[str, Any], response: str) -> str | None:
+        """The solution a trace claims (its operations, in order, ``"a+b=c, ..."``), checked or not:
+        what majority votes group by. ``None`` when the trace reaches no goal."""
+        operations = claimed_operations(response)
+        return None if operations is None else ", ".join(operations)
 
     def reward(self, problem: dict[str, Any], response: str) -> float:
         return reward(response, problem["target"], problem["nums"])

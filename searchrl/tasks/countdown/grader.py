@@ -48,24 +48,33 @@ def parse_operations_list(text: str) -> list[str] | None:
     return value
 
 
-def grade(trace: str, target: int, nums: Sequence[int]) -> bool:
-    """``True`` when the trace reaches the target with valid operations (see module doc)."""
+def claimed_operations(trace: str) -> list[str] | None:
+    """The operations a trace claims reach the goal (steps 1-3 of the module doc: the expanded
+    state's operations, then the final one), not yet checked; ``None`` when it claims none."""
     goal = _GOAL_RE.search(trace)
     if goal is None:
-        return False
+        return None
     head = trace[: goal.end()]
     final_ops = _GEN_RE.findall(head)
     if not final_ops:
-        return False
+        return None
     states = _STATE_RE.findall(head)
     if not states:
-        return False
+        return None
     operations = parse_operations_list(states[-1])
+    if operations is None:
+        return None
+    return operations + [final_ops[-1]]
+
+
+def grade(trace: str, target: int, nums: Sequence[int]) -> bool:
+    """``True`` when the trace reaches the target with valid operations (see module doc)."""
+    operations = claimed_operations(trace)
     if operations is None:
         return False
     current = [int(n) for n in nums]
     try:
-        for operation in operations + [final_ops[-1]]:
+        for operation in operations:
             current = apply_operation(current, operation)
     except ValueError:
         return False

@@ -1,0 +1,122 @@
+"""Choosing a final response among sampled ones: best-of-N, majority vote, value-weighted majority vote.
+
+* **Best-of-N** (ReST-RL Algorithm 3's last line, VGS ``best-of-N``, ReST-MCTS*'s ORM-BoN):
+  the candidate with the highest score; the score is a value model's, an ORM's, or, as an
+  *oracle* (an upper bound no real search has, marked as such in every table), the task's
+  verifier.
+* **Majority vote** (self-consistency): candidates are grouped by their final answer under
+  the task's equivalence (:func:`answers_of`); the largest group wins. Candidates without
+  an answer do not vote.
+* **Value-weighted majority vote** (VGS ``weighted majority vote``, ReST-MCTS*'s
+  value-weighted vote): each group's score is the *sum* of its members' scores; the best
+  group wins.
+
+The winning group is represented by its highest-scored member (its first member when
+unscored). Ties go to the group whose first member came first, so results do not depend on
+dictionary order. With no answer at all, the vote falls back to best-of-N (or the first
+candidate when unscored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+SELECTIONS = ("best", "vote", "weighted-vote")
+
+
+def answers_of(task, problem: dict, texts: Sequence[str]) -> list[str | None]:
+    """Each response's final answer, as the task extracts it (``task.answer``); the stripped text
+    when the task has no notion of an answer."""
+    extract = getattr(task, "answer", None)
+    if extract is None:
+        return [t.strip() or None for t in texts]
+    return [extract(problem, t) for t in texts]
+
+
+def group_answers(answers: Sequence[str | None],
+                  equivalent: Callable[[str, str], bool] | None = None) -> list[list[int]]:
+    """Indices grouped by equivalent answers, groups in order of first appearance (``None`` answers left out).
+
+    ``equivalent`` defaults to equality (hashing, linear time); a custom one is compared with
+    each group's first answer.
+    """
+    groups: list[list[int]] = []
+    if equivalent is None:
+        by_key: dict[str, list[int]] = {}
+        for i, a in enumerate(answers):
+            if a is None:
+                continue
+            if a not in by_key:
+                by_key[a] = []
+                groups.append(by_key[a])
+            by_key[a].append(i)
+        return groups
+    for i, a in enumerate(answers):
+        if a is None:
+            continue
+        for g in groups:
+            if equivalent(answers[g[0]], a):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def best_of_n(scores: Sequence[float | None]) -> int | None:
+    """Index of the highest score (the first on ties; unscored candidates lose); None when empty."""
+    best = None
+    for i, s in enumerate(scores):
+        if s is not None and (best is None or s > scores[best]):
+            best = i
+    if best is None and len(scores):
+        return 0
+    return best
+
+
+def _representative(group: list[int], scores: Sequence[float | None] | None) -> int:
+    if scores is None:
+        return group[0]
+    return max(group, key=lambda i: (scores[i] if scores[i] is not None else float("-inf"), -i))
+
+
+def majority_vote(answers: Sequence[str | None], scores: Sequence[float | None] | None = None,
+                  equivalent: Callable[[str, str], bool] | None = None) -> int | None:
+    """Index of a member of the largest answer group (see module docs for ties and representatives)."""
+    groups = group_answers(answers, equivalent)
+    if not groups:
+        return best_of_n(scores) if scores is not None else (0 if len(answers) else None)
+    top = max(range(len(groups)), key=lambda g: (len(groups[g]), -g))
+    return _representative(groups[top], scores)
+
+
+def weighted_vote(answers: Sequence[str | None], scores: Sequence[float | None],
+                  equivalent: Callable[[str, str], bool] | None = None) -> int | None:
+    """Index of the highest-scored member of the group with the largest summed score."""
+    if len(scores) != len(answers):
+        raise ValueError(f"{len(scores)} scores for {len(answers)} answers")
+    groups = group_answers(answers, equivalent)
+    if not groups:
+        return best_of_n(scores)
+    totals = [sum(scores[i] or 0.0 for i in g) for g in groups]
+    top = max(range(len(groups)), key=lambda g: (totals[g], -g))
+    return _representative(groups[top], scores)
+
+
+def select(how: str, answers: Sequence[str | None], scores: Sequence[float | None] | None = None,
+           equivalent: Callable[[str, str], bool] | None = None) -> int | None:
+    """The final response's index by ``how``: ``best`` (needs scores), ``vote`` or ``weighted-vote``."""
+    if how == "best":
+        if scores is None:
+            raise ValueError("best-of-N needs scores")
+        return best_of_n(scores)
+    if how == "vote":
+        return majority_vote(answers, scores, equivalent)
+    if how == "weighted-vote":
+        if scores is None:
+            raise ValueError("a weighted vote needs scores")
+        return weighted_vote(answers, scores, equivalent)
+    raise ValueError(f"unknown selection {how!r}; known: {', '.join(SELECTIONS)}")
+
+
+__all__ = ["SELECTIONS", "answers_of", "group_answers", "best_of_n", "majority_vote", "weighted_vote", "select"]

@@ -1,0 +1,177 @@
+"""What every search shares: states as token ids, line-level actions, value scoring, token accounting, results.
+
+Why one module
+--------------
+Best-of-N, VM-MCTS (ReST-RL), MCTS* (ReST-MCTS*) and VGS block beam search differ in how
+they pick what to expand and how they credit values, and in nothing else. They all
+
+* hold a **state** as the response token ids so far (never re-tokenised text: the ids are
+  exactly what the policy produced, and what the prefix cache of
+  :class:`~searchrl.engine.Sampler` keys on), after the problem's **prompt ids** (the task's
+  prompt in the chat template, :func:`problem_prompts`);
+* cut generated tokens into **actions** at the task's ``action_stop`` (a line for every task
+  so far): an action ends with the first token whose text contains the stop string, so a BPE
+  token holding ``"\\n"`` in its middle still ends it (the Guided-ReST code's rule,
+  :class:`ActionSplitter`); a state is **finished** when its last token is EOS or it reached
+  the length limit;
+* ask a :class:`Scorer` for values (a value model, an ORM, or a scripted one in tests);
+* count, **per problem**, every token generated and every token a value model read
+  (:class:`TokenCounter`), so searches are compared at equal generated-token budgets and a
+  search stops a problem once its budget is spent;
+* run **many problems at once**: each search advances all its trees in lockstep and sends
+  one batched :meth:`Generator.generate` and one batched :meth:`Scorer.score` per step for
+  all nodes of all problems (:func:`generate_counted`, :func:`score_counted`);
+* return one :class:`SearchResult` per problem: every complete response it produced
+  (:class:`Candidate`, with its value) and the final response.
+
+Sampling seeds are derived from names (:func:`request_seed`: run seed, problem index, node,
+iteration), never from a shared stream, so batching and budgets do not change samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..rollout import chat_prompt
+from ..seeding import stable_seed
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Values of states: ``score(prompt_ids, state_ids)[i]`` is V(prompt_i + state_i) in [0, 1].
+
+    :class:`searchrl.models.value.ValueModel` is one (the value at the state's last token).
+    """
+
+    def score(self, prompt_ids: Sequence[Sequence[int]], state_ids: Sequence[Sequence[int]]) -> list[float]: ...
+
+
+def problem_prompts(tokenizer, task, problems: Sequence[dict]) -> list[list[int]]:
+    """The prompt ids each problem's states extend (the task's prompt in the chat template)."""
+    return [list(tokenizer(chat_prompt(tokenizer, task, p), add_special_tokens=False)["input_ids"])
+            for p in problems]
+
+
+def request_seed(seed: int, *parts: object) -> int:
+    """The sampling seed of one request, named by what identifies it (see module docs)."""
+    return stable_seed("search", seed, *parts)
+
+
+def eos_ids(tokenizer) -> set[int]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return set(eos) if isinstance(eos, (list, tuple, set)) else {int(eos)}
+
+
+class ActionSplitter:
+    """Where actions end in a token sequence (see module docs)."""
+
+    def __init__(self, tokenizer, stop: str = "\n", max_tokens: int | None = None):
+        self.tokenizer, self.stop, self.max_tokens = tokenizer, stop, max_tokens
+        self.eos = eos_ids(tokenizer)
+        self._ends: dict[int, bool] = {}
+
+    def ends_action(self, token: int) -> bool:
+        """True when ``token`` ends an action: EOS, or its text contains the stop string."""
+        hit = self._ends.get(token)
+        if hit is None:
+            hit = token in self.eos or self.stop in self.tokenizer.decode([token], skip_special_tokens=False)
+            self._ends[token] = hit
+        return hit
+
+    def first_action(self, ids: Sequence[int]) -> int:
+        """How many of ``ids`` form the first action (all of them when none ends one)."""
+        for i, t in enumerate(ids):
+            if self.ends_action(int(t)):
+                return i + 1
+        return len(ids)
+
+    def actions(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """``[(start, end)]`` of every action of ``ids`` (the last may be unfinished)."""
+        out, start = [], 0
+        while start < len(ids):
+            end = start + self.first_action(ids[start:])
+            out.append((start, end))
+            start = end
+        return out
+
+    def finished(self, ids: Sequence[int]) -> bool:
+        """True when a state is a complete response: it ends with EOS, or reached ``max_tokens``."""
+        return bool(ids) and (int(ids[-1]) in self.eos or (self.max_tokens is not None and len(ids) >= self.max_tokens))
+
+
+@dataclass
+class TokenCounter:
+    """Per-problem counts of generated tokens and of tokens read by a value model."""
+
+    generated: list[int]
+    value: list[int]
+
+    @classmethod
+    def zeros(cls, n: int) -> TokenCounter:
+        return cls([0] * n, [0] * n)
+
+    def spent(self, problem: int, budget: int | None) -> bool:
+        """True when ``problem`` has generated at least ``budget`` tokens (never without a budget)."""
+        return budget is not None and self.generated[problem] >= budget
+
+
+def generate_counted(generator, prompts: Sequence[Sequence[int]], params, owners: Sequence[int],
+                     counter: TokenCounter) -> list:
+    """``generator.generate(prompts, params)``, adding each output's sampled tokens to its owner problem."""
+    if not prompts:
+        return []
+    outs = generator.generate([list(p) for p in prompts], params if not isinstance(params, list) else list(params))
+    for owner, o in zip(owners, outs):
+        counter.generated[owner] += sum(len(c.token_ids) for c in o.outputs)
+    return outs
+
+
+def score_counted(scorer: Scorer, prompt_ids: Sequence[Sequence[int]], states: Sequence[Sequence[int]],
+                  owners: Sequence[int], counter: TokenCounter) -> list[float]:
+    """``scorer.score(prompt_ids, states)``, adding the tokens each value call reads to its owner problem."""
+    if not states:
+        return []
+    values = scorer.score([list(p) for p in prompt_ids], [list(s) for s in states])
+    for owner, p, s in zip(owners, prompt_ids, states):
+        counter.value[owner] += len(p) + len(s)
+    return [float(v) for v in values]
+
+
+@dataclass
+class Candidate:
+    """A complete response a search produced, with the score it was ranked by (None: not scored)."""
+
+    response_ids: list[int]
+    text: str
+    score: float | None
+    finish_reason: str = "stop"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """One problem's search: its candidates, the final response (``chosen`` indexes ``candidates``;
+    None when nothing was found), and the tokens it cost."""
+
+    index: int
+    candidates: list[Candidate]
+    chosen: int | None
+    generated_tokens: int
+    value_tokens: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def response(self) -> str:
+        return "" if self.chosen is None else self.candidates[self.chosen].text
+
+
+def decode(tokenizer, ids: Sequence[int]) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+__all__ = ["Scorer", "problem_prompts", "request_seed", "eos_ids", "ActionSplitter", "TokenCounter",
+           "generate_counted", "score_counted", "Candidate", "SearchResult", "decode"]
