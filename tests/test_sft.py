@@ -192,8 +192,10 @@ def test_grad_accum_step_is_the_mean_over_all_its_batches(tmp_path, tokenizer):
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     lr = cfg.lr * lr_lambda(0, cfg.warmup_steps, 1, cfg.min_lr_ratio)
     torch.optim.AdamW(groups, lr=lr, betas=cfg.betas).step()
+    # AdamW's first step is lr * g / (|g| + eps): where a gradient is as small as eps (1e-8), summation
+    # order moves the update by up to ~1e-5 (seen on one CPU); a wrong batch plan moves whole signs (lr = 1e-2)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-5, msg=name)
     # and the step really moved the weights (the comparison is not vacuous)
     assert not torch.equal(next(model.parameters()), next(tiny_model(len(tokenizer)).parameters()))
 

@@ -294,28 +294,63 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
         If the run had already finished, the stored summary with ``skipped=True``.
     """
     t_call = time.perf_counter()
-    out = Path(cfg.output_dir)
-    finished = load_finished(model, out, "SFT")
+    finished = load_finished(model, cfg.output_dir, "SFT")
     if finished is not None:
         return {**finished, "wall_time_s": time.perf_counter() - t_call}
     accelerator = make_accelerator(cfg, accelerator)
-    main, rank, P = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-
-    # ---- data
     data = tokenize_examples(examples, tokenizer, cfg.max_seq_len, cfg.truncation)
     if not data.seqs:
         raise ValueError(f"no trainable examples ({len(examples)} given, {data.dropped} dropped)")
-    if main and (data.dropped or data.truncated):
+    if accelerator.is_main_process and (data.dropped or data.truncated):
         logger.warning("SFT data: %d examples truncated and %d dropped at max_seq_len=%d",
                        data.truncated, data.dropped, cfg.max_seq_len)
     pad_id = 0
     if tokenizer is not None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    loss_fn = get_loss("sft")
+
+    def loss(model, rows: list[int], device) -> torch.Tensor:
+        batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in rows], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device, non_blocking=True), use_cache=False).logits
+        return loss_fn(logits, batch["labels"].to(device, non_blocking=True))[0]
+
+    objective = Objective("sft", loss, terms=lambda rows: int(sum(data.n_loss[i] for i in rows)))
+    return fit_batches(model, tokenizer, data, cfg, objective, accelerator=accelerator, callback=callback,
+                       progress=progress, started=t_call,
+                       summary={"num_examples": len(examples), "trained_examples": len(data.seqs),
+                                "dropped_examples": data.dropped, "truncated_examples": data.truncated})
+
+
+@dataclass
+class Objective:
+    """What a trainer on :func:`fit_batches` learns: ``loss(model, rows, device)`` is the *summed*
+    loss of examples ``rows`` (one micro-batch), and ``terms(rows)`` how many terms that sum has
+    (response tokens for SFT, sequences for a value model): the step's normaliser."""
+
+    name: str  # metrics key losses/<name>; the progress bar's name
+    loss: Callable[[Any, list[int], Any], torch.Tensor]
+    terms: Callable[[list[int]], int]
+
+
+def fit_batches(model, tokenizer, data: TokenizedData, cfg: SFTConfig, objective: Objective, *, accelerator,
+                callback: Callable[[int, dict | None], Any] | None = None, progress: bool = True,
+                started: float | None = None, summary: dict | None = None) -> dict:
+    """The training loop of every trainer on token-budget batches (SFT, value models).
+
+    Batches ``data`` by the plan of the module docs, takes optimizer steps on the trainer
+    core with ``objective``'s loss (normalised by its terms over the whole step), logs,
+    checkpoints, resumes exactly, and writes ``output_dir/final``. ``summary`` adds the
+    trainer's own fields to the returned (and stored) summary.
+    """
+    t_call = time.perf_counter() if started is None else started
+    out = Path(cfg.output_dir)
+    main, rank, P = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     plan = _Plan(data, cfg, P)
     total = plan.total_steps
+    name = objective.name
 
     # ---- the core: resume point (checked against settings and data), optimizer, files
-    run = TrainRun(model, cfg, accelerator, total_steps=total, tokenizer=tokenizer, name="SFT",
+    run = TrainRun(model, cfg, accelerator, total_steps=total, tokenizer=tokenizer, name=name,
                    trajectory={"data_fingerprint": data.fingerprint()})
     state, step = run.state, run.start_step
     tokens, resp_tokens, padded_tokens = (state.get(k, 0) for k in ("tokens", "response_tokens", "padded_tokens"))
@@ -325,24 +360,18 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             state.get("batch_order_sha256") not in (None, plan.order_digest(epoch)))):
         raise ValueError(f"{run.checkpoint}: data position does not match the batch plan")
 
-    loss_fn = get_loss("sft")
     device = accelerator.device
     win_loss = torch.zeros((), device=device)
     win_gnorm = torch.zeros((), device=device)
-    win_steps = win_resp = win_tokens = win_padded = 0
+    win_steps = win_terms = win_tokens = win_padded = 0
     last_loss = math.nan
 
-    with run, run.progress_bar("sft", enabled=progress) as bar:
+    with run, run.progress_bar(name, enabled=progress) as bar:
         ddp_model = run.model
 
         def micro_loss(micro: tuple[list[int], float]) -> torch.Tensor:
             rows, weight = micro
-            batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in rows], pad_id)
-            input_ids = batch["input_ids"].to(device, non_blocking=True)
-            labels = batch["labels"].to(device, non_blocking=True)
-            logits = ddp_model(input_ids=input_ids, use_cache=False).logits
-            loss_sum, _ = loss_fn(logits, labels)
-            del logits
+            loss_sum = objective.loss(ddp_model, rows, device)
             win_loss.add_(loss_sum.detach() * weight)
             return loss_sum if weight == 1.0 else loss_sum * weight
 
@@ -352,11 +381,12 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             group = plan.batches(epoch)[idx * plan.per_step:(idx + 1) * plan.per_step]
             micro = [(group[m], 1.0) if m < len(group) else (group[0], 0.0)
                      for m in range(rank, math.ceil(len(group) / P) * P, P)]
+            step_terms = sum(objective.terms(b) for b in group)
             step_resp = int(sum(data.n_loss[i] for b in group for i in b))
             step_tokens = int(sum(data.lengths[i] for b in group for i in b))
             step_padded = int(sum(len(b) * max(data.lengths[i] for i in b) for b in group))
             lr = run.lr
-            gnorm = run.step(micro, micro_loss, normaliser=step_resp)
+            gnorm = run.step(micro, micro_loss, normaliser=step_terms)
 
             step += 1
             idx += 1
@@ -367,7 +397,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             padded_tokens += step_padded
             win_gnorm += gnorm
             win_steps += 1
-            win_resp += step_resp
+            win_terms += step_terms
             win_tokens += step_tokens
             win_padded += step_padded
             bar.update(1)
@@ -378,9 +408,9 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
                 gnorm_mean = win_gnorm.item() / win_steps
                 window = run.clock.lap()
                 train_time = run.clock.elapsed()
-                last_loss = loss_total / win_resp
+                last_loss = loss_total / win_terms
                 logs = {"step": step, "epoch": round(epoch + idx / plan.steps_in_epoch(epoch), 4),
-                        "tokens": tokens, "losses/sft": last_loss, "charts/lr": lr,
+                        "tokens": tokens, f"losses/{name}": last_loss, "charts/lr": lr,
                         "charts/tokens_per_s": win_tokens / max(window, 1e-9),
                         "charts/grad_norm": gnorm_mean, "charts/padding_fraction": 1.0 - win_tokens / win_padded,
                         "time_s": round(train_time, 3)}
@@ -389,7 +419,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                 win_loss.zero_()
                 win_gnorm.zero_()
-                win_steps = win_resp = win_tokens = win_padded = 0
+                win_steps = win_terms = win_tokens = win_padded = 0
             if run.should_save(step):
                 run.save(step, {"epoch": epoch, "batch_index": idx, "batch_order_sha256": plan.order_digest(epoch),
                                 "tokens": tokens, "response_tokens": resp_tokens, "padded_tokens": padded_tokens})
@@ -402,8 +432,6 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
                "final_loss": last_loss, "tokens": tokens, "response_tokens": resp_tokens,
                "padded_tokens": padded_tokens, "train_time_s": train_time,
                "tokens_per_s": tokens / max(train_time, 1e-9), "resumed_from_step": run.start_step,
-               "num_examples": len(examples), "trained_examples": len(data.seqs),
-               "dropped_examples": data.dropped, "truncated_examples": data.truncated,
-               "num_processes": P, "mixed_precision": accelerator.mixed_precision,
+               **(summary or {}), "num_processes": P, "mixed_precision": accelerator.mixed_precision,
                "final_dir": str(out / FINAL_DIR), "config": asdict(cfg)}
     return run.finish(summary, started=t_call)

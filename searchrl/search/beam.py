@@ -1,0 +1,182 @@
+"""Value-guided block-wise beam search and DVTS (Value-Guided Search, VGS).
+
+Why
+---
+A value model that scores *partial* responses lets a search prune bad reasoning early
+instead of paying for whole responses, as best-of-N does. VGS (Wang et al., "Value-Guided
+Search for Efficient Chain-of-Thought Reasoning"; published code kaiwenw/value-guided-search,
+``inference_eval.py``, ``--search_type beam2``) does it in the simplest way: a beam search
+over **blocks** of tokens, with the value of the last token of each candidate as its score.
+
+Algorithm (one search)
+----------------------
+With ``N`` = :attr:`BeamConfig.num_blocks` candidate blocks per step and width ``w``:
+
+1. ``N / w`` beams start at the empty response.
+2. Each step, every **active** (unfinished) beam samples ``w`` blocks of at most
+   ``block_size`` tokens (one request with ``n = w``, never past ``max_tokens`` in all), so
+   a step makes at most ``N`` candidates: ``beam + block``.
+3. Every candidate is scored by the value model at its last token (``V(prompt + beam + block)``).
+4. A **global top-k** over all candidates of the search keeps ``k`` = the number of active
+   beams (the two children of one beam can both survive while another beam dies; ties go to
+   the candidate that came first: beams in order, samples in order).
+5. A kept candidate that ended with EOS, or reached ``max_tokens``, is **finished and
+   frozen**: it is never extended again, no longer counts as active, and stays one of the
+   ``N / w`` outputs. The search ends when no beam is active.
+
+**DVTS** (diverse verifier tree search) runs ``reps`` independent searches per problem (seeds
+differ by the repetition) and pools their ``(N / w) x reps`` outputs; the budget is ``N x reps``
+blocks per step. The final response is chosen over the pooled outputs by
+:func:`~searchrl.search.bon.select` (``best``, ``vote`` or ``weighted-vote``, the VGS default
+being the value-weighted majority vote), each output scored by the value of its last token.
+
+Here
+----
+* All problems and all repetitions advance in lockstep: one :func:`generate_counted` and one
+  :func:`score_counted` call per step, over every active beam of every problem and repetition.
+  The request of beam ``b`` of repetition ``r`` of problem ``i`` at step ``t`` is seeded with
+  ``request_seed(seed, i, r, t, b)``; survivors of a step take the active beams' slots in the
+  order the candidates came (so a slot keeps, when it survives, its own lineage first).
+* ``block_size`` defaults to 32 tokens (VGS: 4096 with a 16384-token limit) and ``max_tokens``
+  to 512: our policies are tiny and their responses short, and a block should still hold a
+  few lines so the value model sees meaningful progress between decisions.
+* ``budget_tokens`` (generated tokens per problem, every repetition together): before each
+  step a problem whose counter has spent its budget is no longer extended; its unfinished
+  beams stay as they are, incomplete responses that are still candidates (finish reason
+  ``"length"``, ``meta["finished"] = False``; a beam never extended is the empty response,
+  unscored). A step may overshoot the budget by at most one step's blocks.
+* A block shorter than asked that does not end with EOS means the generator could go no
+  further (its context is full): that beam is finished too, with finish reason ``"length"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..engine.sampler import SamplingParams
+from . import bon
+from .common import (Candidate, SearchResult, TokenCounter, decode, eos_ids, generate_counted, problem_prompts,
+                     request_seed, score_counted)
+
+
+@dataclass
+class BeamConfig:
+    """Settings of VGS block-wise beam search and DVTS (see module docs)."""
+
+    num_blocks: int = field(default=8, metadata={"help": "N: candidate blocks sampled per step and search (blocks)"})
+    width: int = field(default=2, metadata={"help": "w: blocks sampled per active beam; N / w beams (blocks)"})
+    block_size: int = field(default=32, metadata={
+        "help": "most tokens of one block (tokens; VGS uses 4096, 32 suits tiny policies)"})
+    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens; VGS uses 16384)"})
+    temperature: float = field(default=0.6, metadata={"help": "sampling temperature of blocks"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass of blocks"})
+    reps: int = field(default=1, metadata={"help": "DVTS: independent searches per problem, outputs pooled (searches)"})
+    seed: int = field(default=0, metadata={"help": "seed every request's sampling seed derives from"})
+    select: str = field(default="weighted-vote", metadata={
+        "help": "final choice over the pooled outputs: best | vote | weighted-vote"})
+
+    def __post_init__(self):
+        for name in ("num_blocks", "width", "block_size", "max_tokens", "reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_blocks % self.width:
+            raise ValueError(f"num_blocks ({self.num_blocks}) must be divisible by width ({self.width})")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.select not in bon.SELECTIONS:
+            raise ValueError(f"unknown select {self.select!r}; known: {', '.join(bon.SELECTIONS)}")
+
+    @property
+    def beams(self) -> int:
+        """Beams per search (``num_blocks / width``)."""
+        return self.num_blocks // self.width
+
+
+@dataclass
+class _Beam:
+    ids: list[int] = field(default_factory=list)
+    score: float | None = None
+    finish_reason: str | None = None  # None while active
+
+    @property
+    def active(self) -> bool:
+        return self.finish_reason is None
+
+
+def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConfig, *,
+                budget_tokens: int | None = None, indices: Sequence[int] | None = None) -> list[SearchResult]:
+    """VGS block-wise beam search (DVTS with ``cfg.reps > 1``) on every problem; one result per problem.
+
+    ``indices``: each problem's index (seeds and :attr:`SearchResult.index`; default ``0..``).
+    ``budget_tokens``: generated tokens per problem after which it is no longer extended (see module docs).
+    """
+    idx = list(range(len(problems))) if indices is None else list(indices)
+    if len(idx) != len(problems):
+        raise ValueError(f"{len(idx)} indices for {len(problems)} problems")
+    tok = generator.tokenizer
+    prompts = problem_prompts(tok, task, problems)
+    eos = eos_ids(tok)
+    counter = TokenCounter.zeros(len(problems))
+    searches = [[[_Beam() for _ in range(cfg.beams)] for _ in range(cfg.reps)] for _ in problems]
+    steps = [0] * len(problems)  # steps each problem took (its requests' step, in their seeds)
+    while True:
+        # every active beam of every problem (not out of budget) and repetition: (problem, rep, slot)
+        active = [(p, r, b) for p in range(len(problems)) if not counter.spent(p, budget_tokens)
+                  for r in range(cfg.reps) for b, beam in enumerate(searches[p][r]) if beam.active]
+        if not active:
+            break
+        asked = [min(cfg.block_size, cfg.max_tokens - len(searches[p][r][b].ids)) for p, r, b in active]
+        params = [SamplingParams(n=cfg.width, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=m,
+                                 seed=request_seed(cfg.seed, idx[p], r, steps[p], b)) for (p, r, b), m in zip(active, asked)]
+        outs = generate_counted(generator, [prompts[p] + searches[p][r][b].ids for p, r, b in active], params,
+                                [p for p, _, _ in active], counter)
+        # candidates, grouped by search: (problem, rep) -> [(ids, finish reason or None)]
+        cands: dict[tuple[int, int], list[tuple[list[int], str | None]]] = {}
+        for (p, r, b), m, out in zip(active, asked, outs):
+            beam = searches[p][r][b]
+            for o in out.outputs:
+                block = [int(t) for t in o.token_ids]
+                ids = beam.ids + block
+                if block and block[-1] in eos:
+                    reason = "stop"
+                elif len(ids) >= cfg.max_tokens or len(block) < m:  # length limit, or the generator's context is full
+                    reason = "length"
+                else:
+                    reason = None
+                cands.setdefault((p, r), []).append((ids, reason))
+        order = list(cands)
+        owners = [p for p, r in order for _ in cands[(p, r)]]
+        values = score_counted(scorer, [prompts[p] for p in owners], [ids for key in order for ids, _ in cands[key]],
+                               owners, counter)
+        start = 0
+        for p, r in order:
+            group = cands[(p, r)]
+            vals = values[start:start + len(group)]
+            start += len(group)
+            slots = [b for b, beam in enumerate(searches[p][r]) if beam.active]
+            top = sorted(sorted(range(len(group)), key=lambda i: -vals[i])[:len(slots)])  # stable: ties, first wins
+            for b, i in zip(slots, top):
+                ids, reason = group[i]
+                searches[p][r][b] = _Beam(ids, vals[i], reason)
+        for p in {p for p, _, _ in active}:
+            steps[p] += 1
+    return [_result(task, tok, problems[p], idx[p], searches[p], steps[p], counter, p, cfg)
+            for p in range(len(problems))]
+
+
+def _result(task, tok, problem: dict, index: int, search: list[list[_Beam]], steps: int, counter: TokenCounter,
+            p: int, cfg: BeamConfig) -> SearchResult:
+    cands = [Candidate(response_ids=list(beam.ids), text=decode(tok, beam.ids), score=beam.score,
+                       finish_reason=beam.finish_reason or "length",
+                       meta={"rep": r, "beam": b, "finished": not beam.active})
+             for r, beams in enumerate(search) for b, beam in enumerate(beams)]
+    answers = bon.answers_of(task, problem, [c.text for c in cands])
+    chosen = bon.select(cfg.select, answers, [c.score for c in cands])
+    return SearchResult(index=index, candidates=cands, chosen=chosen, generated_tokens=counter.generated[p],
+                        value_tokens=counter.value[p], meta={"steps": steps})
+
+
+__all__ = ["BeamConfig", "beam_search"]
