@@ -56,8 +56,17 @@ from dataclasses import dataclass, field
 
 from ..engine.sampler import SamplingParams
 from . import bon
-from .common import (Candidate, SearchResult, TokenCounter, decode, eos_ids, generate_counted, problem_prompts,
-                     request_seed, score_counted)
+from .common import (
+    Candidate,
+    SearchResult,
+    TokenCounter,
+    decode,
+    eos_ids,
+    generate_counted,
+    problem_prompts,
+    request_seed,
+    score_counted,
+)
 
 
 @dataclass

@@ -139,3 +139,43 @@ class SFTConfig(TrainConfig):
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.bucket_size < 1:
             raise ValueError("bucket_size must be >= 1")
+
+
+VALUE_KINDS = ("scalar", "3class", "orm")  # searchrl.models.value.KINDS (kept here: no torch import)
+
+
+@dataclass
+class ValueTrainConfig(SFTConfig):
+    """Settings of one value-model run (:mod:`searchrl.train.value`): the batching and optimizer fields
+    of SFT, with the VGS classifier's optimizer values as defaults (AdamW (0.9, 0.95), weight decay
+    0.1, gradient clip 5, lr 1e-4, cosine)."""
+
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate of AdamW (per unit gradient)"})
+    weight_decay: float = field(default=0.1, metadata={
+        "help": "AdamW decoupled weight decay, only on tensors with >= 2 dims (fraction of lr per step)"})
+    warmup_steps: int = field(default=20, metadata={
+        "help": "linear warmup length; cosine decay follows (optimizer steps)"})
+    min_lr_ratio: float = field(default=0.0, metadata={
+        "help": "learning rate at the last step, relative to lr (fraction)"})
+    grad_clip: float = field(default=5.0, metadata={"help": "max global gradient L2 norm; <= 0 disables (norm)"})
+    epochs: float = field(default=2.0, metadata={
+        "help": "passes over the data when max_steps is None; fractions allowed (epochs)"})
+    tokens_per_batch: int = field(default=8192, metadata={
+        "help": "budget of one process's batch per optimizer step, padding counted (tokens)"})
+    truncation: str = field(default="drop", metadata={
+        "help": "examples longer than max_seq_len are dropped ('drop'; a cut state has no target) (choice)"})
+    kind: str = field(default="scalar", metadata={
+        "help": "value head and data: scalar (value targets, MSE; ReST-RL/ReST-MCTS*) | 3class (VGS roll-outs, "
+                "cross-entropy) | orm (outcome labels of complete responses, scalar head) (choice)"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout before the 3-class head (probability)"})
+
+    trajectory_fields: ClassVar[tuple[str, ...]] = SFTConfig.trajectory_fields + ("kind", "dropout")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kind not in VALUE_KINDS:
+            raise ValueError(f"kind must be one of {' | '.join(VALUE_KINDS)}, got {self.kind!r}")
+        if self.truncation != "drop":
+            raise ValueError("a value model's examples are dropped when too long (truncation='drop'), never cut")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

@@ -61,3 +61,33 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1),
                                ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, (target != IGNORE_INDEX).sum()
+
+
+def _per_sequence_mean(per_token: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over sequences of each sequence's mean over its masked positions, and how many sequences
+    had any (a sequence without a masked position contributes nothing)."""
+    mask = mask.to(per_token.dtype)
+    n = mask.sum(dim=1)
+    has = n > 0
+    per_seq = (per_token * mask).sum(dim=1) / n.clamp(min=1)
+    return per_seq[has].sum(), has.sum()
+
+
+@register_loss("value_mse")
+def value_mse_loss(values: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error of values ``[B, T]`` (in [0, 1]) against one target per sequence ``[B]`` at the
+    masked positions (ReST-RL eq. 6, ReST-MCTS*'s value loss), averaged per sequence, summed over
+    sequences; and the number of sequences."""
+    err = (values.float() - targets.float()[:, None]) ** 2
+    return _per_sequence_mean(err, mask)
+
+
+@register_loss("value_ce")
+def value_ce_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of per-token class logits ``[B, T, C]`` against one label per sequence ``[B]``
+    copied to every masked position (VGS: the roll-out tokens), averaged per sequence, summed over
+    sequences; and the number of sequences."""
+    B, T, C = logits.shape
+    ce = F.cross_entropy(logits.float().reshape(B * T, C), labels.long().repeat_interleave(T),
+                         reduction="none").reshape(B, T)
+    return _per_sequence_mean(ce, mask)

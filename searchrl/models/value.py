@@ -1,0 +1,185 @@
+"""Value models: a causal-LM backbone with a head read at every position.
+
+Why one class
+-------------
+ReST-MCTS* and ReST-RL regress a scalar value of a partial solution; Value-Guided Search
+classifies every token of a roll-out as leading to an incomplete, correct or incorrect end;
+the coming PPO critic needs a value at every position. All of them are "the policy's
+transformer, plus a small head on its hidden states", initialised from the policy
+checkpoint, so :class:`ValueModel` is that and nothing more:
+
+* ``kind="scalar"`` (ReST-RL eq. 6, ReST-MCTS*): ``Linear(h, 1)`` squashed by a sigmoid
+  into [0, 1], trained with MSE on value targets. The published code clips a linear
+  output to [0, 1] instead; a clipped output has no gradient once it leaves the interval,
+  which a freshly initialised head often does, so we squash (same range, same targets).
+* ``kind="orm"``: the same scalar head, trained on outcome labels of complete responses
+  only (:mod:`searchrl.train.value`); it stands in for the papers' off-the-shelf outcome
+  reward models (ReST-RL's Skywork ORM), which cannot be downloaded here.
+* ``kind="3class"`` (VGS ``classifier_lib``): ``Dropout(0.05) -> Linear(h, h) -> ReLU ->
+  Linear(h, 3)``, no biases, classes ordered as the VGS code orders them (0 incomplete,
+  1 correct, 2 incorrect); the value of a state is P(class 1) at its last token.
+
+The value of a state (prompt + partial response) is read at its **last token**
+(:meth:`ValueModel.score`); :meth:`ValueModel.values` gives one at every position (a PPO
+critic reads the value of an action from the token before the action starts).
+
+Files: a Hugging Face directory. ``config.json`` is the backbone's config with a
+``searchrl_value`` entry (``{"kind": ..., "dropout": ...}``); ``model.safetensors`` holds the
+backbone under ``model.*`` (the prefix a causal LM uses, so ``AutoModel.from_pretrained``
+reads the backbone of our directory) and the head under ``value_head.*``; the tokenizer sits
+beside them. :meth:`ValueModel.from_pretrained` loads it back; the trainer core's checkpoints
+call :meth:`save_pretrained` like any model's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import InputError
+
+KINDS = ("scalar", "3class", "orm")
+SUCCESS = 1  # the 3-class head's "correct" class
+CONFIG_KEY = "searchrl_value"
+
+
+class ValueModel(nn.Module):
+    """A backbone (``AutoModel``-style: ``last_hidden_state``) and a value head (see module docs)."""
+
+    def __init__(self, backbone: nn.Module, kind: str = "scalar", dropout: float = 0.05):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"value head kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.model, self.kind, self.dropout = backbone, kind, float(dropout)
+        self.config = backbone.config
+        h = self.config.hidden_size
+        if kind == "3class":
+            self.value_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(h, h, bias=False), nn.ReLU(),
+                                            nn.Linear(h, 3, bias=False))
+        else:
+            self.value_head = nn.Linear(h, 1)
+        self.value_head.to(next(backbone.parameters()).dtype)
+
+    @property
+    def classes(self) -> int:
+        return 3 if self.kind == "3class" else 1
+
+    # ---- building and files
+
+    @classmethod
+    def from_policy(cls, policy: nn.Module, kind: str = "scalar", dropout: float = 0.05) -> ValueModel:
+        """A value model whose backbone is ``policy``'s transformer (weights shared with ``policy``;
+        pass a copy to keep the policy unchanged)."""
+        return cls(policy.base_model if hasattr(policy, "base_model") else policy, kind, dropout)
+
+    def save_pretrained(self, directory: str | os.PathLike, **_) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict()
+        config[CONFIG_KEY] = {"kind": self.kind, "dropout": self.dropout}
+        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> ValueModel:
+        """Load a directory written by :meth:`save_pretrained` (refused, with the reason, otherwise)."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel
+
+        directory = Path(directory)
+        cfg_path = directory / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{directory}: not a model directory (no config.json)")
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        head = raw.get(CONFIG_KEY)
+        if not isinstance(head, dict) or head.get("kind") not in KINDS:
+            raise InputError(f"{cfg_path}: field {CONFIG_KEY!r}: not a searchrl value model "
+                             f"(a policy directory? train one with `searchrl train-value`)")
+        config = AutoConfig.from_pretrained(str(directory))
+        backbone = AutoModel.from_config(config, dtype=dtype or torch.float32)
+        model = cls(backbone, head["kind"], head.get("dropout", 0.05))
+        state = load_file(str(directory / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if "rotary" not in k]:
+            raise InputError(f"{directory / 'model.safetensors'}: weights do not match the config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if dtype is not None:
+            model = model.to(dtype)
+        return model.to(device) if device is not None else model
+
+    # ---- forward
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's raw output at every position: ``[B, T]`` logits (scalar) or ``[B, T, 3]`` (3-class).
+
+        Training calls this (through DDP's wrapper); :meth:`values` turns it into values."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        out = self.value_head(hidden)
+        return out.squeeze(-1) if self.classes == 1 else out
+
+    def to_values(self, out: torch.Tensor) -> torch.Tensor:
+        """Values in [0, 1] from :meth:`forward`: sigmoid (scalar) or P(correct) (3-class)."""
+        if self.classes == 1:
+            return torch.sigmoid(out.float())
+        return torch.softmax(out.float(), dim=-1)[..., SUCCESS]
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]``: the value after each position (the state ending at that token)."""
+        return self.to_values(self(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def score(self, prompt_ids: Sequence[Sequence[int]], state_ids: Sequence[Sequence[int]],
+              max_batch_tokens: int = 16384) -> list[float]:
+        """V(prompt_i + state_i) at its last token, for every i (batched by length; a
+        :class:`~searchrl.search.common.Scorer`)."""
+        if len(prompt_ids) != len(state_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts for {len(state_ids)} states")
+        seqs = [list(p) + list(s) for p, s in zip(prompt_ids, state_ids)]
+        if any(not s for s in seqs):
+            raise ValueError("cannot score an empty sequence")
+        pad = self.config.pad_token_id if getattr(self.config, "pad_token_id", None) is not None else 0
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = [0.0] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        i = 0
+        try:
+            while i < len(order):
+                longest = len(seqs[order[i]])
+                rows = order[i:i + max(1, max_batch_tokens // longest)]
+                ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+                for r, j in enumerate(rows):
+                    ids[r, :len(seqs[j])] = torch.tensor(seqs[j])
+                # right padding needs no mask: with causal attention a real token never sees the padding after it
+                vals = self.values(ids.to(device))
+                last = torch.tensor([len(seqs[j]) - 1 for j in rows], device=device)
+                picked = vals[torch.arange(len(rows), device=device), last].tolist()
+                for j, v in zip(rows, picked):
+                    out[j] = float(v)
+                i += len(rows)
+        finally:
+            self.train(was_training)
+        return out
+
+
+def is_value_dir(path: str | os.PathLike) -> bool:
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return isinstance(json.loads(cfg.read_text(encoding="utf-8")).get(CONFIG_KEY), dict)
+    except (OSError, ValueError):
+        return False
+
+
+__all__ = ["ValueModel", "KINDS", "SUCCESS", "is_value_dir"]

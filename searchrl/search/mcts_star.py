@@ -1,0 +1,453 @@
+"""MCTS* (ReST-MCTS*): value-guided tree search over lines, and per-step value targets from its trees.
+
+Why
+---
+ReST-MCTS* uses one search for two jobs. At test time MCTS* looks for a response whose
+value clears an *end gate*; for self-training it runs the same search to the end and
+turns each tree into training targets for the value model: a step's target grows towards
+1 the closer it is to a correct final answer and falls to 0 away from one (no per-step
+labels needed, only the verifier's verdict on finished responses). This module is that
+search and that inference, following the authors' code (THUDM/ReST-MCTS ``MCTS/mcts.py``,
+``MCTS/base.py``, ``MCTS/task.py``; defaults from ``evaluate.py``).
+
+A state is the response token ids after the problem's prompt ids; an action is one line
+(:class:`~searchrl.search.common.ActionSplitter` at ``task.action_stop``); an **end
+state** is a finished response (EOS, or ``max_tokens`` reached).
+
+One iteration (``executeRound``), for every problem still searching
+----------------------------------------------------------------------
+1. **Selection** (``selectNode``, ``getBestChild``): from the root, while the node has
+   children, go to the child with the largest ``V + c sqrt(2 ln N_parent / n_child)``; a
+   child never visited scores ``V + inf``. Ties go to the first child (the code draws one at
+   random). If the selected leaf has ``V >= end_gate`` the problem is solved and stops
+   (``isTerminal``), except with ``collect=True`` (see below). A selected end state is not
+   expanded or rolled out; only its path gets the visit (the code's ``reflection ==
+   '<end>'``: here "finished" plays the role of the code's reflection step).
+2. **Expansion** (``expand``): one request with ``n = branch`` samples of one line each, at
+   ``temperature``. Identical lines are **merged** into one child, as the code's
+   ``if action not in node.children`` does, so a node can have fewer than ``branch``
+   children (the duplicates' tokens are still counted as generated). Each new child's
+   ``V`` is the scorer's value of its state. A request that yields no token makes the leaf
+   an end (the code's "no proposal: '<end>'").
+3. **Rollout** (``greedyPolicy``): from the new child that selection would take next (the
+   code's ``getBestChild(node)``: all children are unvisited, so the highest ``V``),
+   ``roll_forward_steps`` greedy lines (temperature 0), each reached state scored, stopping
+   at an end state. Then ``child.V <- (1 - alpha) child.V + alpha * best``, where ``best``
+   is the largest value among the *rollout states only*: the code starts ``max_V`` at the
+   value range's low end (0) and never compares with the child's own value. A child that is
+   itself an end state is not rolled out and keeps its ``V`` (the code returns ``node.V``).
+   The rolled-out child gets one visit. ``rollout_children="all"`` instead rolls out every
+   new child (each one visit), a costlier reading not in the code.
+4. **Backpropagation** (``back_propagate``): every node from the expanded (or selected end)
+   leaf to the root gets one more visit, and each node with children gets
+   ``V = sum(V_c n_c) / sum(n_c)`` over its visited children.
+
+All problems advance in lockstep: per iteration one :meth:`generate` call for the
+expansions of all problems, then one per rollout step, and one :meth:`Scorer.score` call per
+batch of new states. Prompts are token ids (``prompt_ids + state_ids``) so the sampler's
+prefix cache serves them. Seeds are named (:func:`request_seed`): ``(seed, problem index,
+node id, iteration)`` for an expansion, plus ``("roll", step)`` for rollouts, and
+``(seed, problem index, node id, "complete")`` for the final completion; batching and
+budgets therefore never change what is sampled.
+
+A problem stops at the end gate, after ``iterations``, or, with ``budget_tokens``, once it
+has generated that many tokens (checked before each iteration; the iteration in flight
+and the final completion may go past it).
+
+Final answer (``MCTS`` and ``treeNode.getBestV``; ``get_final_solution``)
+-------------------------------------------------------------------------
+The node that passed the end gate; otherwise the leaf (a node without children) with the
+highest ``V``, the first one on ties (the code's ``getBestV`` may also return an inner node
+whose value beats its whole subtree; we keep to leaves). When that node is not an end
+state it is completed greedily (counted, and the completed response scored). The
+candidates are every distinct finished response the search produced, in the order found:
+end states in the tree, rollouts that reached an end, the completion; each scored by the
+scorer's value of that response (an end state's ``V`` never changes: it has no children and
+is never rolled out). ``select="best"`` returns the final node's response;
+``"weighted-vote"`` (or ``"vote"``) chooses among all candidates with
+:func:`searchrl.search.bon.select` (the code's value-weighted vote over end leaves).
+
+Data collection (``sample_value == 'full'``)
+--------------------------------------------
+``collect=True`` runs every iteration: the end gate neither stops the search nor makes a
+leaf an end. (The code marks a leaf over the gate '<end>' and grades its *partial*
+solution through an LLM summary; a partial response cannot be graded here, so such a leaf
+is expanded like any other.) :func:`collect_value_targets` then grades the tree's end
+states with ``task.score`` and infers targets (:func:`infer_value_targets`,
+``get_full_value_samples_vm`` and ``get_all_value_samples_vm``):
+
+* ``m = 1`` at a correct end state, ``m = min(children's m) + 1`` above one, i.e. one more
+  than the number of steps to the nearest correct end state below;
+* ``r = +1`` for a node on a path to a correct end state, ``-1`` otherwise;
+* a node off every correct path gets a target only if an incorrect end state lies in its
+  subtree (itself included): it takes the ``m`` of its nearest ancestor on a correct path.
+  Nodes whose subtree holds no end state at all ("branches that never reach an end"),
+  such as unfinished leaves, get none;
+* top-down, ``V_root = 0`` and ``V_k = max(0, V_{k-1} + (1 - V_{k-1}) r / m_k)``; the root
+  itself gets no record (as in the code). A question without a correct end state gives no
+  targets at all.
+
+This is the code's convention. The paper's eq. 2 writes ``w_k = (1 - v_{k-1}) / (m_k + 1)
+(1 - 2 r_k)``, i.e. ``m_code = m_paper + 1`` and ``r_code = 1 - 2 r_paper``, while its text
+calls ``r_k`` a sigmoid "correctness" score, which flips the sign (authors' issue #12).
+With the code's signs a correct end state gets exactly 1 and its ancestors climb to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.sampler import SamplingParams
+from .bon import SELECTIONS, answers_of, select
+from .common import (
+    ActionSplitter,
+    Candidate,
+    SearchResult,
+    TokenCounter,
+    decode,
+    generate_counted,
+    problem_prompts,
+    request_seed,
+    score_counted,
+)
+
+ROLLOUT_CHILDREN = ("best", "all")
+
+
+@dataclass
+class MCTSStarConfig:
+    """Settings of MCTS* (defaults: the authors' ``evaluate.py``)."""
+
+    iterations: int = field(default=100, metadata={"help": "search iterations per problem (select, expand, "
+                                                           "roll out, back up)"})
+    branch: int = field(default=3, metadata={"help": "lines sampled per expansion (children; duplicates merge)"})
+    c: float = field(default=0.4, metadata={"help": "UCT exploration constant"})
+    inf: float = field(default=0.8, metadata={"help": "bonus of a never-visited child in UCT (value units)"})
+    end_gate: float = field(default=0.9, metadata={"help": "a selected leaf with at least this value ends the "
+                                                           "search (value units; ignored when collecting data)"})
+    roll_forward_steps: int = field(default=2, metadata={"help": "greedy lines per rollout (lines)"})
+    alpha: float = field(default=0.5, metadata={"help": "weight of the rollout's best value in the child's value"})
+    rollout_children: str = field(default="best", metadata={"help": "which new children are rolled out: best "
+                                                                    "(the one UCT picks, as the code) | all"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of expansions"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold of expansions"})
+    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens); a state this long "
+                                                           "is an end state"})
+    max_line_tokens: int = field(default=64, metadata={"help": "longest line generated per step (tokens)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling (per problem, node and iteration)"})
+    select: str = field(default="best", metadata={"help": "final response: best (the node over the end gate, "
+                                                          "else the best leaf) | weighted-vote | vote"})
+
+    def __post_init__(self):
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {' | '.join(SELECTIONS)}, got {self.select!r}")
+        if self.rollout_children not in ROLLOUT_CHILDREN:
+            raise ValueError(f"rollout_children must be best | all, got {self.rollout_children!r}")
+        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1:
+            raise ValueError("branch, max_tokens and max_line_tokens must be at least 1")
+        if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")
+
+
+@dataclass(eq=False)
+class Node:
+    """A state of one search tree: ``ids`` are the response token ids from the root (the prompt excluded)."""
+
+    id: int
+    ids: list[int]
+    parent: Node | None = field(default=None, repr=False)
+    V: float = 0.0
+    visits: int = 0
+    finished: bool = False  # an end state: never expanded
+    children: list[Node] = field(default_factory=list, repr=False)
+
+    def path(self) -> list[Node]:
+        """The nodes from this one up to the root."""
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+
+@dataclass(eq=False)
+class Tree:
+    """One problem's search tree (``nodes[i].id == i``; ``nodes[0]`` is the root, the empty response)."""
+
+    index: int
+    prompt_ids: list[int]
+    nodes: list[Node] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.nodes:
+            self.nodes.append(Node(0, []))
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def add(self, parent: Node, ids: Sequence[int], *, V: float = 0.0, finished: bool = False) -> Node:
+        node = Node(len(self.nodes), list(ids), parent, V=V, finished=finished)
+        parent.children.append(node)
+        self.nodes.append(node)
+        return node
+
+    def leaves(self) -> list[Node]:
+        return [n for n in self.nodes if not n.children]
+
+
+def uct(child: Node, parent_visits: int, cfg: MCTSStarConfig) -> float:
+    """``getBestChild``'s score: ``V + c sqrt(2 ln N_parent / n_child)``, ``V + inf`` when never visited."""
+    if child.visits == 0:
+        return child.V + cfg.inf
+    return child.V + cfg.c * math.sqrt(2 * math.log(max(parent_visits, 1)) / child.visits)
+
+
+def best_child(node: Node, cfg: MCTSStarConfig) -> Node:
+    """The child with the highest :func:`uct` score (the first on ties)."""
+    return max(node.children, key=lambda ch: uct(ch, node.visits, cfg))
+
+
+def select_leaf(root: Node, cfg: MCTSStarConfig) -> Node:
+    """``selectNode`` without the gate check: descend by :func:`best_child` to a node without children."""
+    node = root
+    while node.children:
+        node = best_child(node, cfg)
+    return node
+
+
+def backpropagate(node: Node) -> None:
+    """``back_propagate``: one more visit up to the root; ``V = sum(V_c n_c) / sum(n_c)`` where a child was visited."""
+    for n in node.path():
+        n.visits += 1
+        total = sum(c.visits for c in n.children)
+        if total:
+            n.V = sum(c.V * c.visits for c in n.children) / total
+
+
+def best_leaf(tree: Tree) -> Node:
+    """The leaf with the highest value (the first on ties)."""
+    return max(tree.leaves(), key=lambda n: n.V)
+
+
+@dataclass(eq=False)
+class _Run:
+    """One problem's search in progress."""
+
+    k: int  # position in this batch (owner of token counts)
+    problem: dict
+    tree: Tree
+    candidates: list[Candidate] = field(default_factory=list)
+    seen: dict[tuple[int, ...], int] = field(default_factory=dict)
+    final: Node | None = None
+    gated: bool = False
+    iterations: int = 0
+
+    def found(self, ids: list[int], value: float, source: str, node: int | None, tokenizer, eos: set[int]) -> int:
+        """Record a finished response (once per distinct response); its index in ``candidates``."""
+        key = tuple(ids)
+        if key not in self.seen:
+            self.seen[key] = len(self.candidates)
+            self.candidates.append(Candidate(list(ids), decode(tokenizer, ids), value,
+                                             "stop" if ids and ids[-1] in eos else "length",
+                                             {"source": source, "node": node}))
+        return self.seen[key]
+
+
+@dataclass(eq=False)
+class _Roll:
+    """One rollout in progress: from ``child``, now at ``state``; ``best``: highest value of its states."""
+
+    run: _Run
+    child: Node
+    state: list[int]
+    best: float | None = None
+    alive: bool = True
+
+
+def _step_params(cfg: MCTSStarConfig, stop: str, state: Sequence[int], seed: int, *, n: int = 1,
+                 greedy: bool = False) -> SamplingParams:
+    return SamplingParams(n=n, temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
+                          max_tokens=min(cfg.max_line_tokens, cfg.max_tokens - len(state)), stop=[stop], seed=seed)
+
+
+def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConfig, *,
+              budget_tokens: int | None = None, indices: Sequence[int] | None = None,
+              collect: bool = False) -> list[SearchResult]:
+    """Run MCTS* on every problem at once (see module docs); one :class:`SearchResult` per problem.
+
+    ``budget_tokens``: generated tokens per problem after which it stops (None: no limit).
+    ``indices``: the problems' indices (results, seeds; default ``0..``). ``collect``: data
+    collection, every iteration runs and the end gate is ignored. Each result's ``meta`` holds
+    ``tree`` (the :class:`Tree`), ``final_node`` (id of the node the answer came from),
+    ``gated`` (it passed the end gate) and ``iterations`` (run for this problem).
+    """
+    tok = generator.tokenizer
+    indices = list(range(len(problems))) if indices is None else list(indices)
+    if len(indices) != len(problems):
+        raise ValueError(f"{len(indices)} indices for {len(problems)} problems")
+    split = ActionSplitter(tok, task.action_stop, cfg.max_tokens)
+    counter = TokenCounter.zeros(len(problems))
+    runs = [_Run(k, p, Tree(i, ids)) for k, (p, i, ids) in enumerate(zip(problems, indices,
+                                                                       problem_prompts(tok, task, problems)))]
+
+    def generate(items: list[tuple[_Run, list[int], SamplingParams]]) -> list:
+        return generate_counted(generator, [r.tree.prompt_ids + s for r, s, _ in items], [p for _, _, p in items],
+                                [r.k for r, _, _ in items], counter)
+
+    def score(items: list[tuple[_Run, list[int]]]) -> list[float]:
+        return score_counted(scorer, [r.tree.prompt_ids for r, _ in items], [s for _, s in items],
+                             [r.k for r, _ in items], counter)
+
+    for it in range(cfg.iterations):
+        live = [r for r in runs if not r.gated and not counter.spent(r.k, budget_tokens)]
+        if not live:
+            break
+        grow: list[tuple[_Run, Node]] = []
+        for r in live:  # selection
+            r.iterations += 1
+            leaf = select_leaf(r.tree.root, cfg)
+            if not collect and leaf.V >= cfg.end_gate:
+                r.final, r.gated = leaf, True
+            elif leaf.finished:
+                backpropagate(leaf)
+            else:
+                grow.append((r, leaf))
+
+        # expansion: one request of `branch` lines per leaf, identical lines merged
+        outs = generate([(r, leaf.ids, _step_params(cfg, task.action_stop, leaf.ids, n=cfg.branch,
+                                                    seed=request_seed(cfg.seed, r.tree.index, leaf.id, it)))
+                         for r, leaf in grow])
+        new: list[tuple[_Run, Node]] = []
+        for (r, leaf), out in zip(grow, outs):
+            for o in out.outputs:
+                step = list(o.token_ids)[: split.first_action(o.token_ids)]
+                ids = leaf.ids + step
+                if step and all(c.ids != ids for c in leaf.children):
+                    new.append((r, r.tree.add(leaf, ids, finished=split.finished(ids))))
+            if not leaf.children:
+                leaf.finished = True
+        for (r, child), v in zip(new, score([(r, c.ids) for r, c in new])):
+            child.V = v
+            if child.finished:
+                r.found(child.ids, v, "tree", child.id, tok, split.eos)
+
+        # rollout: greedy lines from the child UCT picks next (or from every new child)
+        rolls = [_Roll(r, child, child.ids, alive=not child.finished) for r, leaf in grow if leaf.children
+                 for child in (leaf.children if cfg.rollout_children == "all" else [best_child(leaf, cfg)])]
+        for step_no in range(cfg.roll_forward_steps):
+            todo = [x for x in rolls if x.alive]
+            outs = generate([(x.run, x.state, _step_params(cfg, task.action_stop, x.state, greedy=True,
+                                                           seed=request_seed(cfg.seed, x.run.tree.index, x.child.id,
+                                                                             it, "roll", step_no)))
+                             for x in todo])
+            reached = []
+            for x, out in zip(todo, outs):
+                ids = out.outputs[0].token_ids
+                step = list(ids[: split.first_action(ids)])
+                x.state = x.state + step
+                x.alive = bool(step) and not split.finished(x.state)
+                if step:
+                    reached.append(x)
+            for x, v in zip(reached, score([(x.run, x.state) for x in reached])):
+                x.best = v if x.best is None else max(x.best, v)
+                if split.finished(x.state):
+                    x.run.found(x.state, v, "rollout", None, tok, split.eos)
+        for x in rolls:
+            if x.best is not None:
+                x.child.V = (1 - cfg.alpha) * x.child.V + cfg.alpha * x.best
+            x.child.visits += 1
+        for r, leaf in grow:
+            backpropagate(leaf)
+
+    # final answer: the gated node, else the best leaf; completed greedily when not an end state
+    for r in runs:
+        if r.final is None:
+            r.final = best_leaf(r.tree)
+    todo = [r for r in runs if not r.final.finished]
+    outs = generate([(r, r.final.ids, SamplingParams(n=1, temperature=0.0, max_tokens=cfg.max_tokens - len(r.final.ids),
+                                                     seed=request_seed(cfg.seed, r.tree.index, r.final.id, "complete")))
+                     for r in todo])
+    done = [(r, r.final.ids + list(out.outputs[0].token_ids)) for r, out in zip(todo, outs)]
+    chosen = {r.k: r.found(ids, v, "completion", r.final.id, tok, split.eos)
+              for (r, ids), v in zip(done, score(done))}
+    results = []
+    for r in runs:
+        if r.final.finished:
+            chosen[r.k] = r.found(r.final.ids, r.final.V, "tree", r.final.id, tok, split.eos)
+        if cfg.select != "best":
+            chosen[r.k] = select(cfg.select, answers_of(task, r.problem, [c.text for c in r.candidates]),
+                                 [c.score for c in r.candidates])
+        results.append(SearchResult(r.tree.index, r.candidates, chosen[r.k], counter.generated[r.k],
+                                    counter.value[r.k], {"tree": r.tree, "final_node": r.final.id,
+                                                         "gated": r.gated, "iterations": r.iterations}))
+    return results
+
+
+def infer_value_targets(tree: Tree, is_correct: Callable[[Node], bool]) -> list[dict[str, Any]]:
+    """Per-step value targets of one tree (``get_full_value_samples_vm``; see module docs).
+
+    ``is_correct(node)`` grades an end state (``node.finished``). Records, parents before
+    children, root excluded: ``{"index", "prompt_ids", "state_ids", "target"}``.
+    """
+    ends = [n for n in tree.nodes if n.finished]
+    correct = [n for n in ends if is_correct(n)]
+    if not correct:
+        return []
+    m: dict[int, int] = {}
+    on_path: set[int] = set()
+    for leaf in correct:  # m = 1 + steps to the nearest correct end state below
+        for d, n in enumerate(leaf.path(), start=1):
+            m[n.id] = min(m.get(n.id, d), d)
+            on_path.add(n.id)
+    for leaf in ends:  # an incorrect end state and its ancestors off the path take the nearest on-path m
+        if leaf.id in m:
+            continue
+        up = leaf.path()
+        anchor = next(n for n in up if n.id in m)  # the root is on a path
+        for n in up[: up.index(anchor)]:
+            m[n.id] = m[anchor.id]
+    out: list[dict[str, Any]] = []
+    stack = [(c, 0.0) for c in reversed(tree.root.children)]
+    while stack:
+        node, v_parent = stack.pop()
+        if node.id not in m:
+            continue
+        r = 1.0 if node.id in on_path else -1.0
+        v = max(0.0, v_parent + (1.0 - v_parent) * r / m[node.id])
+        out.append({"index": tree.index, "prompt_ids": list(tree.prompt_ids), "state_ids": list(node.ids),
+                    "target": v})
+        stack.extend((c, v) for c in reversed(node.children))
+    return out
+
+
+def collect_value_targets(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConfig, *,
+                          budget_tokens: int | None = None,
+                          indices: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
+    """Value-model training data: :func:`mcts_star` with ``collect=True``, the end states of each
+    tree graded by ``task.score`` (one batched call), then :func:`infer_value_targets`; one list per problem."""
+    results = mcts_star(generator, scorer, task, problems, cfg, budget_tokens=budget_tokens, indices=indices,
+                        collect=True)
+    ends = [(k, n) for k, res in enumerate(results) for n in res.meta["tree"].nodes if n.finished]
+    verdicts = task.score([problems[k] for k, _ in ends], [decode(generator.tokenizer, n.ids) for _, n in ends]) \
+        if ends else []
+    ok = {(k, n.id): s.correct for (k, n), s in zip(ends, verdicts)}
+    return [infer_value_targets(res.meta["tree"], lambda n, k=k: ok[(k, n.id)]) for k, res in enumerate(results)]
+
+
+__all__ = [
+    "MCTSStarConfig",
+    "Node",
+    "Tree",
+    "backpropagate",
+    "best_child",
+    "best_leaf",
+    "collect_value_targets",
+    "infer_value_targets",
+    "mcts_star",
+    "select_leaf",
+    "uct",
+]

@@ -1,0 +1,301 @@
+"""VM-MCTS (ReST-RL, Appendix A): value targets by MCTS with a verifier (Algorithm 2), decoding by MCTS
+with a value model (Algorithm 3), and the PRM-min score of the PRM-BoN baseline.
+
+Why
+---
+ReST-RL trains a value model V_phi on targets that MCTS estimates with the task's verifier alone
+(no step labels: :func:`collect_value_targets`), then decodes with the same tree search, V_phi
+standing in for the verifier both inside the tree and to pick the final answer (:func:`vm_mcts`).
+The two algorithms share everything but how an expansion and a selected end state are credited,
+so they share one tree (:class:`_Tree`) and one sampling step (:func:`_sample`).
+
+The tree
+--------
+A node is a state: the response token ids after the problem's prompt ids (:mod:`.common`); a
+child extends its parent by one action (a line: ``task.action_stop``, :class:`.common.ActionSplitter`).
+A node keeps N (visit count), U (sum of credited values) and its value v = U / N (v0 = 0 while
+N = 0). It is an **end state** when its action ended the trace it came from: EOS, the
+``max_tokens`` response limit, or a length limit of the sampler (the policy cannot go on).
+
+One iteration (line numbers: Alg. 2 / Alg. 3)
+----------------------------------------------
+* **Selection** (7-9 / 6-8): from the root, while the node is expanded, go to the child with the
+  highest UCT score :func:`uct` = v' + c sqrt((1 + ln N) / (N' + eps)); ties go to the child created first.
+* **Expansion** (13-14 / 12-14): a selected node that is not an end state samples ``n`` full traces
+  (no stop string; ``max_tokens`` = what is left of ``cfg.max_tokens``); the first action of each
+  becomes a child; traces with the same first action (same token ids) share one child.
+* **Alg. 2, MC rollout** (15-22): new children start at v0 = 0, N = U = 0; each trace o_i is graded
+  by the task, r_i = R(state + o_i), and the *expanded node and its ancestors* get U += sum r_i,
+  N += n (backpropagation, 28-32). A selected end state S is not expanded: it and its ancestors
+  get (R(S), 1) (24-25).
+* **Alg. 3, value-based MC rollout** (16-22, eq. 10): a child's N = how many of the n traces start
+  with its action, U = N V_phi(child); the expanded node and its ancestors get U += sum of the
+  children's U, N += n. A selected end state gets (v_S, 1) (24); v_S = V_phi(S) (every credit it
+  ever gets is its own value, so it stays there).
+
+All problems advance in lockstep: per iteration one :func:`.common.generate_counted` call for the
+expansions of all problems, one ``task.score`` (Alg. 2) or one :func:`.common.score_counted`
+(Alg. 3) call for everything to grade. Prompts go to the generator as token ids (prompt +
+state), so the sampler's prefix cache serves the shared path. Seeds are
+``request_seed(cfg.seed, problem index, node id, iteration)``.
+
+Outputs
+-------
+* Alg. 2 returns records ``{"index", "prompt_ids", "state_ids", "target", "visits", "end"}``:
+  every expanded node with target U/N (lines 34-37), and every end state met, i.e. every trace
+  sampled (line 21) and every end state selected (24-25), one record per distinct state with
+  target = the mean of the rewards it got and visits = how many.
+* Alg. 3 returns a :class:`.common.SearchResult`: every trace sampled in the tree is a candidate
+  (D_sol, line 13) scored by V_phi of the full response (33), the final one chosen by
+  :func:`.bon.select` (``best`` = best-of-N, 34). V_phi values are cached per state, so a trace
+  that is itself a child (an end state) or a repeat is scored once.
+* **ORM-MCTS** (paper A.2) is :func:`vm_mcts` with an ORM as the scorer: nothing else changes.
+  **PRM-BoN** scores complete responses with :func:`prm_min_scores` and picks with ``bon.select``.
+
+Readings of the paper
+---------------------
+* UCT: the printed sqrt((ln N_S + 1) / (N_S' + eps)) is read as ln(N_S) + 1, as the published
+  code computes it; v_S' is the mean U/N (0 for an unvisited child, v0 = 0).
+* R(S) of a selected end state is the reward its trace got when it was sampled (an end-state
+  node *is* a whole trace), so it is not graded twice; the verifiers here are deterministic.
+* The budget is per problem, in generated tokens, checked before each iteration (the last
+  iteration may overshoot it); the paper's budget is T (n T samples).
+* The paper's c (0.4 collecting, 0.1 decoding, A.2) are two fields of one config,
+  ``c_collect`` and ``c_decode``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.sampler import SamplingParams
+from . import bon
+from .common import (ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode, generate_counted,
+                     problem_prompts, request_seed, score_counted)
+
+
+@dataclass
+class VMMCTSConfig:
+    """Settings of VM-MCTS value-target collection (Alg. 2) and decoding (Alg. 3); defaults: paper A.2."""
+
+    iterations: int = field(default=30, metadata={"help": "search iterations T per problem (iterations)"})
+    n: int = field(default=5, metadata={"help": "traces sampled per expansion (samples)"})
+    c_collect: float = field(default=0.4, metadata={
+        "help": "UCT exploration constant when collecting value targets, Alg. 2 (dimensionless)"})
+    c_decode: float = field(default=0.1, metadata={
+        "help": "UCT exploration constant when decoding, Alg. 3 (dimensionless)"})
+    eps: float = field(default=0.1, metadata={"help": "UCT constant avoiding a division by zero (visits)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (the paper: 0.7) (ratio)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (probability)"})
+    max_tokens: int = field(default=512, metadata={"help": "response length limit of a state (tokens)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling, per problem, node and iteration (integer)"})
+    select: str = field(default="best", metadata={
+        "help": "final choice among the sampled traces: best | vote | weighted-vote (choice)"})
+    keep_tree: bool = field(default=False, metadata={
+        "help": "keep each decoding tree's nodes in SearchResult.meta['tree'] (flag)"})
+
+    def __post_init__(self):
+        if self.iterations < 0 or self.n < 1 or self.max_tokens < 1:
+            raise ValueError(f"need iterations >= 0, n >= 1, max_tokens >= 1; got {self.iterations}, {self.n}, "
+                             f"{self.max_tokens}")
+        if self.eps <= 0 or self.c_collect < 0 or self.c_decode < 0:
+            raise ValueError(f"need eps > 0 and c >= 0; got eps={self.eps}, c_collect={self.c_collect}, "
+                             f"c_decode={self.c_decode}")
+        if self.select not in bon.SELECTIONS:
+            raise ValueError(f"select must be one of {' | '.join(bon.SELECTIONS)}, got {self.select!r}")
+
+
+def uct(value: float, parent_visits: int, visits: int, c: float, eps: float) -> float:
+    """Alg. 2 line 8 / Alg. 3 line 7: v' + c sqrt((1 + ln N) / (N' + eps)) (N: the parent's visits)."""
+    return value + c * math.sqrt((1.0 + math.log(parent_visits)) / (visits + eps))
+
+
+@dataclass(eq=False)
+class _Node:
+    id: int
+    ids: list[int]  # the state: response token ids
+    parent: _Node | None
+    end: bool
+    visits: int = 0  # N
+    total: float = 0.0  # U
+    reward: float = 0.0  # R(S) of an end state (Alg. 2)
+    children: list[_Node] = field(default_factory=list)
+
+    @property
+    def value(self) -> float:
+        return self.total / self.visits if self.visits else 0.0
+
+
+class _Tree:
+    def __init__(self) -> None:
+        self.nodes = [_Node(0, [], None, end=False)]
+
+    def select(self, c: float, eps: float) -> _Node:
+        node = self.nodes[0]
+        while node.children:  # expanded
+            parent = node
+            node = max(parent.children, key=lambda ch: uct(ch.value, parent.visits, ch.visits, c, eps))
+        return node
+
+    def expand(self, node: _Node, outputs: Sequence[Any], splitter: ActionSplitter) -> tuple[list[list[int]],
+                                                                                              list[_Node]]:
+        """Children from the traces' first actions; returns each trace's full state and its child."""
+        by_action: dict[tuple[int, ...], _Node] = {}
+        traces, firsts = [], []
+        for o in outputs:
+            ids = list(o.token_ids)
+            k = splitter.first_action(ids)
+            child = by_action.get(tuple(ids[:k]))
+            if child is None:
+                child = _Node(len(self.nodes), node.ids + ids[:k], node, end=k == len(ids))
+                self.nodes.append(child)
+                node.children.append(child)
+                by_action[tuple(ids[:k])] = child
+            traces.append(node.ids + ids)
+            firsts.append(child)
+        return traces, firsts
+
+    @staticmethod
+    def backup(node: _Node | None, v: float, m: int) -> None:
+        while node is not None:
+            node.visits += m
+            node.total += v
+            node = node.parent
+
+    def dump(self) -> list[dict[str, Any]]:
+        return [{"id": n.id, "parent": None if n.parent is None else n.parent.id, "state_ids": n.ids,
+                 "visits": n.visits, "total": n.total, "end": n.end, "expanded": bool(n.children)}
+                for n in self.nodes]
+
+
+def _sample(generator, trees: list[_Tree], prompts: list[list[int]], active: Sequence[int], cfg: VMMCTSConfig,
+            c: float, t: int, indices: list[int], splitter: ActionSplitter, counter: TokenCounter):
+    """Selection for every active problem, then one batched expansion of those not at an end state:
+    ``([(p, selected end state)], [(p, node, outputs, traces, first-action children)])``."""
+    selected = [(p, trees[p].select(c, cfg.eps)) for p in active]
+    grow = [(p, node) for p, node in selected if not node.end]
+    params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                             max_tokens=cfg.max_tokens - len(node.ids),
+                             seed=request_seed(cfg.seed, indices[p], node.id, t)) for p, node in grow]
+    outs = generate_counted(generator, [prompts[p] + node.ids for p, node in grow], params,
+                            [p for p, _ in grow], counter)
+    grown = [(p, node, o.outputs, *trees[p].expand(node, o.outputs, splitter)) for (p, node), o in zip(grow, outs)]
+    return [(p, node) for p, node in selected if node.end], grown
+
+
+def _setup(generator, task, problems: Sequence[dict], cfg: VMMCTSConfig, indices: Sequence[int] | None):
+    indices = list(range(len(problems))) if indices is None else list(indices)
+    if len(indices) != len(problems):
+        raise ValueError(f"{len(indices)} indices for {len(problems)} problems")
+    tok = generator.tokenizer
+    return (tok, indices, problem_prompts(tok, task, problems), [_Tree() for _ in problems],
+            ActionSplitter(tok, task.action_stop, cfg.max_tokens), TokenCounter.zeros(len(problems)))
+
+
+def collect_value_targets(generator, task, problems: Sequence[dict], cfg: VMMCTSConfig, *,
+                          indices: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
+    """Algorithm 2: value targets of every problem's tree, graded by ``task.score`` (see module docs)."""
+    tok, indices, prompts, trees, splitter, counter = _setup(generator, task, problems, cfg, indices)
+    ends: list[dict[tuple[int, ...], list[float]]] = [{} for _ in problems]  # end state -> [reward sum, count]
+
+    def met(p: int, ids: Sequence[int], r: float) -> None:
+        acc = ends[p].setdefault(tuple(ids), [0.0, 0])
+        acc[0] += r
+        acc[1] += 1
+
+    for t in range(cfg.iterations):
+        selected_ends, grown = _sample(generator, trees, prompts, range(len(problems)), cfg, cfg.c_collect, t,
+                                       indices, splitter, counter)
+        for p, node in selected_ends:  # lines 24-25
+            trees[p].backup(node, node.reward, 1)
+            met(p, node.ids, node.reward)
+        flat = [(p, trace) for p, _, _, traces, _ in grown for trace in traces]
+        scores = task.score([problems[p] for p, _ in flat], [decode(tok, tr) for _, tr in flat]) if flat else []
+        if len(scores) != len(flat):
+            raise ValueError(f"task {task.name!r}: score() returned {len(scores)} scores for {len(flat)} responses")
+        rewards = iter(float(s.reward) for s in scores)
+        for p, node, _, traces, firsts in grown:  # lines 15-22: children stay at v0 = 0, N = U = 0
+            rs = [next(rewards) for _ in traces]
+            for trace, child, r in zip(traces, firsts, rs):
+                if child.end:
+                    child.reward = r
+                met(p, trace, r)  # line 21
+            trees[p].backup(node, sum(rs), len(rs))  # lines 22, 28-32
+    out = []
+    for p, tree in enumerate(trees):
+        rec = {"index": indices[p], "prompt_ids": prompts[p]}
+        out.append([{**rec, "state_ids": n.ids, "target": n.value, "visits": n.visits, "end": False}
+                    for n in tree.nodes if n.children]  # lines 34-37
+                   + [{**rec, "state_ids": list(ids), "target": s / k, "visits": k, "end": True}
+                      for ids, (s, k) in ends[p].items()])
+    return out
+
+
+def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMCTSConfig, *,
+            budget_tokens: int | None = None, indices: Sequence[int] | None = None) -> list[SearchResult]:
+    """Algorithm 3: decode every problem by MCTS guided by ``scorer`` (V_phi; an ORM gives ORM-MCTS) and
+    choose among all sampled traces by ``cfg.select``; a problem stops after ``cfg.iterations`` or once
+    it generated ``budget_tokens`` (see module docs)."""
+    tok, indices, prompts, trees, splitter, counter = _setup(generator, task, problems, cfg, indices)
+    values: list[dict[tuple[int, ...], float]] = [{} for _ in problems]  # V_phi of every state scored
+    found: list[list[tuple[list[int], str, int]]] = [[] for _ in problems]  # D_sol: (ids, finish, iteration)
+    ran = [0] * len(problems)
+    for t in range(cfg.iterations):
+        active = [p for p in range(len(problems)) if not counter.spent(p, budget_tokens)]
+        if not active:
+            break
+        for p in active:
+            ran[p] += 1
+        selected_ends, grown = _sample(generator, trees, prompts, active, cfg, cfg.c_decode, t, indices, splitter,
+                                       counter)
+        for p, node in selected_ends:  # line 24
+            trees[p].backup(node, node.value, 1)
+        queue: dict[tuple[int, tuple[int, ...]], None] = {}  # (problem, state) to score, once each
+        for p, node, outputs, traces, _ in grown:
+            found[p] += [(tr, o.finish_reason, t) for tr, o in zip(traces, outputs)]  # line 13
+            for ids in [ch.ids for ch in node.children] + traces:
+                if tuple(ids) not in values[p]:
+                    queue[(p, tuple(ids))] = None
+        vals = score_counted(scorer, [prompts[p] for p, _ in queue], [ids for _, ids in queue], [p for p, _ in queue],
+                             counter)
+        for (p, ids), v in zip(queue, vals):
+            values[p][ids] = v
+        for p, node, _, traces, firsts in grown:  # lines 16-22, eq. 10
+            for child in node.children:
+                child.visits = sum(f is child for f in firsts)
+                child.total = child.visits * values[p][tuple(child.ids)]
+            trees[p].backup(node, sum(ch.total for ch in node.children), len(traces))
+    results = []
+    for p, problem in enumerate(problems):  # lines 33-35
+        cands = [Candidate(ids, decode(tok, ids), values[p][tuple(ids)], finish, {"iteration": t})
+                 for ids, finish, t in found[p]]
+        chosen = bon.select(cfg.select, bon.answers_of(task, problem, [c.text for c in cands]),
+                            [c.score for c in cands])
+        meta: dict[str, Any] = {"iterations": ran[p], "nodes": len(trees[p].nodes)}
+        if cfg.keep_tree:
+            meta["tree"] = trees[p].dump()
+        results.append(SearchResult(indices[p], cands, chosen, counter.generated[p], counter.value[p], meta))
+    return results
+
+
+def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequence[Sequence[int]],
+                   responses_ids: Sequence[Sequence[int]], *, counter: TokenCounter | None = None,
+                   owners: Sequence[int] | None = None) -> list[float]:
+    """PRM-BoN's score (paper A.2, "PRM"): per response, the minimum of the scorer's values of its prefixes
+    after each action (the empty response: the value of the bare prompt). ``prompt_ids[i]`` is response
+    ``i``'s prompt; one batched scorer call; value tokens go to ``counter`` under ``owners`` (default: i)."""
+    if len(prompt_ids) != len(responses_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts for {len(responses_ids)} responses")
+    owners = list(range(len(responses_ids))) if owners is None else list(owners)
+    counter = counter if counter is not None else TokenCounter.zeros(max(owners, default=-1) + 1)
+    cuts = [[end for _, end in splitter.actions(ids)] or [0] for ids in responses_ids]
+    values = iter(score_counted(scorer, [pr for pr, cs in zip(prompt_ids, cuts) for _ in cs],
+                                [list(ids[:e]) for ids, cs in zip(responses_ids, cuts) for e in cs],
+                                [o for o, cs in zip(owners, cuts) for _ in cs], counter))
+    return [min(next(values) for _ in cs) for cs in cuts]
+
+
+__all__ = ["VMMCTSConfig", "uct", "collect_value_targets", "vm_mcts", "prm_min_scores"]
