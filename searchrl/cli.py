@@ -129,6 +129,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_value_data(args: argparse.Namespace) -> int:
+    from .pipelines.value import make_value_data
+
+    run = _run(args, sampling=True)
+    out, records = make_value_data(run, args.source, args.model, args.value)
+    print((out / "summary.json").read_text(encoding="utf-8"))
+    print(f"value data: {out} ({len(records)} records)")
+    return 0
+
+
+def cmd_train_value(args: argparse.Namespace) -> int:
+    from .pipelines.value import run_train_value
+
+    run = _run(args, sampling=True)
+    final = run_train_value(run, args.kind, args.data, args.model, args.name)
+    print(f"value model: {final}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -184,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--split", default="valid", help="split to sample (default: valid)")
     gen.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
     gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
+    vd = _sub(sub, "value-data", "make value-model training data into <run_dir>/value-data/<source>-<key>/ "
+              "(resumable): orm (outcome labels), vgs (roll-in/roll-out labels), vm-mcts (ReST-RL Algorithm 2 "
+              "targets), mcts-star (ReST-MCTS* inferred targets)", cmd_value_data)
+    vd.add_argument("--source", required=True, choices=("orm", "vgs", "vm-mcts", "mcts-star"), help="data maker")
+    vd.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
+    vd.add_argument("--value", help="value model guiding the search (mcts-star)")
+    tv = _sub(sub, "train-value", "train a value model (initialised from the policy) on value data into "
+              "<run_dir>/value/<name>/final; resumes from the last checkpoint", cmd_train_value)
+    tv.add_argument("--kind", required=True, choices=("scalar", "3class", "orm"),
+                    help="scalar: value targets (vm-mcts, mcts-star data); 3class: VGS roll-outs (vgs data); "
+                         "orm: outcome labels (orm data)")
+    tv.add_argument("--data", required=True, nargs="+", help="value-data directories or JSONL files")
+    tv.add_argument("--model", help="policy checkpoint the value model starts from (default: the run's base)")
+    tv.add_argument("--name", help="output name under <run_dir>/value/ (default: the kind)")
     return parser
 
 

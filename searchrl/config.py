@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
-from .train.config import SFTConfig
+from .search.config import VMMCTSConfig
+from .train.config import SFTConfig, ValueTrainConfig
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -101,6 +102,61 @@ class SelfTrainConfig:
     RECORDED_DEFAULTS = {"split": "train"}
 
 
+#: where value-model data comes from (searchrl value-data --source ...)
+VALUE_SOURCES = ("orm", "vgs", "vm-mcts", "mcts-star")
+
+
+@dataclass
+class ValueDataConfig:
+    """Settings of the value-data makers (``searchrl value-data``); tree searches' own settings are
+    ``search.vm_mcts`` / ``search.mcts_star``."""
+
+    split: str = _f("selftrain", "the task's split the problems come from (never a test split)")
+    n_problems: int = _f(500, "first N problems of the split (0 = all)")
+    samples: int = _f(4, "orm: responses per problem; vgs: roll-ins (responses cut at a random token) per problem")
+    rollouts: int = _f(2, "vgs: roll-outs sampled from each cut")
+    temperature: float = _f(1.0, "sampling temperature of responses and roll-outs")
+    max_tokens: int = _f(896, "response budget, roll-in included (tokens)")
+    batch_size: int = _f(64, "rows decoded together by the sampler")
+    shard_problems: int = _f(100, "problems per resumable shard")
+    seed: int = _f(0, "seed of the sampling and of the cut positions")
+
+    def __post_init__(self):
+        for name in ("samples", "rollouts", "max_tokens", "batch_size", "shard_problems"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_problems < 0:
+            raise ValueError(f"n_problems must be >= 0, got {self.n_problems}")
+
+
+@dataclass
+class SearchConfig:
+    """Settings of ``searchrl search`` and ``searchrl compare-search`` (the methods' own settings are
+    the nested sections)."""
+
+    split: str = _f("test_seen", "the task's split searched")
+    n_problems: int = _f(100, "first N problems of the split (0 = all)")
+    budgets: list[int] = _f([1024, 2048, 4096], "token budgets compared: generated tokens per problem")
+    methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
+                             "orm-mcts", "mcts-star", "beam", "dvts"], "methods compared (searchrl.search.METHODS)")
+    value: str = _f("", "scalar value model (bon-value, weighted-vote, prm-min, vm-mcts, mcts-star)")
+    orm: str = _f("", "outcome reward model (bon-orm, orm-mcts)")
+    classifier: str = _f("", "VGS 3-class value model (beam, dvts; '' = use search.value)")
+    pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "
+                               "budget takes the first ones that fit")
+    temperature: float = _f(1.0, "sampling methods: sampling temperature")
+    max_tokens: int = _f(896, "response length limit of every method (tokens)")
+    batch_size: int = _f(64, "rows decoded together by the sampler")
+    seed: int = _f(0, "seed of every method's sampling")
+    vm_mcts: VMMCTSConfig = field(default_factory=VMMCTSConfig)
+
+    def __post_init__(self):
+        if not self.budgets or any(b < 1 for b in self.budgets):
+            raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
+        if self.pool_samples < 1 or self.max_tokens < 1 or self.n_problems < 0:
+            raise ValueError("pool_samples and max_tokens must be >= 1, n_problems >= 0")
+
+
 @dataclass
 class Config:
     run_dir: str = _f("runs/default", "run directory: every output of the command goes here")
@@ -113,6 +169,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     rest_sft: SFTConfig = field(default_factory=lambda: SFTConfig(output_dir="", warmup_steps=20, epochs=2.0))
+    value_data: ValueDataConfig = field(default_factory=ValueDataConfig)
+    value: ValueTrainConfig = field(default_factory=lambda: ValueTrainConfig(output_dir=""))
+    search: SearchConfig = field(default_factory=SearchConfig)
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
 

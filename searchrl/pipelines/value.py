@@ -1,0 +1,213 @@
+"""The value-model commands: ``value-data`` (four data makers) and ``train-value``.
+
+Data makers (each resumable: records are written in shards under
+``<run>/value-data/<source>-<key>/``, the key naming the policy, the value model that guided
+the search if any, and every setting, so a changed setting makes new shards and a rerun skips
+finished ones):
+
+* ``orm``: ``samples`` complete responses per problem, each labelled 1.0 (correct) or 0.0
+  (outcome labels on complete responses only). The ORM trained on them stands in for the
+  papers' off-the-shelf outcome reward models (ReST-RL's Skywork ORM), which cannot be
+  downloaded here.
+* ``vgs`` (Value-Guided Search): ``samples`` roll-ins per problem (responses cut at a token
+  position drawn uniformly from the response, seeded by name), ``rollouts`` roll-outs sampled
+  from each cut, each labelled by the task's verifier: 1 correct, 2 incorrect, 0 incomplete
+  (it hit the length limit) - the VGS class order.
+* ``vm-mcts``: value targets of ReST-RL Algorithm 2 (:func:`searchrl.search.vm_mcts.collect_value_targets`).
+* ``mcts-star``: value targets inferred from MCTS* trees (ReST-MCTS*,
+  :func:`searchrl.search.mcts_star.collect_value_targets`), guided by a value model (``--value``).
+
+Every record holds token ids (``prompt_ids``, ``state_ids``, and ``rollout_ids`` for vgs) plus
+its ``target`` / ``label``, the problem ``index`` and the ``source``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from pathlib import Path
+
+from ..config import VALUE_SOURCES
+from ..data import RecordError, iter_jsonl, resumable_shards, write_json
+from ..rundir import problems_digest, rel, shard_key
+from ..seeding import stable_seed
+from .run import Run, logger
+
+#: which head each source's data trains
+SOURCE_KIND = {"orm": "orm", "vgs": "3class", "vm-mcts": "scalar", "mcts-star": "scalar"}
+
+
+def load_value_model(path: str | os.PathLike, run: Run | None = None):
+    """A trained value model, in eval mode, on the run's device and dtype."""
+    import torch
+
+    from ..models.value import ValueModel
+
+    device = None
+    if run is not None:
+        device = run.cfg.model.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, run.cfg.model.dtype) if run is not None else None
+    return ValueModel.from_pretrained(path, dtype=dtype, device=device).eval()
+
+
+def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:
+    from ..engine import SamplingParams
+    from ..rollout import rollout
+
+    params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                             seed=stable_seed(cfg.seed, "orm", cfg.split, start + i)) for i in range(len(problems))]
+    trajs = rollout(gen, task, problems, params, indices=range(start, start + len(problems)), advance=advance)
+    return [{"source": "orm", "index": t.index, "prompt_ids": t.prompt_ids, "state_ids": t.response_ids,
+             "target": 1.0 if t.correct else 0.0, "finish_reason": t.finish_reason} for ts in trajs for t in ts]
+
+
+def _vgs_records(gen, task, problems, start, cfg, advance) -> list[dict]:
+    """VGS roll-in / roll-out data (see module docs)."""
+    from ..engine import SamplingParams
+    from ..rollout import rollout
+
+    params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                             seed=stable_seed(cfg.seed, "vgs-rollin", cfg.split, start + i))
+              for i in range(len(problems))]
+    rollins = [t for ts in rollout(gen, task, problems, params, indices=range(start, start + len(problems)))
+               for t in ts]
+    cuts = []
+    for t in rollins:
+        rng = random.Random(stable_seed(cfg.seed, "vgs-cut", cfg.split, t.index, t.sample))
+        cuts.append(rng.randrange(len(t.response_ids)) if t.response_ids else 0)
+    prompts = [t.prompt_ids + t.response_ids[:c] for t, c in zip(rollins, cuts)]
+    outs = gen.generate(prompts, [SamplingParams(n=cfg.rollouts, temperature=cfg.temperature,
+                                                 max_tokens=max(1, cfg.max_tokens - c),
+                                                 seed=stable_seed(cfg.seed, "vgs-rollout", cfg.split, t.index,
+                                                                  t.sample)) for t, c in zip(rollins, cuts)])
+    tok = gen.tokenizer
+    graded, texts, meta = [], [], []
+    for t, c, o in zip(rollins, cuts, outs):
+        head = t.response_ids[:c]
+        for comp in o.outputs:
+            graded.append(problems[t.index - start])
+            texts.append(tok.decode(head + list(comp.token_ids), skip_special_tokens=True))
+            meta.append((t, c, comp))
+    scores = task.score(graded, texts)
+    records = []
+    for (t, c, comp), s in zip(meta, scores):
+        label = 1 if s.correct else (0 if comp.finish_reason == "length" else 2)
+        records.append({"source": "vgs", "index": t.index, "prompt_ids": t.prompt_ids,
+                        "state_ids": t.response_ids[:c], "rollout_ids": list(comp.token_ids), "label": label})
+    advance(len(problems) * cfg.samples)
+    return records
+
+
+def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = None,
+                    value: str | os.PathLike | None = None) -> tuple[Path, list[dict]]:
+    """Make (or resume) ``source``'s value data from the policy ``policy`` (default: the run's base);
+    returns its directory and records."""
+    from .commands import policy_path
+
+    if source not in VALUE_SOURCES:
+        raise ValueError(f"unknown value-data source {source!r}; known: {', '.join(VALUE_SOURCES)}")
+    cfg, scfg = run.cfg.value_data, run.cfg.search
+    path = policy_path(run, policy)
+    if source == "mcts-star" and not value:
+        raise FileNotFoundError("mcts-star value data needs a value model to guide the search (--value)")
+    run.ensure_data()
+    problems = run.task.problems(cfg.split)
+    if cfg.n_problems:
+        problems = problems[: cfg.n_problems]
+    settings = dataclasses.asdict(cfg)
+    if source == "vm-mcts":
+        settings["vm_mcts"] = dataclasses.asdict(scfg.vm_mcts)
+    if source == "mcts-star":
+        settings["mcts_star"] = dataclasses.asdict(scfg.mcts_star)
+    key = shard_key(source=source, model=run.model_key(path), value=run.model_identity(value) if value else None,
+                    **{k: v for k, v in settings.items() if k not in ("batch_size", "shard_problems")})
+    out = run.dir / "value-data" / f"{source}-{key}"
+    gen = run.policy_generator(path, cfg.batch_size)
+    scorer = load_value_model(value, run) if value else None
+
+    def produce(start: int, end: int, advance) -> list[dict]:
+        chunk = problems[start:end]
+        if source == "orm":
+            return _orm_records(gen, run.task, chunk, start, cfg, advance)
+        if source == "vgs":
+            return _vgs_records(gen, run.task, chunk, start, cfg, advance)
+        if source == "vm-mcts":
+            from ..search.vm_mcts import collect_value_targets
+
+            per = collect_value_targets(gen, run.task, chunk, scfg.vm_mcts, indices=range(start, end))
+        else:
+            from ..search.mcts_star import collect_value_targets
+
+            per = collect_value_targets(gen, scorer, run.task, chunk, scfg.mcts_star, indices=range(start, end))
+        advance(end - start)
+        return [{"source": source, **r} for recs in per for r in recs]
+
+    def path_of(start: int, end: int) -> Path:
+        return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
+
+    unit_per = cfg.samples if source in ("orm", "vgs") else 1
+    records = resumable_shards(len(problems), cfg.shard_problems, path_of, produce, desc=f"value data ({source})",
+                               progress=run.progress, per_item=unit_per)
+    label = "label" if source == "vgs" else "target"
+    summary = {"source": source, "policy": rel(run.dir, path), "value": rel(run.dir, value) if value else None,
+               "split": cfg.split, "problems": len(problems), "records": len(records),
+               "problems_with_records": len({r["index"] for r in records}),
+               f"mean_{label}": (sum(float(r[label]) for r in records) / len(records)) if records else None}
+    if source == "vgs":
+        summary["labels"] = {str(k): sum(r["label"] == k for r in records) for k in (0, 1, 2)}
+    write_json(out / "summary.json", summary)
+    logger.info("value data (%s): %d records from %d problems in %s", source, len(records), len(problems), out)
+    return out, records
+
+
+def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
+    """Records of the ``*.jsonl`` files in ``paths`` (files or directories), checked for ``kind``;
+    a bad record is an error naming its file, line and field."""
+    from ..train.value import check_record
+
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(p.glob("*.jsonl"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such value-data file or directory")
+    if not files:
+        raise FileNotFoundError(f"no *.jsonl value data in {', '.join(map(str, paths))}")
+    records = []
+    for f in files:
+        for line, rec in iter_jsonl(f):
+            bad = check_record(rec, kind)
+            if bad is not None:
+                raise RecordError(f, line, bad[0], bad[1] + f" (a {kind} value record)")
+            records.append(rec)
+    return records
+
+
+def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: str | os.PathLike | None = None,
+                    name: str | None = None) -> Path:
+    """Train a ``kind`` value model (initialised from ``policy``, default the run's base) on ``data``
+    into ``<run>/value/<name or kind>/final``."""
+    from ..models.value import ValueModel
+    from ..train.value import train_value
+    from .commands import policy_path
+
+    path = policy_path(run, policy)
+    records = read_value_data(data, kind)
+    out = run.dir / "value" / (name or kind)
+    model, tok = run.load(path)
+    vm = ValueModel.from_policy(model, kind, run.cfg.value.dropout)
+    cfg = dataclasses.replace(run.cfg.value, kind=kind, output_dir=str(out))
+    logger.info("training a %s value model from %s on %d records in %s", kind, path, len(records), out)
+    summary = train_value(vm, tok, records, cfg, progress=run.progress)
+    write_json(out / "data.json", {"data": [rel(run.dir, d) for d in data], "policy": rel(run.dir, path),
+                                   "final_loss": summary.get("final_loss")})
+    return out / "final"
+
+
+__all__ = ["SOURCE_KIND", "load_value_model", "make_value_data", "read_value_data", "run_train_value"]
