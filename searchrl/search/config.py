@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from . import bon
 
+ROLLOUT_CHILDREN = ("best", "all")  # MCTS*: which new children are rolled out
+
 
 @dataclass
 class VMMCTSConfig:
@@ -40,3 +42,38 @@ class VMMCTSConfig:
                              f"c_decode={self.c_decode}")
         if self.select not in bon.SELECTIONS:
             raise ValueError(f"select must be one of {' | '.join(bon.SELECTIONS)}, got {self.select!r}")
+
+
+@dataclass
+class MCTSStarConfig:
+    """Settings of MCTS* (defaults: the authors' ``evaluate.py``)."""
+
+    iterations: int = field(default=100, metadata={"help": "search iterations per problem (select, expand, "
+                                                           "roll out, back up)"})
+    branch: int = field(default=3, metadata={"help": "lines sampled per expansion (children; duplicates merge)"})
+    c: float = field(default=0.4, metadata={"help": "UCT exploration constant"})
+    inf: float = field(default=0.8, metadata={"help": "bonus of a never-visited child in UCT (value units)"})
+    end_gate: float = field(default=0.9, metadata={"help": "a selected leaf with at least this value ends the "
+                                                           "search (value units; ignored when collecting data)"})
+    roll_forward_steps: int = field(default=2, metadata={"help": "greedy lines per rollout (lines)"})
+    alpha: float = field(default=0.5, metadata={"help": "weight of the rollout's best value in the child's value"})
+    rollout_children: str = field(default="best", metadata={"help": "which new children are rolled out: best "
+                                                                    "(the one UCT picks, as the code) | all"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of expansions"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold of expansions"})
+    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens); a state this long "
+                                                           "is an end state"})
+    max_line_tokens: int = field(default=64, metadata={"help": "longest line generated per step (tokens)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling (per problem, node and iteration)"})
+    select: str = field(default="best", metadata={"help": "final response: best (the node over the end gate, "
+                                                          "else the best leaf) | weighted-vote | vote"})
+
+    def __post_init__(self):
+        if self.select not in bon.SELECTIONS:
+            raise ValueError(f"select must be one of {' | '.join(bon.SELECTIONS)}, got {self.select!r}")
+        if self.rollout_children not in ROLLOUT_CHILDREN:
+            raise ValueError(f"rollout_children must be best | all, got {self.rollout_children!r}")
+        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1:
+            raise ValueError("branch, max_tokens and max_line_tokens must be at least 1")
+        if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")

@@ -32,7 +32,8 @@ One iteration (``executeRound``), for every problem still searching
 3. **Rollout** (``greedyPolicy``): from the new child that selection would take next (the
    code's ``getBestChild(node)``: all children are unvisited, so the highest ``V``),
    ``roll_forward_steps`` greedy lines (temperature 0), each reached state scored, stopping
-   at an end state. Then ``child.V <- (1 - alpha) child.V + alpha * best``, where ``best``
+   at an end state. (The code's "greedy" keeps the best-valued of ``roll_branch`` = 1
+   proposals sampled at the search temperature; temperature 0 is this module's reading.) Then ``child.V <- (1 - alpha) child.V + alpha * best``, where ``best``
    is the largest value among the *rollout states only*: the code starts ``max_V`` at the
    value range's low end (0) and never compares with the child's own value. A child that is
    itself an end state is not rolled out and keeps its ``V`` (the code returns ``node.V``).
@@ -101,7 +102,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.sampler import SamplingParams
-from .bon import SELECTIONS, answers_of, select
+from .bon import answers_of, select
+from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
     ActionSplitter,
     Candidate,
@@ -113,43 +115,6 @@ from .common import (
     request_seed,
     score_counted,
 )
-
-ROLLOUT_CHILDREN = ("best", "all")
-
-
-@dataclass
-class MCTSStarConfig:
-    """Settings of MCTS* (defaults: the authors' ``evaluate.py``)."""
-
-    iterations: int = field(default=100, metadata={"help": "search iterations per problem (select, expand, "
-                                                           "roll out, back up)"})
-    branch: int = field(default=3, metadata={"help": "lines sampled per expansion (children; duplicates merge)"})
-    c: float = field(default=0.4, metadata={"help": "UCT exploration constant"})
-    inf: float = field(default=0.8, metadata={"help": "bonus of a never-visited child in UCT (value units)"})
-    end_gate: float = field(default=0.9, metadata={"help": "a selected leaf with at least this value ends the "
-                                                           "search (value units; ignored when collecting data)"})
-    roll_forward_steps: int = field(default=2, metadata={"help": "greedy lines per rollout (lines)"})
-    alpha: float = field(default=0.5, metadata={"help": "weight of the rollout's best value in the child's value"})
-    rollout_children: str = field(default="best", metadata={"help": "which new children are rolled out: best "
-                                                                    "(the one UCT picks, as the code) | all"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of expansions"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold of expansions"})
-    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens); a state this long "
-                                                           "is an end state"})
-    max_line_tokens: int = field(default=64, metadata={"help": "longest line generated per step (tokens)"})
-    seed: int = field(default=0, metadata={"help": "seed of the sampling (per problem, node and iteration)"})
-    select: str = field(default="best", metadata={"help": "final response: best (the node over the end gate, "
-                                                          "else the best leaf) | weighted-vote | vote"})
-
-    def __post_init__(self):
-        if self.select not in SELECTIONS:
-            raise ValueError(f"select must be one of {' | '.join(SELECTIONS)}, got {self.select!r}")
-        if self.rollout_children not in ROLLOUT_CHILDREN:
-            raise ValueError(f"rollout_children must be best | all, got {self.rollout_children!r}")
-        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1:
-            raise ValueError("branch, max_tokens and max_line_tokens must be at least 1")
-        if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")
 
 
 @dataclass(eq=False)
