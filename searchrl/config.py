@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
-from .search.config import MCTSStarConfig, VMMCTSConfig
+from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
 from .train.config import SFTConfig, ValueTrainConfig
 
 
@@ -150,6 +150,7 @@ class SearchConfig:
     seed: int = _f(0, "seed of every method's sampling")
     vm_mcts: VMMCTSConfig = field(default_factory=VMMCTSConfig)
     mcts_star: MCTSStarConfig = field(default_factory=MCTSStarConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
 
     def __post_init__(self):
         if not self.budgets or any(b < 1 for b in self.budgets):

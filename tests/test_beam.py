@@ -84,6 +84,9 @@ def test_ties_go_to_the_first_candidate():
     cfg = BeamConfig(num_blocks=4, width=2, block_size=4)
     [res], _, _ = run(script, {"a$": 0.2, "b$": 0.5, "c$": 0.5, "d$": 0.5}, cfg)
     assert texts(res) == ["b", "c"]  # b, c, d tie at .5: the first two in candidate order win
+    # survivors take the beam slots in candidate order, not in rank order
+    [res], _, _ = run(script, {"a$": 0.2, "b$": 0.5, "c$": 0.6, "d$": 0.1}, cfg)
+    assert texts(res) == ["b", "c"] and [c.meta["beam"] for c in res.candidates] == [0, 1]
 
 
 def test_finished_beams_are_frozen_and_still_output():
@@ -165,12 +168,16 @@ def test_budget_stops_a_problem_and_keeps_its_unfinished_beams():
 
 
 def test_problems_advance_in_lockstep_one_call_per_step():
-    # problem 0 ("q") goes 2 steps, problem 1 ("rr", 5 prompt tokens) ends at step 0: it takes option 2 = "c$"
+    # problem 0 (index 5, "q") goes 2 steps; problem 1 (index 7, "rr": 5 prompt tokens) takes option 2 = "c$"
+    # and ends at step 0
     script = {"": ["ab", "xx", "c$"], "ab": ["d$"]}
     values = {"ab": 0.9, "xx": 0.1, "c$": 0.5, "abd$": 0.8}
     cfg = BeamConfig(num_blocks=2, width=2, block_size=2)
     problems = [{"q": "q", "answer": ""}, {"q": "rr", "answer": ""}]
-    choose = lambda i, r, t, b, j: j if i == 5 else 2  # noqa: E731
+
+    def choose(i, r, t, b, j):
+        return j if i == 5 else 2
+
     res, gen, scorer = run(script, values, cfg, problems=problems, choose=choose, indices=[5, 7])
     assert gen.batches == [["", ""], ["ab"]] and scorer.batches == 2
     assert [r.index for r in res] == [5, 7]
@@ -193,7 +200,8 @@ def test_generator_that_cannot_continue_finishes_the_beam():
             return out
 
     gen = Short({"": ["ab$"]})
-    [res] = beam_search(gen, ScriptedScorer({}), EchoTask(), [{"q": "q"}], BeamConfig(num_blocks=2, width=2, block_size=2))
+    cfg = BeamConfig(num_blocks=2, width=2, block_size=2)
+    [res] = beam_search(gen, ScriptedScorer({}), EchoTask(), [{"q": "q"}], cfg)
     assert gen.batches == [[""]] and texts(res) == ["a"] and res.candidates[0].finish_reason == "length"
 
 

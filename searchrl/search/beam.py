@@ -25,18 +25,19 @@ With ``N`` = :attr:`BeamConfig.num_blocks` candidate blocks per step and width `
    ``N / w`` outputs. The search ends when no beam is active.
 
 **DVTS** (diverse verifier tree search) runs ``reps`` independent searches per problem (seeds
-differ by the repetition) and pools their ``(N / w) x reps`` outputs; the budget is ``N x reps``
-blocks per step. The final response is chosen over the pooled outputs by
-:func:`~searchrl.search.bon.select` (``best``, ``vote`` or ``weighted-vote``, the VGS default
-being the value-weighted majority vote), each output scored by the value of its last token.
+differ by the repetition) and pools their ``(N / w) x reps`` outputs; VGS calls ``N x reps`` its
+budget (blocks per step, the cost of best-of-``N x reps`` when blocks are whole responses).
+The final response is chosen over the pooled outputs by :func:`~searchrl.search.bon.select`
+(``best``, ``vote`` or ``weighted-vote``, the VGS default being the value-weighted majority
+vote), each output scored by the value of its last token.
 
 Here
 ----
 * All problems and all repetitions advance in lockstep: one :func:`generate_counted` and one
   :func:`score_counted` call per step, over every active beam of every problem and repetition.
   The request of beam ``b`` of repetition ``r`` of problem ``i`` at step ``t`` is seeded with
-  ``request_seed(seed, i, r, t, b)``; survivors of a step take the active beams' slots in the
-  order the candidates came (so a slot keeps, when it survives, its own lineage first).
+  ``request_seed(seed, i, r, t, b)`` (so a problem's samples do not depend on the batch); the
+  survivors of a step take the active beams' slots in candidate order.
 * ``block_size`` defaults to 32 tokens (VGS: 4096 with a 16384-token limit) and ``max_tokens``
   to 512: our policies are tiny and their responses short, and a block should still hold a
   few lines so the value model sees meaningful progress between decisions.
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 
 from ..engine.sampler import SamplingParams
 from . import bon
+from .config import BeamConfig
 from .common import (
     Candidate,
     SearchResult,
@@ -67,41 +69,6 @@ from .common import (
     request_seed,
     score_counted,
 )
-
-
-@dataclass
-class BeamConfig:
-    """Settings of VGS block-wise beam search and DVTS (see module docs)."""
-
-    num_blocks: int = field(default=8, metadata={"help": "N: candidate blocks sampled per step and search (blocks)"})
-    width: int = field(default=2, metadata={"help": "w: blocks sampled per active beam; N / w beams (blocks)"})
-    block_size: int = field(default=32, metadata={
-        "help": "most tokens of one block (tokens; VGS uses 4096, 32 suits tiny policies)"})
-    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens; VGS uses 16384)"})
-    temperature: float = field(default=0.6, metadata={"help": "sampling temperature of blocks"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass of blocks"})
-    reps: int = field(default=1, metadata={"help": "DVTS: independent searches per problem, outputs pooled (searches)"})
-    seed: int = field(default=0, metadata={"help": "seed every request's sampling seed derives from"})
-    select: str = field(default="weighted-vote", metadata={
-        "help": "final choice over the pooled outputs: best | vote | weighted-vote"})
-
-    def __post_init__(self):
-        for name in ("num_blocks", "width", "block_size", "max_tokens", "reps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_blocks % self.width:
-            raise ValueError(f"num_blocks ({self.num_blocks}) must be divisible by width ({self.width})")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.select not in bon.SELECTIONS:
-            raise ValueError(f"unknown select {self.select!r}; known: {', '.join(bon.SELECTIONS)}")
-
-    @property
-    def beams(self) -> int:
-        """Beams per search (``num_blocks / width``)."""
-        return self.num_blocks // self.width
 
 
 @dataclass
@@ -139,7 +106,8 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
             break
         asked = [min(cfg.block_size, cfg.max_tokens - len(searches[p][r][b].ids)) for p, r, b in active]
         params = [SamplingParams(n=cfg.width, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=m,
-                                 seed=request_seed(cfg.seed, idx[p], r, steps[p], b)) for (p, r, b), m in zip(active, asked)]
+                                 seed=request_seed(cfg.seed, idx[p], r, steps[p], b))
+                  for (p, r, b), m in zip(active, asked)]
         outs = generate_counted(generator, [prompts[p] + searches[p][r][b].ids for p, r, b in active], params,
                                 [p for p, _, _ in active], counter)
         # candidates, grouped by search: (problem, rep) -> [(ids, finish reason or None)]

@@ -77,3 +77,38 @@ class MCTSStarConfig:
             raise ValueError("branch, max_tokens and max_line_tokens must be at least 1")
         if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
             raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")
+
+
+@dataclass
+class BeamConfig:
+    """Settings of VGS block-wise beam search and DVTS (see module docs)."""
+
+    num_blocks: int = field(default=8, metadata={"help": "N: candidate blocks sampled per step and search (blocks)"})
+    width: int = field(default=2, metadata={"help": "w: blocks sampled per active beam; N / w beams (blocks)"})
+    block_size: int = field(default=32, metadata={
+        "help": "most tokens of one block (tokens; VGS uses 4096, 32 suits tiny policies)"})
+    max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens; VGS uses 16384)"})
+    temperature: float = field(default=0.6, metadata={"help": "sampling temperature of blocks"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass of blocks"})
+    reps: int = field(default=1, metadata={"help": "DVTS: independent searches per problem, outputs pooled (searches)"})
+    seed: int = field(default=0, metadata={"help": "seed every request's sampling seed derives from"})
+    select: str = field(default="weighted-vote", metadata={
+        "help": "final choice over the pooled outputs: best | vote | weighted-vote"})
+
+    def __post_init__(self):
+        for name in ("num_blocks", "width", "block_size", "max_tokens", "reps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_blocks % self.width:
+            raise ValueError(f"num_blocks ({self.num_blocks}) must be divisible by width ({self.width})")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.select not in bon.SELECTIONS:
+            raise ValueError(f"unknown select {self.select!r}; known: {', '.join(bon.SELECTIONS)}")
+
+    @property
+    def beams(self) -> int:
+        """Beams per search (``num_blocks / width``)."""
+        return self.num_blocks // self.width
