@@ -148,6 +148,29 @@ def cmd_train_value(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .pipelines.search import run_search
+
+    run = _run(args, sampling=True)
+    row = run_search(run, args.method, args.budget, args.model)
+    print(f"{row['label']} at {row['budget_tokens']} tokens per problem on {run.cfg.search.split} "
+          f"({row['n_problems']} problems): accuracy {100 * row['accuracy']:.1f}% "
+          f"(95% CI {100 * row['ci_low']:.1f}..{100 * row['ci_high']:.1f}), {row['generated_tokens']:.0f} generated "
+          f"and {row['value_tokens']:.0f} value-model tokens per problem ({row['seconds']} s)")
+    return 0
+
+
+def cmd_compare_search(args: argparse.Namespace) -> int:
+    from .pipelines.search import run_compare_search
+
+    run = _run(args, sampling=True)
+    run_compare_search(run, args.model)
+    out = run.dir / "compare-search"
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"results: {out}/results.json, {out}/accuracy_vs_tokens.png")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -217,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--data", required=True, nargs="+", help="value-data directories or JSONL files")
     tv.add_argument("--model", help="policy checkpoint the value model starts from (default: the run's base)")
     tv.add_argument("--name", help="output name under <run_dir>/value/ (default: the kind)")
+    se = _sub(sub, "search", "run one search method at one token budget on search.split; prints its accuracy "
+              "(results in <run_dir>/search)", cmd_search)
+    se.add_argument("--method", required=True, help="bon (= bon-value) | bon-oracle | bon-orm | vote | "
+                    "weighted-vote | prm-min | vm-mcts | orm-mcts | mcts-star | beam | dvts")
+    se.add_argument("--budget", required=True, type=int, help="generated tokens per problem")
+    se.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
+    cs = _sub(sub, "compare-search", "every search.methods at every search.budgets on search.split; writes "
+              "results.json, results.md and accuracy_vs_tokens.png into <run_dir>/compare-search (resumable)",
+              cmd_compare_search)
+    cs.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     return parser
 
 

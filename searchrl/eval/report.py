@@ -37,6 +37,7 @@ __all__ = [
     "markdown_table",
     "plot_pass_at_k",
     "plot_accuracy_vs_budget",
+    "plot_accuracy_vs_tokens",
     "write_report",
 ]
 
@@ -303,6 +304,41 @@ def plot_accuracy_vs_budget(
     highest = max((100.0 * v for m in methods for sp in splits
                     for v in _int_keyed((budget_results[m] or {}).get(sp)).values()), default=100.0)
     _finish(fig, axes, "accuracy per sample (%)", handles, top=min(100.0, max(10.0, math.ceil(highest * 1.15 / 5) * 5)))
+    _save(fig, path)
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """Search accuracy against generated tokens per problem: one line per method (x = tokens it
+    actually used at each budget, log2 axis), 95% intervals as error bars; an oracle dashed.
+    ``rows``: ``{"method", "label", "generated_tokens", "accuracy", "ci_low", "ci_high", "oracle"}``."""
+    from matplotlib.ticker import FuncFormatter
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    styles = _method_styles(methods)
+    fig, axes = _new_figure(1, title)
+    fig.set_size_inches(7.5, 5.2)
+    ax = axes[0]
+    handles = {}
+    for m in methods:
+        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["generated_tokens"])
+        x = [r["generated_tokens"] for r in pts]
+        y = [100 * r["accuracy"] for r in pts]
+        err = [[100 * (r["accuracy"] - r["ci_low"]) for r in pts], [100 * (r["ci_high"] - r["accuracy"]) for r in pts]]
+        label = pts[0].get("label", m) + (" (oracle)" if pts[0].get("oracle") and "oracle" not in
+                                          pts[0].get("label", m) else "")
+        h = ax.errorbar(x, y, yerr=err, capsize=3, linewidth=1.5, markersize=5, alpha=0.9,
+                        linestyle="--" if pts[0].get("oracle") else "-", **styles[m])
+        handles[label] = h
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_tokens))
+    ax.set_xlabel("generated tokens per problem (mean)")
+    lows = [100 * r["ci_low"] for r in rows] or [0.0]
+    highs = [100 * r["ci_high"] for r in rows] or [100.0]
+    axes[0].set_ylabel("accuracy (%)")
+    ax.set_ylim(max(0.0, math.floor(min(lows) / 5) * 5 - 5), min(100.0, math.ceil(max(highs) / 5) * 5 + 2))
+    ax.grid(True, which="major", alpha=0.35)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncols=3, frameon=False,
+               fontsize=8)
     _save(fig, path)
 
 
