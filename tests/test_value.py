@@ -134,3 +134,28 @@ def test_training_on_the_core_learns_and_resumes(tmp_path, tokenizer, kind):
     with pytest.raises(ValueError, match="head is"):
         train_value(micro_value(tokenizer, "3class" if kind == "scalar" else "scalar"), tokenizer, recs,
                     ValueTrainConfig(output_dir=str(tmp_path / "w"), kind=kind), progress=False)
+
+
+def test_prefix_values_from_one_pass_equal_scoring_each_prefix(tokenizer):
+    """PRM-min with a value model reads all step prefixes from one forward pass: same numbers as
+    scoring every prefix on its own (the generic Scorer path)."""
+    from searchrl.search.common import ActionSplitter
+    from searchrl.search.vm_mcts import prm_min_scores
+
+    model = micro_value(tokenizer)
+    with torch.no_grad():
+        model.value_head.weight.normal_(0, 0.5)
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    a, b = tokenizer("12", add_special_tokens=False)["input_ids"], tokenizer("3+4", add_special_tokens=False)["input_ids"]
+    prompts, responses = [[3, 4, 5], [6]], [a + nl + b + nl + a, b + nl]
+    splitter = ActionSplitter(tokenizer, "\n")
+
+    class Plain:  # the same model without values_at: every prefix scored separately
+        def score(self, p, s):
+            return model.score(p, s)
+
+    fast, slow = prm_min_scores(model, splitter, prompts, responses), prm_min_scores(Plain(), splitter, prompts, responses)
+    assert fast == pytest.approx(slow, rel=1e-5)
+    by_hand = min(model.score([prompts[0]] * 3, [responses[0][:len(a) + len(nl)], responses[0][:-len(a)],
+                                                  responses[0]]))
+    assert fast[0] == pytest.approx(by_hand, rel=1e-5)

@@ -136,36 +136,44 @@ class ValueModel(nn.Module):
         """``[B, T]``: the value after each position (the state ending at that token)."""
         return self.to_values(self(input_ids, attention_mask))
 
-    @torch.no_grad()
     def score(self, prompt_ids: Sequence[Sequence[int]], state_ids: Sequence[Sequence[int]],
               max_batch_tokens: int = 16384) -> list[float]:
         """V(prompt_i + state_i) at its last token, for every i (batched by length; a
         :class:`~searchrl.search.common.Scorer`)."""
-        if len(prompt_ids) != len(state_ids):
-            raise ValueError(f"{len(prompt_ids)} prompts for {len(state_ids)} states")
+        ends = [[len(s)] for s in state_ids]
+        return [v[0] for v in self.values_at(prompt_ids, state_ids, ends, max_batch_tokens)]
+
+    @torch.no_grad()
+    def values_at(self, prompt_ids: Sequence[Sequence[int]], state_ids: Sequence[Sequence[int]],
+                  ends: Sequence[Sequence[int]], max_batch_tokens: int = 16384) -> list[list[float]]:
+        """For each i, the values of the prefixes ``prompt_i + state_i[:e]`` for every ``e`` in ``ends[i]``
+        (``e = 0``: the bare prompt), read from one forward pass over ``prompt_i + state_i`` (the
+        value at a token depends only on the tokens before it). Sequences are batched by length,
+        right-padded (with causal attention a real token never sees the padding after it)."""
+        if not len(prompt_ids) == len(state_ids) == len(ends):
+            raise ValueError(f"{len(prompt_ids)} prompts, {len(state_ids)} states, {len(ends)} position lists")
         seqs = [list(p) + list(s) for p, s in zip(prompt_ids, state_ids)]
-        if any(not s for s in seqs):
-            raise ValueError("cannot score an empty sequence")
+        for i, (p, s, es) in enumerate(zip(prompt_ids, state_ids, ends)):
+            if any(not 0 <= e <= len(s) for e in es) or (0 in es and not p):
+                raise ValueError(f"sequence {i}: prefix ends {list(es)} outside 1..{len(p) + len(s)} tokens")
         pad = self.config.pad_token_id if getattr(self.config, "pad_token_id", None) is not None else 0
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
-        out = [0.0] * len(seqs)
+        out: list[list[float]] = [[] for _ in seqs]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         i = 0
         try:
             while i < len(order):
                 longest = len(seqs[order[i]])
-                rows = order[i:i + max(1, max_batch_tokens // longest)]
+                rows = order[i:i + max(1, max_batch_tokens // max(longest, 1))]
                 ids = torch.full((len(rows), longest), pad, dtype=torch.long)
                 for r, j in enumerate(rows):
                     ids[r, :len(seqs[j])] = torch.tensor(seqs[j])
-                # right padding needs no mask: with causal attention a real token never sees the padding after it
-                vals = self.values(ids.to(device))
-                last = torch.tensor([len(seqs[j]) - 1 for j in rows], device=device)
-                picked = vals[torch.arange(len(rows), device=device), last].tolist()
-                for j, v in zip(rows, picked):
-                    out[j] = float(v)
+                vals = self.values(ids.to(device)).cpu()
+                for r, j in enumerate(rows):
+                    at = [len(prompt_ids[j]) + e - 1 for e in ends[j]]
+                    out[j] = vals[r, at].tolist()
                 i += len(rows)
         finally:
             self.train(was_training)

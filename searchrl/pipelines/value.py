@@ -118,10 +118,11 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     if cfg.n_problems:
         problems = problems[: cfg.n_problems]
     settings = dataclasses.asdict(cfg)
-    if source == "vm-mcts":
-        settings["vm_mcts"] = dataclasses.asdict(scfg.vm_mcts)
-    if source == "mcts-star":
-        settings["mcts_star"] = dataclasses.asdict(scfg.mcts_star)
+    # a tree search's response limit is value_data.max_tokens, like the other makers'
+    tree_cfg = {"vm-mcts": scfg.vm_mcts, "mcts-star": scfg.mcts_star}.get(source)
+    if tree_cfg is not None:
+        tree_cfg = dataclasses.replace(tree_cfg, max_tokens=cfg.max_tokens)
+        settings["search"] = dataclasses.asdict(tree_cfg)
     key = shard_key(source=source, model=run.model_key(path), value=run.model_identity(value) if value else None,
                     **{k: v for k, v in settings.items() if k not in ("batch_size", "shard_problems")})
     out = run.dir / "value-data" / f"{source}-{key}"
@@ -137,11 +138,11 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
         if source == "vm-mcts":
             from ..search.vm_mcts import collect_value_targets
 
-            per = collect_value_targets(gen, run.task, chunk, scfg.vm_mcts, indices=range(start, end))
+            per = collect_value_targets(gen, run.task, chunk, tree_cfg, indices=range(start, end))
         else:
             from ..search.mcts_star import collect_value_targets
 
-            per = collect_value_targets(gen, scorer, run.task, chunk, scfg.mcts_star, indices=range(start, end))
+            per = collect_value_targets(gen, scorer, run.task, chunk, tree_cfg, indices=range(start, end))
         advance(end - start)
         return [{"source": source, **r} for recs in per for r in recs]
 

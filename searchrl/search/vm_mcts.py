@@ -256,12 +256,19 @@ def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequenc
                    owners: Sequence[int] | None = None) -> list[float]:
     """PRM-BoN's score (paper A.2, "PRM"): per response, the minimum of the scorer's values of its prefixes
     after each action (the empty response: the value of the bare prompt). ``prompt_ids[i]`` is response
-    ``i``'s prompt; one batched scorer call; value tokens go to ``counter`` under ``owners`` (default: i)."""
+    ``i``'s prompt; one batched scorer call (a scorer with ``values_at``, as
+    :class:`~searchrl.models.value.ValueModel`, reads all prefixes of a response from one pass over it);
+    value tokens go to ``counter`` under ``owners`` (default: i)."""
     if len(prompt_ids) != len(responses_ids):
         raise ValueError(f"{len(prompt_ids)} prompts for {len(responses_ids)} responses")
     owners = list(range(len(responses_ids))) if owners is None else list(owners)
     counter = counter if counter is not None else TokenCounter.zeros(max(owners, default=-1) + 1)
     cuts = [[end for _, end in splitter.actions(ids)] or [0] for ids in responses_ids]
+    values_at = getattr(scorer, "values_at", None)
+    if values_at is not None:  # a value model reads every prefix's value from one pass over the response
+        for o, pr, ids in zip(owners, prompt_ids, responses_ids):
+            counter.value[o] += len(pr) + len(ids)
+        return [min(vs) for vs in values_at(prompt_ids, responses_ids, cuts)]
     values = iter(score_counted(scorer, [pr for pr, cs in zip(prompt_ids, cuts) for _ in cs],
                                 [list(ids[:e]) for ids, cs in zip(responses_ids, cuts) for e in cs],
                                 [o for o, cs in zip(owners, cuts) for _ in cs], counter))
