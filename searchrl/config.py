@@ -140,6 +140,8 @@ class SearchConfig:
     methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
                              "orm-mcts", "mcts-star", "beam", "dvts"], "methods compared (searchrl.search.METHODS)")
     value: str = _f("", "scalar value model (bon-value, weighted-vote, prm-min, vm-mcts, mcts-star)")
+    mcts_star_value: str = _f("", "value model of mcts-star ('' = search.value): ReST-MCTS* trains its own on "
+                                  "MCTS* value targets")
     orm: str = _f("", "outcome reward model (bon-orm, orm-mcts)")
     classifier: str = _f("", "VGS 3-class value model (beam, dvts; '' = use search.value)")
     pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "

@@ -16,7 +16,8 @@ Methods (``METHODS``) and what they need:
   ``num_blocks`` N chosen so that N full responses fit the budget (N = B / mean pool response
   length, rounded down to a multiple of the width, at least one beam), and ``dvts``
   (``search.beam.num_blocks`` per repetition, as many repetitions as fit the budget). Both use the
-  3-class classifier (``search.classifier``), else the scalar value model.
+  3-class classifier (``search.classifier``), else the scalar value model. ``mcts-star`` reads
+  ``search.mcts_star_value`` (a value model trained on MCTS* targets), else ``search.value``.
 
 Every row reports the generated tokens per problem the method actually used (a search may stop
 short of a budget or overshoot it by one step), value-model tokens separately, accuracy and a 95%
@@ -43,8 +44,8 @@ METHODS = POOL_METHODS + TREE_METHODS
 ALIASES = {"bon": "bon-value"}
 #: the model each method scores with: "value", "orm", "classifier" (falls back to value) or None
 NEEDS = {"bon-oracle": None, "vote": None, "bon-value": "value", "weighted-vote": "value", "prm-min": "value",
-         "bon-orm": "orm", "vm-mcts": "value", "orm-mcts": "orm", "mcts-star": "value", "beam": "classifier",
-         "dvts": "classifier"}
+         "bon-orm": "orm", "vm-mcts": "value", "orm-mcts": "orm", "mcts-star": "mcts_star_value",
+         "beam": "classifier", "dvts": "classifier"}
 LABELS = {"bon-oracle": "BoN, verifier (oracle)", "vote": "majority vote", "bon-value": "BoN, value model",
           "bon-orm": "BoN, ORM", "weighted-vote": "value-weighted vote", "prm-min": "BoN, min step value (PRM)",
           "vm-mcts": "VM-MCTS", "orm-mcts": "ORM-MCTS", "mcts-star": "MCTS*", "beam": "VGS beam (w=2)",
@@ -69,11 +70,13 @@ class Searcher:
         self.methods = [resolve_method(m) for m in methods]
         self.out = Path(out_dir) if out_dir is not None else run.dir / "compare-search"
         self.policy = policy_path(run, policy)
-        paths = {"value": self.cfg.value, "orm": self.cfg.orm, "classifier": self.cfg.classifier or self.cfg.value}
+        c = self.cfg
+        paths = {"value": c.value, "orm": c.orm, "classifier": c.classifier or c.value,
+                 "mcts_star_value": c.mcts_star_value or c.value}
         for m in self.methods:  # refuse before any work
             need = NEEDS[m]
             if need is not None and not paths[need]:
-                setting = "search.classifier (or search.value)" if need == "classifier" else f"search.{need}"
+                setting = f"search.{need}" + (" (or search.value)" if need in ("classifier", "mcts_star_value") else "")
                 raise FileNotFoundError(f"method {m} needs a value model: set {setting} to a directory made by "
                                         f"`searchrl train-value`")
             if need is not None:
@@ -97,9 +100,10 @@ class Searcher:
             self._scorers[path] = load_value_model(path, self.run)
         return self._scorers[path]
 
-    def key(self, **what: Any) -> str:
-        ids = {k: self.run.model_identity(p) for k, p in self.paths.items() if p}
-        return shard_key(policy=self.run.model_key(self.policy), models=ids, split=self.cfg.split,
+    def key(self, need: str | None = None, **what: Any) -> str:
+        """What a result depends on: the policy, the problems, the value model ``need`` names, ``what``."""
+        scorer = self.run.model_identity(self.paths[need]) if need is not None else None
+        return shard_key(policy=self.run.model_key(self.policy), scorer=scorer, split=self.cfg.split,
                          problems=problems_digest(self.problems), **what)
 
     # ---- the pool of independent samples
@@ -225,7 +229,8 @@ class Searcher:
         settings = {"pool": [self.cfg.pool_samples, self.cfg.temperature, self.cfg.max_tokens, self.cfg.seed]}
         if method in TREE_METHODS:
             settings["cfg"] = dataclasses.asdict(self.method_cfg(method))
-        path = self.out / "methods" / f"{method}-{budget}-{self.key(method=method, budget=budget, **settings)}.json"
+        key = self.key(NEEDS[method], method=method, budget=budget, **settings)
+        path = self.out / "methods" / f"{method}-{budget}-{key}.json"
         if path.exists():
             return read_json(path)
         t0 = time.perf_counter()
@@ -260,10 +265,11 @@ def run_compare_search(run: Run, policy: str | os.PathLike | None = None) -> dic
         for m in s.methods:
             logger.info("search: %s at %d tokens per problem", m, budget)
             rows.append(s.run_method(m, budget)["row"])
-    title = (f"{run.cfg.task.name} {c.split}, {len(s.problems)} problems; policy {rel(run.dir, s.policy)}; "
+    label = str(policy) if policy else (run.cfg.base_model or rel(run.dir, s.policy))
+    title = (f"{run.cfg.task.name} {c.split}, {len(s.problems)} problems; policy {label}; "
              f"pool: {c.pool_samples} samples at temperature {c.temperature:g}")
-    meta = {"split": c.split, "n_problems": len(s.problems), "policy": rel(run.dir, s.policy),
-            "value": c.value, "orm": c.orm, "classifier": c.classifier, "budgets": sorted(c.budgets),
+    meta = {"split": c.split, "n_problems": len(s.problems), "policy": label,
+            "models": {k: rel(run.dir, p) for k, p in s.paths.items() if p}, "budgets": sorted(c.budgets),
             "search": dataclasses.asdict(c), "machine": machine(), "title": title}
     results = {"rows": rows, "meta": meta}
     write_json(s.out / "results.json", results)
