@@ -13,7 +13,8 @@ import logging
 import sys
 
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
-               "Stream-of-Search training, ReST and Guided-ReST self-training, pass@k evaluation.")
+               "Stream-of-Search training, ReST and Guided-ReST self-training, pass@k evaluation, value models "
+               "and test-time search (best-of-N and votes, VM-MCTS, MCTS*, VGS beam search and DVTS).")
 
 
 class _LazyEpilogParser(argparse.ArgumentParser):
@@ -69,11 +70,17 @@ def _task_help() -> str:
 def _run(args: argparse.Namespace, sampling: bool = False):
     """The command's run, opened: settings, stages and models checked before anything is recorded.
 
-    ``sampling``: the command samples ``--model`` (default: the run's base policy).
+    ``sampling``: the command samples ``--model`` (default: the run's base policy). A command
+    with ``--preset NAME`` starts from ``searchrl/presets/search-NAME.yaml``, then ``--config``.
     """
     from .pipelines.run import Run, config_for_run_dir
 
-    cfg = config_for_run_dir(args.run_dir, [args.config] if args.config else [], args.overrides)
+    recipes = [args.config] if args.config else []
+    if getattr(args, "preset", None):
+        from importlib import resources
+
+        recipes.insert(0, str(resources.files("searchrl") / "presets" / f"search-{args.preset}.yaml"))
+    cfg = config_for_run_dir(args.run_dir, recipes, args.overrides)
     run = Run(cfg, progress=not args.quiet)
     if sampling:
         from .pipelines.commands import policy_path
@@ -246,10 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "weighted-vote | prm-min | vm-mcts | orm-mcts | mcts-star | beam | dvts")
     se.add_argument("--budget", required=True, type=int, help="generated tokens per problem")
     se.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
-    cs = _sub(sub, "compare-search", "every search.methods at every search.budgets on search.split; writes "
-              "results.json, results.md and accuracy_vs_tokens.png into <run_dir>/compare-search (resumable)",
+    cs = _sub(sub, "compare-search", "every search.methods at every search.budgets on search.split; value models "
+              "left unset are made first (value data, then training); writes results.json, results.md and "
+              "accuracy_vs_tokens.png into <run_dir>/compare-search (resumable)",
               cmd_compare_search)
     cs.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
+    cs.add_argument("--preset", choices=("smoke",), help="smoke: every step on minuscule settings with the shipped "
+                    "policy, about a minute (its numbers mean nothing)")
     return parser
 
 

@@ -117,16 +117,26 @@ class ValueDataConfig:
     rollouts: int = _f(2, "vgs: roll-outs sampled from each cut")
     temperature: float = _f(1.0, "sampling temperature of responses and roll-outs")
     max_tokens: int = _f(896, "response budget, roll-in included (tokens)")
+    vm_mcts_problems: int = _f(0, "vm-mcts: first N problems of the split (0 = n_problems)")
+    mcts_star_problems: int = _f(0, "mcts-star: first N problems of the split (0 = n_problems)")
+    vm_mcts_iterations: int = _f(30, "vm-mcts: iterations T of Algorithm 2 per problem (the paper: 30); its other "
+                                     "settings are search.vm_mcts's")
+    mcts_star_iterations: int = _f(100, "mcts-star: iterations per problem (the code: 100); its other settings are "
+                                        "search.mcts_star's")
     batch_size: int = _f(64, "rows decoded together by the sampler")
     shard_problems: int = _f(100, "problems per resumable shard")
     seed: int = _f(0, "seed of the sampling and of the cut positions")
 
+    #: fields that only some makers read: the shard key names the values a maker used instead
+    MAKER_FIELDS = ("vm_mcts_problems", "mcts_star_problems", "vm_mcts_iterations", "mcts_star_iterations", "batch_size", "shard_problems")
+
     def __post_init__(self):
-        for name in ("samples", "rollouts", "max_tokens", "batch_size", "shard_problems"):
+        for name in ("samples", "rollouts", "max_tokens", "batch_size", "shard_problems", "vm_mcts_iterations",
+                     "mcts_star_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_problems < 0:
-            raise ValueError(f"n_problems must be >= 0, got {self.n_problems}")
+        if min(self.n_problems, self.vm_mcts_problems, self.mcts_star_problems) < 0:
+            raise ValueError("n_problems, vm_mcts_problems and mcts_star_problems must be >= 0")
 
 
 @dataclass

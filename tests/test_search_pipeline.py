@@ -11,15 +11,7 @@ import pytest
 from searchrl.cli import main
 from searchrl.data import read_jsonl
 
-SETTINGS = ["base_model=builtin:sos-tiny-base", "task.n_train=20", "task.n_selftrain=6", "task.n_valid=2",
-            "task.n_valid_unseen=2", "task.n_test=4", "task.min_target=10", "task.max_target=59",
-            "task.max_number=19", "task.workers=1", "model.max_seq_len=512",
-            "value_data.n_problems=3", "value_data.samples=2", "value_data.rollouts=2", "value_data.max_tokens=160",
-            "value_data.shard_problems=2", "value_data.batch_size=16",
-            "value.max_steps=3", "value.warmup_steps=1", "value.tokens_per_batch=2048", "value.max_seq_len=512",
-            "value.log_every=1", "value.save_every=2",
-            "search.vm_mcts.iterations=2", "search.vm_mcts.n=2", "search.mcts_star.iterations=3",
-            "search.beam.num_blocks=4", "search.beam.block_size=48"]
+SMOKE = ["--preset", "smoke"]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +20,12 @@ def run_dir(tmp_path_factory):
 
 
 def cli(run, *args):
-    assert main([*args, "--run-dir", str(run), "--quiet", *SETTINGS]) == 0
+    assert main([*args, "--run-dir", str(run), "--quiet"]) == 0
 
 
 def test_value_data_makers_and_training(run_dir, capsys):
+    # the smoke preset's settings (a run directory keeps the config of its first command)
+    assert main(["compare-search", *SMOKE, "--run-dir", str(run_dir), "--quiet", "search.methods=[vote]"]) == 0
     for source in ("orm", "vgs", "vm-mcts"):
         cli(run_dir, "value-data", "--source", source)
     dirs = {p.name.split("-")[0] if not p.name.startswith("vm-") else "vm-mcts": p
@@ -53,24 +47,27 @@ def test_value_data_makers_and_training(run_dir, capsys):
     cli(run_dir, "value-data", "--source", "mcts-star", "--value", str(run_dir / "value/scalar/final"))
     # the wrong kind of data for a head is refused with file, line and field
     capsys.readouterr()
-    assert main(["train-value", "--kind", "3class", "--data", str(dirs["orm"]), "--run-dir", str(run_dir),
-                 "--quiet", *SETTINGS]) == 2
+    assert main(["train-value", "--kind", "3class", "--data", str(dirs["orm"]), "--name", "bad", "--run-dir",
+                 str(run_dir), "--quiet"]) == 2
     assert "field 'rollout_ids'" in capsys.readouterr().err
+    # other data into a trained model's directory is refused, naming what differs
+    assert main(["train-value", "--kind", "3class", "--data", str(dirs["orm"]), "--run-dir", str(run_dir),
+                 "--quiet"]) == 2
+    assert "was made with a different config: data" in capsys.readouterr().err
 
 
 def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
-    models = [f"search.value={run_dir}/value/scalar/final", f"search.orm={run_dir}/value/orm/final",
-              f"search.classifier={run_dir}/value/3class/final"]
-    args = ["search.n_problems=3", "search.pool_samples=4", "search.max_tokens=160", "search.budgets=[100,200,400]",
-            "search.batch_size=16", *models]
-    assert main(["compare-search", "--run-dir", str(run_dir), "--quiet", *SETTINGS, *args]) == 0
+    """Unset value models are made first (those trained above are reused: their stages are done)."""
+    trained = {p: p.stat().st_mtime_ns for p in (run_dir / "value").glob("*/final/model.safetensors")}
+    assert main(["compare-search", *SMOKE, "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in trained.items()) and len(trained) == 3
+    assert (run_dir / "value/mcts-star/final/model.safetensors").exists()  # made now, from MCTS* targets
     out = run_dir / "compare-search"
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
-    methods = {r["method"] for r in rows}
-    assert methods == {"bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
-                       "orm-mcts", "mcts-star", "beam", "dvts"}
-    assert {r["budget_tokens"] for r in rows} == {100, 200, 400}
+    assert {r["method"] for r in rows} == {"bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min",
+                                           "vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts"}
+    assert {r["budget_tokens"] for r in rows} == {100, 200, 400} and len(rows) == 33
     for r in rows:
         assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 and r["n_problems"] == 3
         assert r["generated_tokens"] > 0
@@ -79,14 +76,18 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     for b in (100, 200, 400):
         for m in ("vote", "bon-value", "bon-orm", "weighted-vote", "prm-min"):
             assert by[(m, b)]["accuracy"] <= by[("bon-oracle", b)]["accuracy"]
+        assert by[("bon-oracle", b)]["value_tokens"] == 0 < by[("bon-value", b)]["value_tokens"]
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 10_000
     assert "BoN, verifier (oracle)" in (out / "results.md").read_text()
+    # a rerun recomputes nothing
+    files = {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
+    assert main(["compare-search", "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == files
     # one method at one budget
     capsys.readouterr()
-    assert main(["search", "--method", "bon", "--budget", "200", "--run-dir", str(run_dir), "--quiet", *SETTINGS,
-                 *args]) == 0
+    assert main(["search", "--method", "bon", "--budget", "200", "--run-dir", str(run_dir), "--quiet"]) == 0
     assert "BoN, value model at 200 tokens" in capsys.readouterr().out
-    # a method without its value model is refused before any work
+    # a value-model setting that is not one is refused, naming it
     assert main(["search", "--method", "vm-mcts", "--budget", "200", "--run-dir", str(run_dir), "--quiet",
-                 *SETTINGS, "search.value=''"]) == 2
-    assert "needs a value model" in capsys.readouterr().err
+                 f"search.value={run_dir / 'data'}"]) == 2
+    assert "not a value model directory (search.value)" in capsys.readouterr().err

@@ -19,6 +19,10 @@ Methods (``METHODS``) and what they need:
   3-class classifier (``search.classifier``), else the scalar value model. ``mcts-star`` reads
   ``search.mcts_star_value`` (a value model trained on MCTS* targets), else ``search.value``.
 
+Value models left unset (``search.value``, ``search.orm``, ``search.classifier``,
+``search.mcts_star_value``) are made in the run directory first
+(:func:`searchrl.pipelines.value.ensure_value_models`: data, then training, each resumable).
+
 Every row reports the generated tokens per problem the method actually used (a search may stop
 short of a budget or overshoot it by one step), value-model tokens separately, accuracy and a 95%
 bootstrap interval over problems. Results are kept per (method, budget) under
@@ -70,21 +74,15 @@ class Searcher:
         self.methods = [resolve_method(m) for m in methods]
         self.out = Path(out_dir) if out_dir is not None else run.dir / "compare-search"
         self.policy = policy_path(run, policy)
-        c = self.cfg
-        paths = {"value": c.value, "orm": c.orm, "classifier": c.classifier or c.value,
-                 "mcts_star_value": c.mcts_star_value or c.value}
-        for m in self.methods:  # refuse before any work
-            need = NEEDS[m]
-            if need is not None and not paths[need]:
-                setting = f"search.{need}" + (" (or search.value)" if need in ("classifier", "mcts_star_value") else "")
-                raise FileNotFoundError(f"method {m} needs a value model: set {setting} to a directory made by "
-                                        f"`searchrl train-value`")
-            if need is not None:
-                from ..models.value import is_value_dir
+        from ..models.value import is_value_dir
+        from .value import ensure_value_models
 
-                if not is_value_dir(paths[need]):
-                    raise FileNotFoundError(f"{paths[need]}: not a value model directory (search.{need})")
-        self.paths = paths
+        needs = list(dict.fromkeys(NEEDS[m] for m in self.methods if NEEDS[m] is not None))
+        self.paths = ensure_value_models(run, needs, policy)
+        for need, path in self.paths.items():
+            if not is_value_dir(path):
+                raise FileNotFoundError(f"{path}: not a value model directory (search.{need}); "
+                                        f"`searchrl train-value` makes one, or leave the setting empty")
         run.ensure_data()
         problems = run.task.problems(self.cfg.split)
         self.problems = problems[: self.cfg.n_problems] if self.cfg.n_problems else problems

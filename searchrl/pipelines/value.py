@@ -34,10 +34,6 @@ from ..rundir import problems_digest, rel, shard_key
 from ..seeding import stable_seed
 from .run import Run, logger
 
-#: which head each source's data trains
-SOURCE_KIND = {"orm": "orm", "vgs": "3class", "vm-mcts": "scalar", "mcts-star": "scalar"}
-
-
 def load_value_model(path: str | os.PathLike, run: Run | None = None):
     """A trained value model, in eval mode, on the run's device and dtype."""
     import torch
@@ -114,17 +110,24 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     if source == "mcts-star" and not value:
         raise FileNotFoundError("mcts-star value data needs a value model to guide the search (--value)")
     run.ensure_data()
+    tree_cfg = None
+    n_problems = cfg.n_problems
+    if source in ("vm-mcts", "mcts-star"):
+        # a tree search's response limit is value_data.max_tokens, like the other makers'; its iterations
+        # and problems are value_data's, its other settings the search's own
+        base, iterations, n = ((scfg.vm_mcts, cfg.vm_mcts_iterations, cfg.vm_mcts_problems) if source == "vm-mcts"
+                               else (scfg.mcts_star, cfg.mcts_star_iterations, cfg.mcts_star_problems))
+        tree_cfg = dataclasses.replace(base, max_tokens=cfg.max_tokens, iterations=iterations)
+        n_problems = n or cfg.n_problems
     problems = run.task.problems(cfg.split)
-    if cfg.n_problems:
-        problems = problems[: cfg.n_problems]
-    settings = dataclasses.asdict(cfg)
-    # a tree search's response limit is value_data.max_tokens, like the other makers'
-    tree_cfg = {"vm-mcts": scfg.vm_mcts, "mcts-star": scfg.mcts_star}.get(source)
+    if n_problems:
+        problems = problems[:n_problems]
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in cfg.MAKER_FIELDS}
+    settings["n_problems"] = n_problems
     if tree_cfg is not None:
-        tree_cfg = dataclasses.replace(tree_cfg, max_tokens=cfg.max_tokens)
         settings["search"] = dataclasses.asdict(tree_cfg)
     key = shard_key(source=source, model=run.model_key(path), value=run.model_identity(value) if value else None,
-                    **{k: v for k, v in settings.items() if k not in ("batch_size", "shard_problems")})
+                    **settings)
     out = run.dir / "value-data" / f"{source}-{key}"
     gen = run.policy_generator(path, cfg.batch_size)
     scorer = load_value_model(value, run) if value else None
@@ -169,6 +172,17 @@ def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
     a bad record is an error naming its file, line and field."""
     from ..train.value import check_record
 
+    records = []
+    for f in _data_files(paths):
+        for line, rec in iter_jsonl(f):
+            bad = check_record(rec, kind)
+            if bad is not None:
+                raise RecordError(f, line, bad[0], bad[1] + f" (a {kind} value record)")
+            records.append(rec)
+    return records
+
+
+def _data_files(paths: list[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -180,35 +194,83 @@ def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
             raise FileNotFoundError(f"{p}: no such value-data file or directory")
     if not files:
         raise FileNotFoundError(f"no *.jsonl value data in {', '.join(map(str, paths))}")
-    records = []
-    for f in files:
-        for line, rec in iter_jsonl(f):
-            bad = check_record(rec, kind)
-            if bad is not None:
-                raise RecordError(f, line, bad[0], bad[1] + f" (a {kind} value record)")
-            records.append(rec)
-    return records
+    return files
 
 
 def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: str | os.PathLike | None = None,
                     name: str | None = None) -> Path:
     """Train a ``kind`` value model (initialised from ``policy``, default the run's base) on ``data``
-    into ``<run>/value/<name or kind>/final``."""
+    into ``<run>/value/<name or kind>/final``: a stage that records the policy, a digest of the
+    data and the training settings, so a rerun with other ones is refused instead of reusing it."""
+    import hashlib
+
     from ..models.value import ValueModel
+    from ..rundir import Stage, trajectory_settings
     from ..train.value import train_value
     from .commands import policy_path
 
     path = policy_path(run, policy)
-    records = read_value_data(data, kind)
     out = run.dir / "value" / (name or kind)
-    model, tok = run.load(path)
-    vm = ValueModel.from_policy(model, kind, run.cfg.value.dropout)
+    digest = hashlib.sha256()
+    for f in _data_files(data):
+        digest.update(f.read_bytes())
     cfg = dataclasses.replace(run.cfg.value, kind=kind, output_dir=str(out))
+    stage = Stage(out, {"policy": run.model_identity(path), "data": digest.hexdigest()[:16],
+                        "value": trajectory_settings(cfg)}, name=f"value model ({name or kind})")
+    stage.check()  # other data or settings into a finished model's directory: refused, naming them
+    if stage.done:
+        return out / "final"
+    stage.begin()
+    records = read_value_data(data, kind)
+    model, tok = run.load(path)
+    vm = ValueModel.from_policy(model, kind, cfg.dropout)
     logger.info("training a %s value model from %s on %d records in %s", kind, path, len(records), out)
     summary = train_value(vm, tok, records, cfg, progress=run.progress)
-    write_json(out / "data.json", {"data": [rel(run.dir, d) for d in data], "policy": rel(run.dir, path),
-                                   "final_loss": summary.get("final_loss")})
+    stage.finish(data=[rel(run.dir, d) for d in data], policy=rel(run.dir, path), records=len(records),
+                 final_loss=summary.get("final_loss"))
     return out / "final"
 
 
-__all__ = ["SOURCE_KIND", "load_value_model", "make_value_data", "read_value_data", "run_train_value"]
+#: the value models a comparison can build itself: setting -> (data source, head, name, guiding model)
+BUILDS = {"value": ("vm-mcts", "scalar", "scalar", None), "orm": ("orm", "orm", "orm", None),
+          "classifier": ("vgs", "3class", "3class", None),
+          "mcts_star_value": ("mcts-star", "scalar", "mcts-star", "value")}
+
+
+def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | None = None) -> dict[str, str]:
+    """Paths of the value models ``needs`` names (``search.value``, ``search.orm``, ...): the configured
+    one when set, else made in this run directory (its data with ``value_data``'s settings, then
+    trained with ``value``'s): ``value`` from ReST-RL Algorithm 2 targets, ``orm`` from outcome
+    labels, ``classifier`` from VGS roll-outs, ``mcts_star_value`` from MCTS* targets (guided by
+    ``value``). A classifier or MCTS* value model left unset falls back to ``search.value`` when
+    that is set."""
+    c = run.cfg.search
+    given = {"value": c.value, "orm": c.orm, "classifier": c.classifier or c.value,
+             "mcts_star_value": c.mcts_star_value or c.value}
+    paths: dict[str, str] = {}
+
+    def get(need: str) -> str:
+        if need in paths:
+            return paths[need]
+        if given[need]:
+            paths[need] = given[need]
+            return paths[need]
+        source, kind, name, guide = BUILDS[need]
+        guide_path = get(guide) if guide else None
+        data_dir, records = make_value_data(run, source, policy, guide_path)
+        if not records:
+            from ..data import InputError
+
+            raise InputError(f"{data_dir}: the {source} data maker found nothing to learn from (MCTS* keeps only "
+                             f"problems with a correct end state): give it more problems or iterations "
+                             f"(value_data.mcts_star_problems, value_data.mcts_star_iterations), or set search.{need}")
+        paths[need] = str(run_train_value(run, kind, [data_dir], policy, name))
+        return paths[need]
+
+    for need in needs:
+        get(need)
+    return paths
+
+
+__all__ = ["BUILDS", "load_value_model", "make_value_data", "read_value_data", "run_train_value",
+           "ensure_value_models"]

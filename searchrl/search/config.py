@@ -63,7 +63,10 @@ class MCTSStarConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold of expansions"})
     max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens); a state this long "
                                                            "is an end state"})
-    max_line_tokens: int = field(default=64, metadata={"help": "longest line generated per step (tokens)"})
+    max_line_tokens: int = field(default=64, metadata={"help": "longest line generated (tokens)"})
+    step_lines: int = field(default=1, metadata={
+        "help": "actions (lines) per tree step, in expansions and rollouts: a ReST-MCTS* step is one reasoning "
+                "step; long traces need several lines per step for the tree to reach an end (lines)"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (per problem, node and iteration)"})
     select: str = field(default="best", metadata={"help": "final response: best (the node over the end gate, "
                                                           "else the best leaf) | weighted-vote | vote"})
@@ -73,8 +76,8 @@ class MCTSStarConfig:
             raise ValueError(f"select must be one of {' | '.join(bon.SELECTIONS)}, got {self.select!r}")
         if self.rollout_children not in ROLLOUT_CHILDREN:
             raise ValueError(f"rollout_children must be best | all, got {self.rollout_children!r}")
-        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1:
-            raise ValueError("branch, max_tokens and max_line_tokens must be at least 1")
+        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1 or self.step_lines < 1:
+            raise ValueError("branch, max_tokens, max_line_tokens and step_lines must be at least 1")
         if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
             raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")
 

@@ -263,6 +263,24 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
         return generate_counted(generator, [r.tree.prompt_ids + s for r, s, _ in items], [p for _, _, p in items],
                                 [r.k for r, _, _ in items], counter)
 
+    def extend(items: list[tuple[_Run, list[int]]], lines: int, greedy: bool,
+               seed_of: Callable[[int, int], int]) -> list[list[int]]:
+        """Each state continued by up to ``lines`` lines (one batched request per line, over all
+        states; a state stops at an end, or when the generator gives nothing)."""
+        states = [list(ids) for _, ids in items]
+        live = [i for i in range(len(items)) if not split.finished(states[i])]
+        for j in range(lines):
+            outs = generate([(items[i][0], states[i], _step_params(cfg, task.action_stop, states[i], greedy=greedy,
+                                                                   seed=seed_of(i, j))) for i in live])
+            grown = []
+            for i, out in zip(live, outs):
+                ids = out.outputs[0].token_ids
+                states[i] += list(ids[: split.first_action(ids)])
+                if len(ids) and not split.finished(states[i]):
+                    grown.append(i)
+            live = grown
+        return states
+
     def score(items: list[tuple[_Run, list[int]]]) -> list[float]:
         return score_counted(scorer, [r.tree.prompt_ids for r, _ in items], [s for _, s in items],
                              [r.k for r, _ in items], counter)
@@ -282,17 +300,22 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
             else:
                 grow.append((r, leaf))
 
-        # expansion: one request of `branch` lines per leaf, identical lines merged
+        # expansion: one request of `branch` first lines per leaf, each continued to a step of
+        # `step_lines` lines; identical steps merged
         outs = generate([(r, leaf.ids, _step_params(cfg, task.action_stop, leaf.ids, n=cfg.branch,
                                                     seed=request_seed(cfg.seed, r.tree.index, leaf.id, it)))
                          for r, leaf in grow])
+        firsts = [(r, leaf, k, leaf.ids + list(o.token_ids)[: split.first_action(o.token_ids)])
+                  for (r, leaf), out in zip(grow, outs) for k, o in enumerate(out.outputs)]
+        firsts = [f for f in firsts if len(f[3]) > len(f[1].ids)]
+        steps = extend([(r, ids) for r, _, _, ids in firsts], cfg.step_lines - 1, False,
+                       lambda i, j: request_seed(cfg.seed, firsts[i][0].tree.index, firsts[i][1].id, it, "line",
+                                                 firsts[i][2], j))
         new: list[tuple[_Run, Node]] = []
-        for (r, leaf), out in zip(grow, outs):
-            for o in out.outputs:
-                step = list(o.token_ids)[: split.first_action(o.token_ids)]
-                ids = leaf.ids + step
-                if step and all(c.ids != ids for c in leaf.children):
-                    new.append((r, r.tree.add(leaf, ids, finished=split.finished(ids))))
+        for (r, leaf, _, _), ids in zip(firsts, steps):
+            if all(c.ids != ids for c in leaf.children):
+                new.append((r, r.tree.add(leaf, ids, finished=split.finished(ids))))
+        for _, leaf in grow:
             if not leaf.children:
                 leaf.finished = True
         for (r, child), v in zip(new, score([(r, c.ids) for r, c in new])):
@@ -305,17 +328,15 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
                  for child in (leaf.children if cfg.rollout_children == "all" else [best_child(leaf, cfg)])]
         for step_no in range(cfg.roll_forward_steps):
             todo = [x for x in rolls if x.alive]
-            outs = generate([(x.run, x.state, _step_params(cfg, task.action_stop, x.state, greedy=True,
-                                                           seed=request_seed(cfg.seed, x.run.tree.index, x.child.id,
-                                                                             it, "roll", step_no)))
-                             for x in todo])
+            states = extend([(x.run, x.state) for x in todo], cfg.step_lines, True,
+                            lambda i, j: request_seed(cfg.seed, todo[i].run.tree.index, todo[i].child.id, it, "roll",
+                                                      step_no, j))
             reached = []
-            for x, out in zip(todo, outs):
-                ids = out.outputs[0].token_ids
-                step = list(ids[: split.first_action(ids)])
-                x.state = x.state + step
-                x.alive = bool(step) and not split.finished(x.state)
-                if step:
+            for x, state in zip(todo, states):
+                grew = len(state) > len(x.state)
+                x.state = state
+                x.alive = grew and not split.finished(x.state)
+                if grew:
                     reached.append(x)
             for x, v in zip(reached, score([(x.run, x.state) for x in reached])):
                 x.best = v if x.best is None else max(x.best, v)
