@@ -137,14 +137,25 @@ class Searcher:
         lengths = [len(r["response_ids"]) for rs in self.pool() for r in rs]
         return sum(lengths) / max(len(lengths), 1)
 
-    def _pool_scores(self, need: str, how: str) -> list[list[float]]:
-        """Scores of every pool sample by model ``need`` (``how``: last token, or min over steps), cached."""
-        attr = f"_scores_{need}_{how}"
+    def _fitting(self, samples: list[dict], budget: int) -> int:
+        """How many of a problem's first pool samples fit ``budget`` tokens (at least one)."""
+        k, used = 0, 0
+        while k < len(samples) and (k == 0 or used + len(samples[k]["response_ids"]) <= budget):
+            used += len(samples[k]["response_ids"])
+            k += 1
+        return k
+
+    def _pool_scores(self, need: str, how: str, budget: int) -> list[list[float]]:
+        """Scores by model ``need`` (``how``: at the last token, or the minimum over steps) of the pool
+        samples that the largest budget reads, cached for every budget up to it."""
+        top = max(*self.cfg.budgets, budget)
+        attr = f"_scores_{need}_{how}_{top}"
         if not hasattr(self, attr):
             from ..search.common import ActionSplitter
             from ..search.vm_mcts import prm_min_scores
 
-            pool, scorer = self.pool(), self.scorer(need)
+            scorer = self.scorer(need)
+            pool = [rs[: self._fitting(rs, top)] for rs in self.pool()]
             flat = [r for rs in pool for r in rs]
             prompts = [r["prompt_ids"] for r in flat]
             states = [r["response_ids"] for r in flat]
@@ -164,13 +175,11 @@ class Searcher:
         pool = self.pool()
         scores = None
         if NEEDS[method] is not None:
-            scores = self._pool_scores(NEEDS[method], "min" if method == "prm-min" else "last")
+            scores = self._pool_scores(NEEDS[method], "min" if method == "prm-min" else "last", budget)
         per = []
         for p, rs in enumerate(pool):
-            k, used = 0, 0
-            while k < len(rs) and (k == 0 or used + len(rs[k]["response_ids"]) <= budget):
-                used += len(rs[k]["response_ids"])
-                k += 1
+            k = self._fitting(rs, budget)
+            used = sum(len(r["response_ids"]) for r in rs[:k])
             texts = [r["response"] for r in rs[:k]]
             if method == "bon-oracle":
                 chosen = bon.best_of_n([r["reward"] for r in rs[:k]])
