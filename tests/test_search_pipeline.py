@@ -40,6 +40,11 @@ def test_value_data_makers_and_training(run_dir, capsys):
     before = {f: f.stat().st_mtime_ns for d in dirs.values() for f in d.glob("*.jsonl")}
     cli(run_dir, "value-data", "--source", "orm")
     assert all(f.stat().st_mtime_ns == t for f, t in before.items())
+    # another shard size reads the shards there into the new layout (nothing sampled, nothing duplicated)
+    cli(run_dir, "value-data", "--source", "orm", "value_data.shard_problems=3", "value_data.batch_size=1")
+    assert [r for f in sorted(dirs["orm"].glob("*.jsonl")) for r in read_jsonl(f)] == orm
+    assert [f.name for f in dirs["orm"].glob("*.jsonl")] == json.loads((dirs["orm"] / "summary.json").read_text())[
+        "files"] == ["000000-000002-" + f.name.split("-")[2] for f in dirs["orm"].glob("*.jsonl")]
     for kind, source in (("orm", "orm"), ("3class", "vgs"), ("scalar", "vm-mcts")):
         cli(run_dir, "train-value", "--kind", kind, "--data", str(dirs[source]))
         assert (run_dir / "value" / kind / "final" / "model.safetensors").exists()

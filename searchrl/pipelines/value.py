@@ -29,10 +29,12 @@ import random
 from pathlib import Path
 
 from ..config import VALUE_SOURCES
-from ..data import RecordError, iter_jsonl, resumable_shards, write_json
+from ..data import RecordError, iter_jsonl, read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rundir import problems_digest, rel, shard_key
 from ..seeding import stable_seed
 from .run import Run, logger
+
+SUMMARY = "summary.json"
 
 def load_value_model(path: str | os.PathLike, run: Run | None = None):
     """A trained value model, in eval mode, on the run's device and dtype."""
@@ -131,9 +133,18 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     out = run.dir / "value-data" / f"{source}-{key}"
     gen = run.policy_generator(path, cfg.batch_size)
     scorer = load_value_model(value, run) if value else None
+    unit_per = cfg.samples if source in ("orm", "vgs") else 1
 
     def produce(start: int, end: int, advance) -> list[dict]:
         chunk = problems[start:end]
+        found = _other_layout(out, start, end, problems, path_of)
+        if found is not None:  # made with another shard_problems: read, never recomputed
+            records = [r for f in found for r in read_jsonl(f)]
+            write_jsonl(path_of(start, end), records)
+            for f in found:
+                f.unlink()
+            advance((end - start) * unit_per)
+            return records
         if source == "orm":
             return _orm_records(gen, run.task, chunk, start, cfg, advance)
         if source == "vgs":
@@ -152,7 +163,6 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     def path_of(start: int, end: int) -> Path:
         return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
 
-    unit_per = cfg.samples if source in ("orm", "vgs") else 1
     records = resumable_shards(len(problems), cfg.shard_problems, path_of, produce, desc=f"value data ({source})",
                                progress=run.progress, per_item=unit_per)
     label = "label" if source == "vgs" else "target"
@@ -162,9 +172,30 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                f"mean_{label}": (sum(float(r[label]) for r in records) / len(records)) if records else None}
     if source == "vgs":
         summary["labels"] = {str(k): sum(r["label"] == k for r in records) for k in (0, 1, 2)}
-    write_json(out / "summary.json", summary)
+    spans = [(s, min(s + cfg.shard_problems, len(problems))) for s in range(0, len(problems), cfg.shard_problems)]
+    summary["files"] = [path_of(s, e).name for s, e in spans]  # the data, for train-value
+    write_json(out / SUMMARY, summary)
     logger.info("value data (%s): %d records from %d problems in %s", source, len(records), len(problems), out)
     return out, records
+
+
+def _other_layout(out: Path, start: int, end: int, problems: list[dict], path_of) -> list[Path] | None:
+    """Shards of another ``shard_problems`` that together hold problems ``[start, end)`` exactly
+    (contiguous, each named by the digest of its own problems), or None."""
+    import re
+
+    spans = {}
+    for f in out.glob("*.jsonl") if out.is_dir() else []:
+        m = re.fullmatch(r"(\d{6})-(\d{6})-([0-9a-f]+)\.jsonl", f.name)
+        if m:
+            s, e = int(m.group(1)), int(m.group(2)) + 1
+            if start <= s < e <= end and f == path_of(s, e):
+                spans[s] = (e, f)
+    chain, at = [], start
+    while at in spans:
+        at, f = spans[at]
+        chain.append(f)
+    return chain if chain and at == end else None
 
 
 def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
@@ -183,10 +214,13 @@ def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
 
 
 def _data_files(paths: list[str | os.PathLike]) -> list[Path]:
+    """The JSONL files of ``paths``: a data maker's directory lists its own (in ``summary.json``)."""
     files: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
+        if p.is_dir() and (p / SUMMARY).is_file() and "files" in read_json(p / SUMMARY):
+            files += [p / name for name in read_json(p / SUMMARY)["files"]]
+        elif p.is_dir():
             files += sorted(p.glob("*.jsonl"))
         elif p.is_file():
             files.append(p)
