@@ -313,10 +313,17 @@ def plot_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str | os.Pa
     ``rows``: ``{"method", "label", "generated_tokens", "accuracy", "ci_low", "ci_high", "oracle"}``."""
     from matplotlib.ticker import FuncFormatter
 
+    import matplotlib
+
     methods = list(dict.fromkeys(r["method"] for r in rows))
     styles = _method_styles(methods)
-    fig, axes = _new_figure(1, title)
-    fig.set_size_inches(7.5, 5.2)
+    if len(methods) > 10:  # tab10 would repeat a color
+        colors = matplotlib.colormaps["tab20"].colors
+        for i, m in enumerate(methods):
+            styles[m]["color"] = colors[(2 * i) % 20 + (2 * i) // 20]
+    fig, axes = _new_figure(1, None)
+    fig.set_size_inches(7.5, 5.6)
+    fig.suptitle(title.replace("; ", "\n", 1), fontsize=9)
     ax = axes[0]
     handles = {}
     for m in methods:
