@@ -140,6 +140,13 @@ def resolve_model_path(name: str | os.PathLike) -> Path:
     return Path(name)
 
 
+def resolve_device(setting: str) -> str:
+    """A ``model.device`` setting as a torch device name: ``auto`` is cuda when available, else cpu."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
 def load_model(model_cfg, name: str | os.PathLike | None = None, task=None, seed: int = 0):
     """``(model, tokenizer)`` as a run's :class:`~searchrl.config.ModelConfig` says.
 
@@ -149,9 +156,7 @@ def load_model(model_cfg, name: str | os.PathLike | None = None, task=None, seed
     if model_cfg.dtype not in DTYPES:
         raise InputError(f"model.dtype must be one of {DTYPES}, got {model_cfg.dtype!r}")
     dtype = getattr(torch, model_cfg.dtype)
-    device = model_cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(model_cfg.device)
     name = str(resolve_model_path(name or model_cfg.name))
     tokenizer = None
     if not is_model_dir(name) and name in PRESETS:

@@ -89,6 +89,7 @@ class Searcher:
         self.gen = run.policy_generator(self.policy, self.cfg.batch_size)
         self._scorers: dict[str, Any] = {}
         self._pool: list[list[dict]] | None = None
+        self._scores: dict[tuple[str, str, int], list[list[float]]] = {}
 
     def scorer(self, need: str):
         from .value import load_value_model
@@ -149,8 +150,7 @@ class Searcher:
         """Scores by model ``need`` (``how``: at the last token, or the minimum over steps) of the pool
         samples that the largest budget reads, cached for every budget up to it."""
         top = max(*self.cfg.budgets, budget)
-        attr = f"_scores_{need}_{how}_{top}"
-        if not hasattr(self, attr):
+        if (need, how, top) not in self._scores:
             from ..search.common import ActionSplitter
             from ..search.vm_mcts import prm_min_scores
 
@@ -165,8 +165,8 @@ class Searcher:
             else:
                 vals = scorer.score(prompts, states)
             it = iter(vals)
-            setattr(self, attr, [[next(it) for _ in rs] for rs in pool])
-        return getattr(self, attr)
+            self._scores[(need, how, top)] = [[next(it) for _ in rs] for rs in pool]
+        return self._scores[(need, how, top)]
 
     # ---- one method at one budget
     def run_pool_method(self, method: str, budget: int) -> list[dict]:

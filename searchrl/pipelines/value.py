@@ -36,19 +36,18 @@ from .run import Run, logger
 
 SUMMARY = "summary.json"
 
+
 def load_value_model(path: str | os.PathLike, run: Run | None = None):
     """A trained value model, in eval mode, on the run's device and dtype."""
     import torch
 
+    from ..models.policy import resolve_device
     from ..models.value import ValueModel
 
-    device = None
-    if run is not None:
-        device = run.cfg.model.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, run.cfg.model.dtype) if run is not None else None
-    return ValueModel.from_pretrained(path, dtype=dtype, device=device).eval()
+    if run is None:
+        return ValueModel.from_pretrained(path).eval()
+    return ValueModel.from_pretrained(path, dtype=getattr(torch, run.cfg.model.dtype),
+                                      device=resolve_device(run.cfg.model.device)).eval()
 
 
 def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:

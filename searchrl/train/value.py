@@ -104,8 +104,7 @@ def train_value(model, tokenizer, records: Sequence[dict], cfg: ValueTrainConfig
     with ``skipped=True`` when the run had finished.
     """
     t_call = time.perf_counter()
-    want = "3class" if cfg.kind == "3class" else "scalar"
-    if model.kind != cfg.kind and not (want == "scalar" and model.classes == 1):
+    if (model.classes == 3) != (cfg.kind == "3class"):  # orm data trains a scalar head
         raise ValueError(f"the model's head is {model.kind!r}, the data is {cfg.kind!r}")
     finished = load_finished(model, cfg.output_dir, "value model")
     if finished is not None:
