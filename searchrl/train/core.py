@@ -190,15 +190,30 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def optimizer_parts(model: torch.nn.Module, cfg: OptimConfig) -> list[tuple[str, list, float]]:
+    """``(name, trainable parameters, peak lr)`` of each part of ``model`` that has its own learning
+    rate and its own gradient clipping: one part (``cfg.lr``) unless the model defines
+    ``optimizer_parts(cfg)`` (an actor with a critic: :class:`searchrl.train.rl.ActorCritic`)."""
+    own = getattr(model, "optimizer_parts", None)
+    if own is not None:
+        return [(name, [p for p in ps if p.requires_grad], lr) for name, ps, lr in own(cfg)]
+    return [("model", [p for p in model.parameters() if p.requires_grad], cfg.lr)]
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     """AdamW over ``model``'s trainable parameters and its warmup + cosine ``LambdaLR`` of ``total_steps``.
 
     ``cfg`` is any object with the :class:`OptimConfig` fields. Build it after moving the
-    model to its device (the fused kernel is chosen by the parameters' device).
+    model to its device (the fused kernel is chosen by the parameters' device). A model with
+    parts (:func:`optimizer_parts`) gets one pair of groups per part at that part's learning rate
+    (the schedule scales every group alike).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    parts = optimizer_parts(model, cfg)
+    params = [p for _, ps, _ in parts for p in ps]
+    groups = []
+    for _, ps, lr in parts:
+        groups += [{"params": [p for p in ps if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
     groups = [g for g in groups if g["params"]]
     try:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
@@ -224,8 +239,12 @@ MicroBatch = TypeVar("MicroBatch")
 
 def accumulation_step(accelerator, model, optimizer, scheduler, micro_batches: Sequence[MicroBatch],
                       loss_fn: Callable[[MicroBatch], torch.Tensor], normaliser: float,
-                      max_norm: float = math.inf) -> torch.Tensor:
+                      max_norm: float = math.inf, clip_groups: Sequence[Sequence[torch.nn.Parameter]] | None = None
+                      ) -> torch.Tensor:
     """One optimizer step over this process's ``micro_batches``; returns the gradient norm (before clipping).
+
+    With ``clip_groups`` each group of parameters is clipped to ``max_norm`` on its own (an actor
+    and its critic, as separate optimizers would) and the norms of all groups are returned.
 
     ``loss_fn(micro_batch)`` runs the forward pass and returns the *sum* of the micro-batch's
     loss terms; ``normaliser`` is the number of terms of the whole step on all processes
@@ -243,7 +262,12 @@ def accumulation_step(accelerator, model, optimizer, scheduler, micro_batches: S
         # gradients are all-reduced once per step, on its last micro-batch
         with contextlib.nullcontext() if j == last else accelerator.no_sync(model):
             accelerator.backward(loss_fn(micro_batch) * scale)
-    gnorm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    if clip_groups:
+        norms = [accelerator.clip_grad_norm_(list(g), max_norm) for g in clip_groups]
+        gnorm = torch.stack([n.detach().float() if torch.is_tensor(n) else torch.tensor(float(n or 0.0))
+                             for n in norms])
+    else:
+        gnorm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -303,9 +327,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_weights(model: torch.nn.Module, directory: str | os.PathLike) -> None:
-    """Load weights written by ``save_pretrained`` in ``directory`` into ``model`` (in place)."""
+    """Load weights written by ``save_pretrained`` in ``directory`` into ``model`` (in place).
+
+    A model made of several saved models (an actor with its critic) loads itself through its
+    ``load_searchrl_weights(directory)``."""
     from safetensors.torch import load_file
 
+    own = getattr(model, "load_searchrl_weights", None)
+    if own is not None:
+        return own(directory)
     directory = Path(directory)
     files = sorted(directory.glob("*.safetensors"))
     if files:
@@ -677,10 +707,13 @@ class TrainRun:
 
     def step(self, micro_batches: Sequence[MicroBatch], loss_fn: Callable[[MicroBatch], torch.Tensor],
              normaliser: float) -> torch.Tensor:
-        """One optimizer step (:func:`accumulation_step`, clipped at ``cfg.grad_clip``); the gradient norm."""
+        """One optimizer step (:func:`accumulation_step`, clipped at ``cfg.grad_clip``, each part of a model
+        with parts on its own); the gradient norm (one per part)."""
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        parts = optimizer_parts(self.unwrapped, self.cfg)
+        groups = [ps for _, ps, _ in parts] if len(parts) > 1 else None
         return accumulation_step(self.accelerator, self.model, self.optimizer, self.scheduler, micro_batches,
-                                 loss_fn, normaliser, max_norm)
+                                 loss_fn, normaliser, max_norm, clip_groups=groups)
 
     def should_log(self, step: int) -> bool:
         return step % self.cfg.log_every == 0 or step == self.total_steps

@@ -91,3 +91,41 @@ def value_ce_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     ce = F.cross_entropy(logits.float().reshape(B * T, C), labels.long().repeat_interleave(T),
                          reduction="none").reshape(B, T)
     return _per_sequence_mean(ce, mask)
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sequence sum of the log-probabilities (fp32 log-softmax) of the tokens whose label is not -100: ``[B]``.
+
+    Shifted like :func:`sft_loss`: ``logits[:, t]`` predicts ``labels[:, t + 1]``, so ``labels``
+    are the (unshifted) input ids with prompt and padding positions set to -100. A sequence with
+    no such position gets 0.
+    """
+    B, T, V = logits.shape
+    target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    # cross_entropy = log_softmax + gather, fused; ignored positions give 0
+    nll = F.cross_entropy(logits.float().reshape(B * T, V), target.reshape(-1), ignore_index=IGNORE_INDEX,
+                          reduction="none")
+    return -nll.reshape(B, T).sum(dim=1)
+
+
+@register_loss("dpo")
+def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+             ref_rejected_logps: torch.Tensor, beta: float,
+             label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPO's sigmoid loss (Rafailov et al. 2023, eq. 7), summed over pairs; and the number of pairs.
+
+    All inputs are ``[B]`` sequence log-probabilities (sums over response tokens,
+    :func:`sequence_logps`) of the chosen (preferred) and rejected responses under the policy
+    and the frozen reference. With the implicit rewards ``r = beta * log(pi / pi_ref)``, the
+    logit is ``h = r_chosen - r_rejected = beta * ((pi_c - ref_c) - (pi_r - ref_r))`` and a
+    pair's loss ``-(1 - ls) * log sigmoid(h) - ls * log sigmoid(-h)``: eq. 7 for ``ls = 0``;
+    with ``ls > 0`` the label is taken to be flipped with probability ``ls`` (conservative DPO,
+    cDPO), which bounds how far the margin is pushed.
+    """
+    chosen_ratio = chosen_logps.float() - ref_chosen_logps.float()
+    rejected_ratio = rejected_logps.float() - ref_rejected_logps.float()
+    h = beta * (chosen_ratio - rejected_ratio)
+    per_pair = -(1.0 - label_smoothing) * F.logsigmoid(h)
+    if label_smoothing:
+        per_pair = per_pair - label_smoothing * F.logsigmoid(-h)
+    return per_pair.sum(), torch.tensor(per_pair.numel(), device=per_pair.device)
