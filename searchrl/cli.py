@@ -14,7 +14,8 @@ import sys
 
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
                "Stream-of-Search training, ReST and Guided-ReST self-training, pass@k evaluation, value models "
-               "and test-time search (best-of-N and votes, VM-MCTS, MCTS*, VGS beam search and DVTS).")
+               "and test-time search (best-of-N and votes, VM-MCTS, MCTS*, VGS beam search and DVTS), RL (operation-level "
+               "PPO, GRPO, DAPO).")
 
 
 class _LazyEpilogParser(argparse.ArgumentParser):
@@ -178,6 +179,22 @@ def cmd_compare_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rl(args: argparse.Namespace) -> int:
+    from .pipelines.rl import run_rl
+
+    run = _run(args, sampling=True)
+    final = run_rl(run, args.command, args.model, args.name)
+    if args.eval:
+        from .pipelines.commands import run_eval
+
+        run_eval(run, final, out_name=f"{final.parent.name}-eval")
+        print((run.dir / f"{final.parent.name}-eval" / "results.md").read_text(encoding="utf-8"))
+    print(f"{args.command} policy: {final} (critic in {final}/critic)" if args.command == "ppo"
+          else f"{args.command} policy: {final}")
+    print(f"training curves: {final.parent / 'curves.png'}; metrics: {final.parent / 'metrics.jsonl'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -260,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     cs.add_argument("--preset", choices=("smoke",), help="smoke: every step on minuscule settings with the shipped "
                     "policy, about a minute (its numbers mean nothing)")
+    for name, what in (("ppo", "PPO with a critic (the ppo section; default: Guided-ReST's operation-level MDP, "
+                                "an action is one line; ppo.adv_estimator=gae for the token-level ablation)"),
+                       ("grpo", "GRPO without a critic (the grpo section; grpo.policy_loss=dapo "
+                                "grpo.clip_high=0.28 grpo.dynamic_sampling=true grpo.overlong_buffer=N for DAPO)")):
+        rl = _sub(sub, name, f"{what}: trains --model (default: the run's base policy) on the task's {name}.split "
+                  f"into <run_dir>/<name>/final, with metrics.jsonl and curves.png; resumes from the last "
+                  f"checkpoint", cmd_rl)
+        rl.add_argument("--model", help="policy checkpoint to train (default: the run's base policy)")
+        rl.add_argument("--name", help=f"output directory under the run directory (default: {name})")
+        rl.add_argument("--eval", action="store_true", help="then evaluate the trained policy with the eval "
+                        "settings into <run_dir>/<name>-eval")
     return parser
 
 

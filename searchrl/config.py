@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
 from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
-from .train.config import SFTConfig, ValueTrainConfig
+from .train.config import RLConfig, SFTConfig, ValueTrainConfig
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -186,6 +186,10 @@ class Config:
     value_data: ValueDataConfig = field(default_factory=ValueDataConfig)
     value: ValueTrainConfig = field(default_factory=lambda: ValueTrainConfig(output_dir=""))
     search: SearchConfig = field(default_factory=SearchConfig)
+    ppo: RLConfig = field(default_factory=lambda: RLConfig(output_dir=""))
+    grpo: RLConfig = field(default_factory=lambda: RLConfig(
+        output_dir="", adv_estimator="grpo", samples_per_prompt=8, prompts_per_step=8, loss_agg="seq-mean-action-mean",
+        dual_clip=None))
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
 

@@ -121,8 +121,8 @@ def test_demo_smoke_survives_sigkill_and_resumes_to_the_same_results(tmp_path):
         assert (clean / name).exists()
 
     killed = tmp_path / "killed"
-    # kill it twice: once inside the base SFT, once inside ReST generation, then let it finish
-    for marker in ("sft/checkpoints", "rest/iter1/gen"):
+    # kill it three times: inside the base SFT, inside ReST generation and inside PPO, then let it finish
+    for marker in ("sft/checkpoints", "rest/iter1/gen", "ppo-sos/checkpoints"):
         proc = subprocess.Popen(_demo_cmd(killed), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 300

@@ -763,7 +763,10 @@ class Sampler:
     The fast path keeps a fused copy of the weights and re-reads it at a
     :meth:`generate` call whenever a parameter changed (storage or in-place
     version counter), so a model trained in place between calls is picked up;
-    the prefix cache is dropped then (and by :meth:`update_weights`).
+    the prefix cache is dropped then (and by :meth:`update_weights`). Not every
+    in-place update is seen: torch's fused AdamW (which the trainer core uses
+    where it exists, CPU included) writes the weights without bumping their
+    version counters, so a trainer calls :meth:`update_weights` after its steps.
 
     ``stats`` counts, over the sampler's life, prompt tokens computed
     (``prefill_tokens``: by a prefill, once per request; a prompt cached but for

@@ -505,3 +505,51 @@ def write_report(
            _stats_table(methods, splits, split_titles)]
     write_text(paths["markdown"], "\n".join(md))
     return paths
+
+
+#: the panels of an RL run's training curves: (metrics key, title), in order; absent keys are skipped
+RL_CURVES = (("reward/task_mean", "task reward (mean)"), ("reward/correct", "correct fraction"),
+             ("critic/vf_loss", "critic value loss"), ("actor/clip_frac", "clipped fraction of actions"),
+             ("actor/approx_kl", "approx. KL(old || new) per action"), ("response/length_mean", "response length (tokens)"),
+             ("groups/reward_std", "group reward std (p10 / median / p90)"))
+
+
+def plot_training_curves(lines: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """An RL run's metrics.jsonl lines as small panels against the iteration (see :data:`RL_CURVES`);
+    a list-valued metric (the reward std of each group) is drawn as its median with a p10..p90 band."""
+    import numpy as np
+
+    panels = [(k, t) for k, t in RL_CURVES if any(k in line for line in lines)]
+    if "groups/reward_std" in dict(panels) and not any(len(line.get("groups/reward_std") or []) > 1 for line in lines):
+        panels = [(k, t) for k, t in panels if k != "groups/reward_std"]  # one response per prompt: no groups
+    cols = 3
+    rows = max(1, math.ceil(len(panels) / cols))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.0 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    fig.suptitle(title, fontsize=9)
+    for ax, (key, name) in zip(axes, panels):
+        pts = [(line["iteration"], line[key]) for line in lines if key in line and line[key] is not None]
+        if not pts:
+            _no_data(ax)
+            continue
+        x = [p[0] for p in pts]
+        if isinstance(pts[0][1], list):
+            q = np.array([np.percentile(v, [10, 50, 90]) if v else [np.nan] * 3 for _, v in pts])
+            ax.fill_between(x, q[:, 0], q[:, 2], alpha=0.25, color="tab:blue", linewidth=0)
+            ax.plot(x, q[:, 1], color="tab:blue", linewidth=1.5)
+        else:
+            y = [float(v) for _, v in pts]
+            ax.plot(x, y, color="tab:blue", linewidth=1.0, alpha=0.45)
+            if len(y) >= 5:  # a running mean over 5 iterations: the trend through the sampling noise
+                k = 5
+                smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+                ax.plot(x[k - 1:], smooth, color="tab:blue", linewidth=1.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.35)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    _save(fig, path)

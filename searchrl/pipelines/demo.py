@@ -1,7 +1,8 @@
-"""The demo: SoS vs ReST vs Guided-ReST on Countdown, end to end, on this machine.
+"""The demo: SoS vs ReST vs Guided-ReST (each also + PPO) on Countdown, end to end, on this machine.
 
 From nothing: Countdown data, the Stream-of-Search base model (SFT on mixed DFS/BFS
-traces), ReST and Guided-ReST iterations on the task's self-training split, then greedy
+traces), ReST and Guided-ReST iterations on the task's self-training split, operation-level PPO
+from each of the three (and token-level PPO from Guided-ReST, the paper's ablation), then greedy
 accuracy and sampled pass@k of all three on seen and unseen targets with 95% bootstrap
 intervals and paired differences, written as a table in the seeds' layout (Markdown), a
 pass@k plot and an accuracy-vs-token-budget plot. Presets: ``default`` (8 samples per
@@ -61,6 +62,40 @@ def _methods_plan(run: Run):
             ("Guided-ReST", run.dir / "guided-rest", cfg.selftrain)]
 
 
+def _ppo_plan(run: Run):
+    """The demo's PPO rows (Guided-ReST's last stage, and the paper's ablations): (label, the
+    method it starts from, directory name, settings)."""
+    c = run.cfg.ppo
+    return [("SoS + PPO", "SoS", "ppo-sos", c), ("ReST + PPO", "ReST", "ppo-rest", c),
+            ("Guided-ReST + PPO", "Guided-ReST", "ppo-guided-rest", c),
+            ("Guided-ReST + PPO (token-level)", "Guided-ReST", "ppo-guided-rest-token",
+             dataclasses.replace(c, adv_estimator="gae"))]
+
+
+def ppo_table(run: Run) -> str:
+    """Per PPO row: its training reward over the first and last iterations and its curves."""
+    from ..data import read_jsonl_log
+
+    lines = ["", "### PPO training", "",
+             "Task reward of the sampled responses, mean over the first and the last 3 iterations "
+             "(training samples, not the evaluation above); curves in `<row>/curves.png`.", "",
+             "| Row | Directory | Iterations | Samples | Reward, first 3 | Reward, last 3 | Actions per response |",
+             "|---|---|---|---|---|---|---|"]
+    for label, _, name, _ in _ppo_plan(run):
+        path = run.dir / name / "metrics.jsonl"
+        if not path.exists():
+            continue
+        m = read_jsonl_log(path)
+        if not m:
+            continue
+        first = sum(x["reward/task_mean"] for x in m[:3]) / len(m[:3])
+        last = sum(x["reward/task_mean"] for x in m[-3:]) / len(m[-3:])
+        acts = sum(x["response/actions_mean"] for x in m) / len(m)
+        lines.append(f"| {label} | `{name}` | {m[-1]['iteration']} | {m[-1]['samples']} | {100 * first:.1f}% | "
+                     f"{100 * last:.1f}% | {acts:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def open_demo(cfg: Config, progress: bool = True) -> Run:
     """The demo's run, its stages checked against the run directory and its config recorded."""
     from ..selftrain.rest import selftrain_stage
@@ -91,6 +126,7 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
     from ..rundir import rel
     from ..selftrain.rest import read_stats, run_selftrain
     from .commands import run_sft
+    from .rl import run_rl
 
     run = run or open_demo(cfg, progress)
     t0 = time.perf_counter()
@@ -125,6 +161,12 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
             run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
             depends=_selftrain_depends(run), depends_defaults=run.data_defaults()))
 
+    for label, start, name, rl_cfg in _ppo_plan(run):
+        logger.info("%s: PPO (%s) from %s, %d iterations of %d prompts", label, rl_cfg.adv_estimator,
+                    methods[start], rl_cfg.iterations, rl_cfg.prompts_per_step)
+        methods[label] = stage(name.replace("-", "_"), lambda s=start, n=name, c=rl_cfg: run_rl(
+            run, "ppo", methods[s], n, c))
+
     summaries = {}
     for name, path in methods.items():
         logger.info("evaluating %s (%s)", name, path)
@@ -137,9 +179,10 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1),
                         "machine": machine()}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
-                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST",
+                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST, each + PPO",
                          sampling=sampling_note(cfg.eval), machine=results["meta"]["machine"])
-    md = Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
+    md = (Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
+          + ppo_table(run))
     write_text(paths["markdown"], md)
     logger.info("results: %s, %s, %s, %s", paths["json"], paths["markdown"], paths["passk_png"], paths["budget_png"])
     return results
