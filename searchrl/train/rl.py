@@ -69,6 +69,7 @@ from ..seeding import stable_seed
 from .advantages import action_starts, get_adv_est, group_reward_std, newline_table, shift_values
 from .config import RLConfig
 from .core import TrainRun, load_finished, load_weights, make_accelerator
+from .sft import cut_by_budget
 from .policy_losses import Actions, aggregate, clipped_value_loss, get_policy_loss, kl_k3, token_logprobs_and_entropy
 
 logger = logging.getLogger(__name__)
@@ -211,17 +212,6 @@ class Micro:
     weight: float = 1.0
 
 
-def _micro_batches(lengths: Sequence[int], rows: Sequence[int], budget: int) -> list[list[int]]:
-    """Cut ``rows`` (sorted longest first) greedily so that ``len * longest <= budget``."""
-    order = sorted(rows, key=lambda r: -lengths[r])
-    out, i = [], 0
-    while i < len(order):
-        k = max(1, budget // max(1, lengths[order[i]]))
-        out.append(order[i:i + k])
-        i += k
-    return out
-
-
 def _collate(batch: RolloutBatch, rows: Sequence[int], pad_id: int, extra: dict[str, list] | None = None):
     """Right-padded ``input_ids`` [b, L], prompt lengths [b], response mask / starts [b, T], the
     sampler's logprobs [b, T] and any per-token ``extra`` arrays [b, T]."""
@@ -339,7 +329,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
             advantages, returns = list(old_values), list(old_values)
             if n:
                 with torch.no_grad():
-                    for rows in _micro_batches(lengths, range(n), cfg.tokens_per_batch):
+                    for rows in cut_by_budget(range(n), lengths, cfg.tokens_per_batch):
                         ids, plen, mask, _, _, _ = _collate(batch, rows, pad_id)
                         ids, T = ids.to(device), mask.shape[1]
                         if critic_m is not None:
@@ -389,7 +379,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                         continue
                     n_act = sum(int(batch.starts[r].sum()) for r in mb)
                     n_tok = sum(len(batch.response_ids[r]) for r in mb)
-                    groups = _micro_batches(lengths, mb, cfg.tokens_per_batch)
+                    groups = cut_by_budget(mb, lengths, cfg.tokens_per_batch)
                     rank = accelerator.process_index
                     micro = [Micro(groups[m]) if m < len(groups) else Micro(groups[0], 0.0)
                              for m in range(rank, math.ceil(len(groups) / P) * P, P)]

@@ -198,14 +198,22 @@ def make_batches(lengths: np.ndarray, tokens_per_batch: int, seed: int, epoch: i
     perm = rng.permutation(len(lengths))
     batches = []
     for start in range(0, len(perm), bucket_size):
-        chunk = perm[start:start + bucket_size]
-        order = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        i = 0
-        while i < len(order):
-            rows = max(1, tokens_per_batch // int(lengths[order[i]]))  # order[i] is the longest remaining
-            batches.append(order[i:i + rows].tolist())
-            i += rows
+        batches += cut_by_budget(perm[start:start + bucket_size], lengths, tokens_per_batch)
     return [batches[j] for j in rng.permutation(len(batches))]
+
+
+def cut_by_budget(rows, lengths, tokens_per_batch: int) -> list[list[int]]:
+    """``rows`` sorted longest first (stable) and cut greedily into batches with
+    ``len(batch) * longest <= tokens_per_batch`` (a row longer than the budget is a batch alone)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = rows[np.argsort(-lengths[rows], kind="stable")]
+    out, i = [], 0
+    while i < len(order):
+        k = max(1, tokens_per_batch // max(1, int(lengths[order[i]])))  # order[i] is the longest remaining
+        out.append(order[i:i + k].tolist())
+        i += k
+    return out
 
 
 def collate(rows: Sequence[tuple[Sequence[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
