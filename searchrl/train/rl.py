@@ -449,10 +449,12 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                     "actor/pg_loss": acc["pg_loss"] / na,
                     "actor/clip_frac": acc["clipped"] / na, "actor/dual_clip_frac": acc["dual_clipped"] / na,
                     "actor/approx_kl": acc["approx_kl"] / na, "actor/grad_norm": gn[0], "charts/lr": run.lr,
-                    "groups/reward_std": stds, "groups/zero_std_frac": float(np.mean([s == 0 for s in stds])),
                     "groups/sampled": sstats["sampled_prompts"], "groups/kept": sstats["kept_prompts"],
                     "time/generate_s": round(t_gen, 3), "time/prepare_s": round(t_prep, 3),
                     "time/train_s": round(t_train, 3), "time/samples_per_s": n / max(t_gen + t_prep + t_train, 1e-9)}
+            if cfg.samples_per_prompt > 1:  # the reward std of each sampled group (GRPO's signal)
+                logs.update({"groups/reward_std": stds,
+                             "groups/zero_std_frac": float(np.mean([s == 0 for s in stds]))})
             if critic_m is not None:
                 ns = max(acc["actions"], 1)
                 logs.update({"critic/vf_loss": acc["vf_loss"] / ns, "critic/vf_clip_frac": acc["vf_clipped"] / ns,
