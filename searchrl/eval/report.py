@@ -522,13 +522,15 @@ def plot_training_curves(lines: Sequence[Mapping[str, Any]], path: str | os.Path
     panels = [(k, t) for k, t in RL_CURVES if any(k in line for line in lines)]
     if "groups/reward_std" in dict(panels) and not any(len(line.get("groups/reward_std") or []) > 1 for line in lines):
         panels = [(k, t) for k, t in panels if k != "groups/reward_std"]  # one response per prompt: no groups
+    if all(line.get("reward/correct") == line.get("reward/task_mean") for line in lines):
+        panels = [(k, t) for k, t in panels if k != "reward/correct"]  # a 0/1 reward: the same curve twice
     cols = 3
     rows = max(1, math.ceil(len(panels) / cols))
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 3.0 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + "\nthin: each iteration; thick: running mean over 5 iterations", fontsize=9)
     for ax, (key, name) in zip(axes, panels):
         pts = [(line["iteration"], line[key]) for line in lines if key in line and line[key] is not None]
         if not pts:
@@ -547,6 +549,10 @@ def plot_training_curves(lines: Sequence[Mapping[str, Any]], path: str | os.Path
                 smooth = np.convolve(y, np.ones(k) / k, mode="valid")
                 ax.plot(x[k - 1:], smooth, color="tab:blue", linewidth=1.8)
         ax.set_title(name, fontsize=9)
+        if not isinstance(pts[0][1], list) and 0 < max(abs(float(v)) for _, v in pts) < 1e-2:
+            from matplotlib.ticker import FuncFormatter  # small values: exponent on each tick, not above the axis
+
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.1e}"))
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.35)

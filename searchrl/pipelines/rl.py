@@ -71,12 +71,18 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
                        make_generator=lambda m: run.generator(m, tok, cfg.batch_size), progress=run.progress)
     lines = read_jsonl_log(out / "metrics.jsonl")
     plot_training_curves(lines, out / "curves.png",
-                         f"{what} from {rel(run.dir, path)} ({cfg.prompts_per_step} prompts x "
+                         f"{what} from {_short(run, path)} ({cfg.prompts_per_step} prompts x "
                          f"{cfg.samples_per_prompt} per iteration, lr {cfg.lr:g}"
                          + (f", critic lr {cfg.critic_lr:g}" if cfg.uses_critic else "") + ")")
     stage.finish(policy=rel(run.dir, path), final_reward=summary.get("final_reward"),
                  samples=summary.get("samples"))
     return out / "final"
+
+
+def _short(run: Run, path: Path) -> str:
+    """A model path as a title shows it: relative inside the run directory, else its last two parts."""
+    r = rel(run.dir, path)
+    return r if not Path(r).is_absolute() else "/".join(Path(r).parts[-2:])
 
 
 __all__ = ["run_rl", "rl_stage", "rl_config", "ALGORITHMS"]

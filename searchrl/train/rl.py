@@ -444,6 +444,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                     "reward/task_mean": float(np.mean(sstats["reward_raw"])),
                     "reward/correct": float(np.mean(sstats["correct"])),
                     "response/length_mean": float(np.mean(sstats["lengths"])),
+                    "response/tokens": int(sum(len(r) for r in batch.response_ids)),  # trained on (kept groups)
                     "response/truncated": sstats["truncated"] / max(len(sstats["lengths"]), 1),
                     "response/actions_mean": float(np.mean([s.sum() for s in batch.starts])) if n else 0.0,
                     "actor/pg_loss": acc["pg_loss"] / na,
