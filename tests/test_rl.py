@@ -292,3 +292,16 @@ def test_ppo_and_grpo_commands(tmp_path, capsys):
     lines = read_jsonl_log(run / "dapo" / "metrics.jsonl")
     assert len(lines) == 2 and "critic/vf_loss" not in lines[0] and len(lines[0]["groups/reward_std"]) >= 2
     assert not (run / "dapo" / "final" / "critic").exists()
+
+
+def test_critic_head_initialisation_is_seeded(digit_task):
+    model, _ = load_policy("micro", digit_task.tokenizer(), max_seq_len=512, seed=0)
+    torch.manual_seed(1)
+    a = ValueModel.from_policy(copy.deepcopy(model), seed=7)
+    state = torch.get_rng_state()
+    torch.manual_seed(2)
+    b = ValueModel.from_policy(copy.deepcopy(model), seed=7)
+    assert torch.equal(a.value_head.weight, b.value_head.weight)
+    torch.manual_seed(1)
+    ValueModel.from_policy(copy.deepcopy(model), seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left as it was

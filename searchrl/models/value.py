@@ -72,10 +72,18 @@ class ValueModel(nn.Module):
     # ---- building and files
 
     @classmethod
-    def from_policy(cls, policy: nn.Module, kind: str = "scalar", dropout: float = 0.05) -> ValueModel:
+    def from_policy(cls, policy: nn.Module, kind: str = "scalar", dropout: float = 0.05,
+                    seed: int | None = None) -> ValueModel:
         """A value model whose backbone is ``policy``'s transformer (weights shared with ``policy``;
-        pass a copy to keep the policy unchanged)."""
-        return cls(policy.base_model if hasattr(policy, "base_model") else policy, kind, dropout)
+        pass a copy to keep the policy unchanged). With ``seed`` the new head's initial weights
+        come from that seed alone (not from whatever the global RNG holds), without touching
+        the global RNG."""
+        backbone = policy.base_model if hasattr(policy, "base_model") else policy
+        if seed is None:
+            return cls(backbone, kind, dropout)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(backbone, kind, dropout)
 
     def save_pretrained(self, directory: str | os.PathLike, **_) -> None:
         from safetensors.torch import save_file

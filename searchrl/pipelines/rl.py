@@ -46,6 +46,7 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
 
     from ..eval.report import plot_training_curves
     from ..models.value import ValueModel
+    from ..seeding import stable_seed
     from ..train.rl import train_rl
     from .commands import policy_path
 
@@ -62,7 +63,8 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
         problems = problems[: cfg.n_problems]
     stage.begin()
     model, tok = run.load(path)
-    critic = ValueModel.from_policy(copy.deepcopy(model), "scalar") if cfg.uses_critic else None
+    critic = (ValueModel.from_policy(copy.deepcopy(model), "scalar", seed=stable_seed("critic", cfg.seed))
+              if cfg.uses_critic else None)
     what = (f"{'operation' if cfg.adv_estimator == 'gae_action' else 'token'}-level PPO" if cfg.uses_critic
             else f"GRPO ({cfg.policy_loss})")
     logger.info("%s of %s on %d %s problems for %d iterations of %d prompts x %d samples, into %s", what, path,
