@@ -305,3 +305,22 @@ def test_critic_head_initialisation_is_seeded(digit_task):
     torch.manual_seed(1)
     ValueModel.from_policy(copy.deepcopy(model), seed=7)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left as it was
+
+
+def test_registries_and_the_torch_free_config_agree():
+    from searchrl.train.advantages import adv_estimators
+    from searchrl.train.config import ADV_ESTIMATORS, POLICY_LOSSES
+    from searchrl.train.policy_losses import policy_losses
+
+    assert set(adv_estimators()) == set(ADV_ESTIMATORS) and set(policy_losses()) == set(POLICY_LOSSES)
+    with pytest.raises(KeyError, match="unknown advantage estimator 'vtrace'; known: gae, gae_action, grpo"):
+        get_adv_est("vtrace")
+
+
+def test_kl_entropy_and_recomputed_old_logprobs_run(digit_task, tmp_path):
+    _, summary, logs = _run(digit_task, tmp_path / "kl", iterations=2, kl_coef=0.1, entropy_coef=0.01,
+                            recompute_old_logprobs=True, temperature=0.9, ppo_epochs=1)
+    assert summary["iterations"] == 2 and logs[0]["actor/kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert logs[-1]["actor/kl_ref"] > 0 and logs[0]["actor/entropy"] > 0
+    # recomputed at the sampling temperature, the first minibatch is on-policy: ratio 1
+    assert logs[0]["actor/approx_kl"] < 1e-3

@@ -40,31 +40,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-_ESTIMATORS: dict[str, Callable] = {}
+from ..registry import Registry
 
-
-def register_adv_est(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn`` available as ``get_adv_est(name)``. A name can be registered once."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in _ESTIMATORS and _ESTIMATORS[name] is not fn:
-            raise ValueError(f"an advantage estimator named {name!r} is already registered")
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_adv_est(name: str) -> Callable:
-    """The estimator registered as ``name``; an unknown name is a ``KeyError`` listing the known ones."""
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        raise KeyError(f"unknown advantage estimator {name!r}; known: {', '.join(sorted(_ESTIMATORS))}") from None
-
-
-def adv_estimators() -> list[str]:
-    return sorted(_ESTIMATORS)
+_ESTIMATORS = Registry("advantage estimator")
+register_adv_est = _ESTIMATORS.register  # @register_adv_est("name")
+get_adv_est = _ESTIMATORS.get
+adv_estimators = _ESTIMATORS.names
 
 
 # -----------------------------------------------------------------------------

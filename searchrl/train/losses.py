@@ -21,34 +21,16 @@ give the gradient of one big batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
+from ..registry import Registry
+
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt, padding), Hugging Face convention
 
-_LOSSES: dict[str, Callable] = {}
-
-
-def register_loss(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn`` available as ``get_loss(name)``. A name can be registered once."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in _LOSSES and _LOSSES[name] is not fn:
-            raise ValueError(f"a loss named {name!r} is already registered ({_LOSSES[name].__qualname__})")
-        _LOSSES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_loss(name: str) -> Callable:
-    """The loss registered as ``name``; an unknown name is a ``KeyError`` listing the known ones."""
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; known losses: {', '.join(sorted(_LOSSES)) or '(none)'}") from None
+_LOSSES = Registry("loss")
+register_loss = _LOSSES.register  # @register_loss("name"): make a loss available as get_loss("name")
+get_loss = _LOSSES.get  # the loss registered under a name; an unknown name is a KeyError listing the known ones
 
 
 @register_loss("sft")

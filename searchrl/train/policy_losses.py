@@ -25,38 +25,18 @@ The clipped surrogate (PPO, Schulman et al. 2017 eq. 7; dual clip, Ye et al. 202
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-_POLICY_LOSSES: dict[str, Callable] = {}
+from ..registry import Registry
+
+_POLICY_LOSSES = Registry("policy loss")
+register_policy_loss = _POLICY_LOSSES.register  # @register_policy_loss("name")
+get_policy_loss = _POLICY_LOSSES.get
+policy_losses = _POLICY_LOSSES.names
 AGGREGATIONS = ("action-mean", "seq-mean-action-mean")
-
-
-def register_policy_loss(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn`` available as ``get_policy_loss(name)``. A name can be registered once."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in _POLICY_LOSSES and _POLICY_LOSSES[name] is not fn:
-            raise ValueError(f"a policy loss named {name!r} is already registered")
-        _POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_policy_loss(name: str) -> Callable:
-    """The policy loss registered as ``name``; an unknown name is a ``KeyError`` listing the known ones."""
-    try:
-        return _POLICY_LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown policy loss {name!r}; known: {', '.join(sorted(_POLICY_LOSSES))}") from None
-
-
-def policy_losses() -> list[str]:
-    return sorted(_POLICY_LOSSES)
 
 
 @dataclass

@@ -236,6 +236,12 @@ def _collate(batch: RolloutBatch, rows: Sequence[int], pad_id: int, extra: dict[
             {k: t(v) for k, v in ext.items()})
 
 
+def _targets(ids: torch.Tensor, prompt_lens: torch.Tensor, T: int) -> torch.Tensor:
+    """The response tokens of right-padded prompt + response rows, ``[b, T]`` (padding past each end)."""
+    idx = prompt_lens.to(ids.device)[:, None] + torch.arange(T, device=ids.device)[None, :]
+    return ids.gather(1, idx.clamp(max=ids.shape[1] - 1))
+
+
 def _response_logits(logits: torch.Tensor, prompt_lens: torch.Tensor, T: int) -> torch.Tensor:
     """Logits predicting response token ``t``: sequence position ``P + t - 1``; ``[b, T, V]``."""
     idx = (prompt_lens.to(logits.device)[:, None] - 1 + torch.arange(T, device=logits.device)[None, :])
@@ -336,22 +342,15 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                             v = shift_values(critic_m.to_values(critic_m(ids)), plen, T).cpu().numpy()
                             for i, r in enumerate(rows):
                                 old_values[r] = v[i, :len(batch.response_ids[r])]
-                        if reference is not None:
-                            tgt = torch.from_numpy(np.stack([np.pad(np.asarray(batch.response_ids[r]),
-                                                                    (0, T - len(batch.response_ids[r])))
-                                                             for r in rows])).to(device)
-                            lg = _response_logits(reference(input_ids=ids, use_cache=False).logits, plen, T)
-                            lp = token_logprobs_and_entropy(lg / cfg.temperature, tgt)[0].cpu().numpy()
+                        for frozen, dest in ((reference, ref_lp), (actor if cfg.recompute_old_logprobs else None,
+                                                                    batch.logprobs)):
+                            if frozen is None:
+                                continue
+                            lg = _response_logits(frozen(input_ids=ids, use_cache=False).logits, plen, T)
+                            lp = token_logprobs_and_entropy(lg / cfg.temperature, _targets(ids, plen, T))[0]
+                            lp = lp.cpu().numpy()
                             for i, r in enumerate(rows):
-                                ref_lp[r] = lp[i, :len(batch.response_ids[r])]
-                        if cfg.recompute_old_logprobs:
-                            tgt = torch.from_numpy(np.stack([np.pad(np.asarray(batch.response_ids[r]),
-                                                                    (0, T - len(batch.response_ids[r])))
-                                                             for r in rows])).to(device)
-                            lg = _response_logits(actor(input_ids=ids, use_cache=False).logits, plen, T)
-                            lp = token_logprobs_and_entropy(lg / cfg.temperature, tgt)[0].cpu().numpy()
-                            for i, r in enumerate(rows):
-                                batch.logprobs[r] = lp[i, :len(batch.response_ids[r])].tolist()
+                                dest[r] = lp[i, :len(batch.response_ids[r])].tolist()
                 # advantages over the whole batch (whitening and groups see every response)
                 ids_all, plen_all, mask_all, starts_all, _, ext = _collate(
                     batch, list(range(n)), pad_id, {"values": old_values})
@@ -389,8 +388,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                         ids, mask, starts, old = ids.to(device), mask.to(device), starts.to(device), old.to(device)
                         ex = {k: v.to(device) for k, v in ex.items()}
                         T = mask.shape[1]
-                        tgt = ids.gather(1, (plen.to(device)[:, None] + torch.arange(T, device=device)[None, :]
-                                             ).clamp(max=ids.shape[1] - 1))
+                        tgt = _targets(ids, plen, T)
                         if critic_m is not None:
                             logits, raw = ddp(ids)
                         else:
