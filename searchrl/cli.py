@@ -235,13 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", required=True, help="output directory")
     _sub(sub, "sft", "train the SFT base model on the task's demonstrations (Countdown: Stream-of-Search "
          "traces); resumes from the last checkpoint", cmd_sft)
-    demo = _sub(sub, "demo", "the whole comparison: data, SoS base, ReST, Guided-ReST, evaluation, table and "
-                "plots (resumable)", cmd_demo, epilog_fn=_demo_help)
+    demo = _sub(sub, "demo", "the whole comparison: data, SoS base, ReST, Guided-ReST, PPO from each (and "
+                "token-level PPO from Guided-ReST), evaluation, table and plots (resumable)", cmd_demo,
+                epilog_fn=_demo_help)
     demo.add_argument("--preset", default=None, choices=("default", "full", "smoke"),
-                      help="default: the real comparison (28 min measured on a 2-core CPU); full: the same with "
-                           "32 samples per problem, pass@k up to k=32 (about 70 min there, estimated from its parts); smoke: minuscule settings, "
-                           "about 10 s, numbers meaningless. An existing run directory keeps its own unless "
-                           "this is given.")
+                      help="default: the real comparison (about an hour on a 2-core CPU, estimated from its "
+                           "measured parts); full: the same with 32 samples per problem, pass@k up to k=32 (about "
+                           "2.5 hours there, estimated); smoke: minuscule settings, about 30 s, numbers meaningless. "
+                           "An existing run directory keeps its own unless this is given.")
     ev = _sub(sub, "eval", "greedy and sampled pass@k on the eval splits; writes results.json, results.md and "
               "PNG plots into <run_dir>/eval", cmd_eval)
     ev.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
