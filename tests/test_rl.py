@@ -324,3 +324,13 @@ def test_kl_entropy_and_recomputed_old_logprobs_run(digit_task, tmp_path):
     assert logs[-1]["actor/kl_ref"] > 0 and logs[0]["actor/entropy"] > 0
     # recomputed at the sampling temperature, the first minibatch is on-policy: ratio 1
     assert logs[0]["actor/approx_kl"] < 1e-3
+
+
+def test_a_reward_outside_the_critics_range_is_refused(digit_task, tmp_path):
+    class Big(FirstDigit):
+        def score(self, problems, responses):
+            return [Score(reward=2.0, correct=True) for _ in responses]
+
+    big = Big(digit_task.config, digit_task.data_dir)
+    with pytest.raises(ValueError, match="reward of 2.0 is outside"):
+        _run(big, tmp_path / "big", iterations=1)

@@ -41,6 +41,10 @@ sampling is not at temperature 1 or not in fp32). Rewards must lie in [0, 1] whe
 trained: the critic is a :class:`~searchrl.models.value.ValueModel` with the scalar head, whose
 values are a sigmoid.
 
+Several processes (``accelerate launch``): every process samples the whole batch (the same
+samples: seeds are per prompt) and takes its share of the micro-batches; splitting the sampling
+across processes belongs to the scale-out work.
+
 Files: ``output_dir/checkpoints/step-N`` at iteration boundaries (every ``save_every``
 iterations), ``metrics.jsonl`` (one line per iteration), and ``final/``: the policy (an HF
 directory, what evaluation loads) with the critic in ``final/critic/``. A rerun resumes exactly.
@@ -326,6 +330,11 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
             run.model.train()
             t_gen = time.perf_counter() - t0
             n = len(batch)
+            if critic_m is not None and any(not 0.0 <= r <= 1.0 for r in batch.rewards):
+                bad = next(r for r in batch.rewards if not 0.0 <= r <= 1.0)
+                raise ValueError(f"a reward of {bad} is outside [0, 1], which the critic's sigmoid value head cannot "
+                                 f"fit; scale the task's reward (or the overlong penalty) into [0, 1], or train "
+                                 f"without a critic (grpo)")
             lengths = [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
 
             # ---- 3: values, reference logprobs, advantages (no grad, the weights the batch was sampled with)
