@@ -243,7 +243,8 @@ def test_demo_help_shows_the_presets_settings(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     out = capsys.readouterr().out
-    assert "run_dir = 'runs/demo'" in out and "rest_sft.lr = 0.0002" in out and "about 10 s" in out
+    assert "run_dir = 'runs/demo'" in out and "rest_sft.lr = 0.0002" in out and "about 30 s" in out
+    assert "ppo.critic_lr = 0.001" in out  # the preset's PPO rows
 
 
 def test_failed_and_refused_commands_leave_the_run_dir_usable(tmp_path, capsys):
