@@ -15,16 +15,16 @@ they are split is a setting:
 Pieces are cut by one regex (phrases first, then numbers, then any single character),
 decoded by plain concatenation, so ``decode(encode(t)) == t`` for every ASCII text
 (characters outside printable ASCII and newline map to ``<|unk|>``). The
-result is a ``transformers.PreTrainedTokenizerFast`` with BOS/EOS/PAD/UNK and a chat
+result (built by :func:`searchrl.models.tokenizer.build_phrase_tokenizer`, which code tasks
+share) is a ``transformers.PreTrainedTokenizerFast`` with BOS/EOS/PAD/UNK and a chat
 template (``<|user|>...<|assistant|>...<|eos|>``) and is saved with every checkpoint.
 """
 
 from __future__ import annotations
 
-import re
-
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from ...models.tokenizer import CHAT_TEMPLATE, ROLES, SPECIAL, build_phrase_tokenizer
 
 #: Fixed phrases of the Stream-of-Search trace format, each a single token.
 PHRASES = [
@@ -36,42 +36,15 @@ PHRASES = [
 #: that any ASCII text (a mutated or garbled trace, a model's mistakes) round-trips exactly.
 CHARS = list("0123456789[],: '+-*/=#\n")
 CHARS += [chr(c) for c in range(32, 127) if chr(c) not in CHARS]
-SPECIAL = {"pad": "<|pad|>", "bos": "<|bos|>", "eos": "<|eos|>", "unk": "<|unk|>"}
-ROLES = ["<|user|>", "<|assistant|>"]
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}<|user|>{{ message['content'] }}"
-    "{% elif message['role'] == 'assistant' %}<|assistant|>{{ message['content'] }}"
-    "{% if not loop.last or not continue_final_message|default(false) %}{{ eos_token }}{% endif %}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
 
 def build_countdown_tokenizer(number_digits: int = 0) -> PreTrainedTokenizerFast:
     """The Countdown tokenizer; ``number_digits`` as in the module doc."""
     if not 0 <= number_digits <= 4:
         raise ValueError(f"number_digits must be in 0..4, got {number_digits}")
-    vocab: dict[str, int] = {}
-    for tok in [SPECIAL["pad"], SPECIAL["bos"], SPECIAL["eos"], SPECIAL["unk"], *ROLES, *PHRASES, *CHARS]:
-        vocab.setdefault(tok, len(vocab))
-    if number_digits:
-        for i in range(10 ** number_digits):
-            vocab.setdefault(str(i), len(vocab))
-    alternatives = [re.escape(p) for p in sorted(PHRASES, key=len, reverse=True)]
-    if number_digits:
-        alternatives.append(rf"(?<![0-9])[0-9]{{1,{number_digits}}}(?![0-9])")
-    alternatives.append(r"[\s\S]")
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("|".join(alternatives)), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"], pad_token=SPECIAL["pad"], unk_token=SPECIAL["unk"],
-        additional_special_tokens=ROLES, clean_up_tokenization_spaces=False,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
+    numbers = [str(i) for i in range(10 ** number_digits)] if number_digits else []
+    patterns = [rf"(?<![0-9])[0-9]{{1,{number_digits}}}(?![0-9])"] if number_digits else []
+    return build_phrase_tokenizer(PHRASES, CHARS, extra_tokens=numbers, extra_patterns=patterns)
+
+
+__all__ = ["build_countdown_tokenizer", "PHRASES", "CHARS", "CHAT_TEMPLATE", "SPECIAL", "ROLES"]
