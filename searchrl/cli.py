@@ -195,6 +195,23 @@ def cmd_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rest_grpo(args: argparse.Namespace) -> int:
+    from .pipelines.rl import run_rest_grpo_command
+
+    run = _run(args, sampling=True)
+    final = run_rest_grpo_command(run, args.model, args.name)
+    name = args.name or run.cfg.rest_grpo.method
+    if args.eval:
+        from .pipelines.commands import run_eval
+
+        run_eval(run, final, out_name=f"{name}-eval")
+        print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
+    print(f"{run.cfg.rest_grpo.method} policy: {final}")
+    if run.cfg.rest_grpo.method != "rest-dpo":
+        print(f"reward std of the groups over training: {run.dir / name / 'reward_std.png'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -289,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
         rl.add_argument("--name", help=f"output directory under the run directory (default: {name})")
         rl.add_argument("--eval", action="store_true", help="then evaluate the trained policy with the eval "
                         "settings into <run_dir>/<name>-eval")
+    rg = _sub(sub, "rest-grpo", "ReST-GRPO (ReST-RL Algorithm 1: sample rest_grpo.samples solutions per question, "
+              "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
+              "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "
+              "--model into <run_dir>/<name>/iterN, with reward_std.png; resumable", cmd_rest_grpo)
+    rg.add_argument("--model", help="policy checkpoint to train (default: the run's base policy)")
+    rg.add_argument("--name", help="output directory under the run directory (default: rest_grpo.method)")
+    rg.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
+                    "<run_dir>/<name>-eval")
     return parser
 
 

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
 from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
-from .train.config import RLConfig, SFTConfig, ValueTrainConfig
+from .train.config import DPOConfig, RLConfig, SFTConfig, ValueTrainConfig
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -100,6 +100,34 @@ class SelfTrainConfig:
 
     #: settings added later, at the values that reproduce runs recorded before they existed
     RECORDED_DEFAULTS = {"split": "train"}
+
+
+@dataclass
+class RestGRPOConfig:
+    """Settings of ``searchrl rest-grpo`` (ReST-RL Algorithm 1; each iteration's GRPO training is the
+    ``grpo`` section, ``grpo.iterations`` steps of it per iteration)."""
+
+    method: str = _f("rest-grpo", "rest-grpo (sample, filter by reward std, add partial-solution prompts, GRPO) | "
+                                  "grpo (every question, no filter: the baseline at equal steps) | rest-dpo (best "
+                                  "vs worst sample of each question, DPO with the dpo section)")
+    iterations: int = _f(2, "sample-filter-assemble-train iterations (the paper: 2)")
+    split: str = _f("selftrain", "the task's split the questions come from (never a test split)")
+    n_problems: int = _f(0, "first N questions of the split (0 = all)")
+    samples: int = _f(8, "solutions sampled per question for the filter (the paper's N: 30), at grpo.temperature")
+    sigma0: float = _f(0.05, "drop a question whose sampled rewards have std below this (reward)")
+    r0: float = _f(0.9, "add partial states of the best solution when its reward is at least this (reward)")
+    alpha: float = _f(0.95, "eq. 3: partial state j drawn with probability proportional to alpha^(j-1)")
+    beta: float = _f(0.5, "eq. 3: ceil(beta * |A|) partial states per kept question with a good solution")
+    shard_problems: int = _f(100, "questions per resumable sampling shard")
+    seed: int = _f(0, "seed of the sampling and of the partial-state draws")
+
+    def __post_init__(self):
+        if self.method not in ("rest-grpo", "grpo", "rest-dpo"):
+            raise ValueError(f"method must be rest-grpo | grpo | rest-dpo, got {self.method!r}")
+        if self.iterations < 1 or self.samples < 2:
+            raise ValueError(f"need iterations >= 1 and samples >= 2, got {self.iterations}, {self.samples}")
+        if not 0 < self.alpha <= 1 or not 0 < self.beta <= 1:
+            raise ValueError(f"need 0 < alpha <= 1 and 0 < beta <= 1, got {self.alpha}, {self.beta}")
 
 
 #: where value-model data comes from (searchrl value-data --source ...)
@@ -190,6 +218,8 @@ class Config:
     grpo: RLConfig = field(default_factory=lambda: RLConfig(
         output_dir="", adv_estimator="grpo", samples_per_prompt=8, prompts_per_step=8, loss_agg="seq-mean-action-mean",
         dual_clip=None))
+    rest_grpo: RestGRPOConfig = field(default_factory=RestGRPOConfig)
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(output_dir=""))
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
 

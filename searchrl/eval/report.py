@@ -559,3 +559,35 @@ def plot_training_curves(lines: Sequence[Mapping[str, Any]], path: str | os.Path
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     _save(fig, path)
+
+
+def plot_reward_std(runs: Mapping[str, Sequence[tuple[int, Sequence[float]]]], path: str | os.PathLike,
+                    sigma0: float, title: str) -> None:
+    """ReST-RL Figure 2: the reward std of GRPO's groups over training, per method. Left: the fraction
+    of groups with std below ``sigma0`` (no learning signal) at each step; right: the distribution of
+    all groups' stds. ``runs[name]`` is ``[(step, [std of each group])]`` (``reward_std_by_step``)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    fig.suptitle(title, fontsize=9)
+    styles = _method_styles(list(runs))
+    for name, pts in runs.items():
+        if not pts:
+            continue
+        x = [s for s, _ in pts]
+        y = [100.0 * float(np.mean([v < sigma0 for v in stds])) if stds else np.nan for _, stds in pts]
+        left.plot(x, y, label=name, color=styles[name].get("color"), linewidth=1.2)
+        every = np.concatenate([np.asarray(stds, dtype=float) for _, stds in pts if stds])
+        right.hist(every, bins=np.linspace(0, 0.55, 23), alpha=0.5, label=name, color=styles[name].get("color"))
+    left.set_xlabel("GRPO step", fontsize=8)
+    left.set_ylabel(f"groups with reward std < {sigma0:g} (%)", fontsize=8)
+    right.set_xlabel("reward std of a group", fontsize=8)
+    right.set_ylabel("groups", fontsize=8)
+    for ax in (left, right):
+        ax.grid(True, alpha=0.35)
+        ax.tick_params(labelsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    _save(fig, path)

@@ -163,10 +163,14 @@ class PromptStream:
 
 
 def collect_rollouts(generator, task, problems: Sequence[dict], stream: PromptStream, cursor: int, cfg: RLConfig,
-                     newline: np.ndarray | None, progress: Callable[[int], Any] | None = None
-                     ) -> tuple[RolloutBatch, int, dict]:
+                     newline: np.ndarray | None, progress: Callable[[int], Any] | None = None,
+                     prefixes: Sequence[str] | None = None) -> tuple[RolloutBatch, int, dict]:
     """One iteration's rollouts from stream position ``cursor``; returns the batch, the new cursor and
-    sampling statistics (see module docs: dynamic sampling, overlong punishment)."""
+    sampling statistics (see module docs: dynamic sampling, overlong punishment).
+
+    ``prefixes[i]`` (ReST-GRPO's partial-solution prompts) starts every response to ``problems[i]``:
+    the task grades prefix + completion, and the prefix's tokens join the prompt, so the loss and
+    the actions cover the completion only."""
     want = cfg.prompts_per_step
     parts: list[RolloutBatch] = []
     kept_groups = sampled = rounds = 0
@@ -178,7 +182,13 @@ def collect_rollouts(generator, task, problems: Sequence[dict], stream: PromptSt
         probs = [problems[stream[j]] for j in positions]
         params = [SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                  seed=stable_seed("rl", cfg.seed, j)) for j in positions]
-        trajs = rollout(generator, task, probs, params, indices=positions, advance=progress)
+        trajs = rollout(generator, task, probs, params, indices=positions, advance=progress,
+                        prefixes=None if prefixes is None else [prefixes[stream[j]] for j in positions])
+        for group in trajs:
+            for t in group:  # a given prefix is prompt, not action (it has no logprobs)
+                if t.prefix_len:
+                    t.prompt_ids = list(t.prompt_ids) + list(t.response_ids[:t.prefix_len])
+                    t.response_ids, t.prefix_len = list(t.response_ids[t.prefix_len:]), 0
         for j, group in zip(positions, trajs):
             sampled += 1
             rewards = [t.reward + overlong_penalty(len(t.response_ids), cfg.max_tokens, cfg.overlong_buffer,
@@ -259,7 +269,7 @@ def _response_logits(logits: torch.Tensor, prompt_lens: torch.Tensor, T: int) ->
 
 def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *, critic: nn.Module | None = None,
              make_generator: Callable[[nn.Module], Any] | None = None, callback: Callable[[int, dict], Any] | None = None,
-             accelerator=None, progress: bool = True) -> dict:
+             accelerator=None, progress: bool = True, prefixes: Sequence[str] | None = None) -> dict:
     """Train ``policy`` (in place) with ``cfg``'s algorithm on ``task``'s ``problems``.
 
     Args:
@@ -270,6 +280,8 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
         make_generator: ``model -> Generator`` sampling from the live policy (default: our
             :class:`~searchrl.engine.Sampler`).
         callback: ``callback(iteration, logs)`` after every iteration (and its checkpoint).
+        prefixes: per problem, text every response starts with (ReST-GRPO's partial-solution
+            prompts, ReST-RL eq. 3): graded with the completion, trained as prompt.
 
     Returns the summary (also stored in ``output_dir/final/train_state.json``); a finished run's
     stored summary with ``skipped=True``.
@@ -299,7 +311,10 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
     steps_per_it = cfg.steps_per_iteration
     n_mb = steps_per_it // cfg.ppo_epochs
     total = cfg.iterations * steps_per_it
-    digest = hashlib.sha256(json.dumps([sorted(p.items()) for p in problems], default=str).encode()).hexdigest()
+    if prefixes is not None and len(prefixes) != len(problems):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(problems)} problems")
+    digest = hashlib.sha256(json.dumps([sorted(p.items()) for p in problems] + ([] if prefixes is None else
+                                       [list(prefixes)]), default=str).encode()).hexdigest()
     run = TrainRun(model, cfg, accelerator, total_steps=total, tokenizer=tokenizer, name=cfg.adv_estimator,
                    trajectory={"problems_sha256": digest, "task": getattr(task, "name", str(task))})
     state = run.state
@@ -326,7 +341,8 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
             # ---- 1-2: rollouts
             actor.eval()
             with torch.no_grad():
-                batch, cursor, sstats = collect_rollouts(generator, task, problems, stream, cursor, cfg, newline)
+                batch, cursor, sstats = collect_rollouts(generator, task, problems, stream, cursor, cfg, newline,
+                                                         prefixes=prefixes)
             run.model.train()
             t_gen = time.perf_counter() - t0
             n = len(batch)

@@ -1,0 +1,219 @@
+"""ReST-GRPO (ReST-RL, seed 004, Section 3.2 and Algorithm 1), and GRPO and ReST-DPO on the same loop.
+
+Why: GRPO learns nothing from a group whose rewards are all equal (its advantages are 0), and as
+a policy trains, more and more groups are like that (ReST-RL Figure 2). ReST-GRPO therefore
+spends its steps on prompts that still carry a signal, and adds easier ones built from the
+policy's own best solutions. One iteration:
+
+1. **Sample** N solutions per question of ``split`` with the current policy (the paper's N = 30;
+   ``samples`` here), graded by the task.
+2. **Filter** (Algorithm 1): drop a question whose rewards have standard deviation < sigma_0
+   (0.05). Section 3.2.2 also says questions whose rewards all fall below r_0 are filtered;
+   Algorithm 1 and the published code keep *every* question with std >= sigma_0 and use r_0 only
+   in step 3. We follow Algorithm 1 and the code.
+3. **Assemble**: keep the bare question once; if its best reward is >= r_0 (0.9), draw
+   ceil(beta |A|) partial states of the best solution with replacement (beta = 0.5; |A| = the
+   solution's actions, i.e. lines), state j in 1..|A| with probability proportional to
+   alpha^(j - 1) (eq. 3, alpha = 0.95; j = |A| is the whole solution), each the first j lines
+   ending in ``"\\n"``. A partial-state prompt's response starts with that prefix: its reward
+   grades prefix + completion, its loss covers the completion only
+   (:func:`searchrl.train.rl.train_rl`'s ``prefixes``).
+4. **Train** GRPO (eq. 4: the ``grpo`` section, per-sequence 1/|o_i| then 1/G) for
+   ``grpo.iterations`` steps over the assembled prompts, from the previous iteration's policy.
+
+With ``method=rest-dpo`` (ReST-RL's ReST-DPO baseline) step 1 is the same, and each question whose
+sampled rewards are not all equal gives one preference pair, chosen = its best sample, rejected =
+its worst (first of each in sample order on ties), trained with DPO (the ``dpo`` section) from the
+previous iteration's policy, which is also the frozen reference.
+
+With ``method=grpo`` steps 1-3 are skipped and every question of ``split`` is a prompt (each once
+per iteration when ``grpo.iterations * grpo.prompts_per_step`` equals their number), so GRPO and
+ReST-GRPO (and DAPO: ``method=grpo`` with the ``grpo`` section's DAPO settings) are compared at
+equal training steps, as the paper's Figure 3a does. The sampling is resumable in shards, the
+assembled prompts are written once, and GRPO resumes from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+import numpy as np
+
+from ..data import read_json, read_jsonl, read_jsonl_log, resumable_shards, write_json, write_jsonl
+from ..rundir import Stage, model_fingerprint, problems_digest, rel, resolve, shard_key
+from ..seeding import stable_seed
+
+METHODS = ("rest-grpo", "grpo", "rest-dpo")
+
+
+def partial_states(response: str, n_draws: int, alpha: float, rng: random.Random) -> list[str]:
+    """ReST-RL eq. 3: ``n_draws`` prefixes of ``response`` drawn with replacement, prefix j (the first
+    j of its |A| lines, j in 1..|A|) with probability proportional to ``alpha ** (j - 1)``; every
+    prefix ends in a newline."""
+    lines = response.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # a response ending in a newline has no empty last action
+    if not lines:
+        return []
+    js = rng.choices(range(1, len(lines) + 1), weights=[alpha ** (j - 1) for j in range(1, len(lines) + 1)],
+                     k=n_draws)
+    return ["\n".join(lines[:j]) + "\n" for j in js]
+
+
+def assemble(groups: Sequence[Sequence[dict]], cfg, seed: int) -> tuple[list[dict], dict]:
+    """Algorithm 1's filter and partial-state assembly over sampled groups.
+
+    ``groups[i]`` are question ``i``'s sampled records (``response``, ``reward``). Returns the
+    prompts ``[{"problem": i, "prefix": str}]`` (the bare prompt has prefix ``""``) and statistics.
+    """
+    prompts: list[dict] = []
+    stds, kept, with_states = [], 0, 0
+    for i, group in enumerate(groups):
+        rewards = np.array([r["reward"] for r in group], dtype=np.float64)
+        std = float(rewards.std()) if len(rewards) else 0.0
+        stds.append(std)
+        if std < cfg.sigma0:
+            continue
+        kept += 1
+        prompts.append({"problem": i, "prefix": ""})
+        best = group[int(rewards.argmax())]
+        if rewards.max() >= cfg.r0:
+            lines = best["response"].split("\n")
+            n_actions = len(lines) - (lines[-1] == "")
+            rng = random.Random(stable_seed("rest-grpo-states", seed, i))
+            states = partial_states(best["response"], math.ceil(cfg.beta * n_actions), cfg.alpha, rng)
+            prompts += [{"problem": i, "prefix": s} for s in states]
+            with_states += bool(states)
+    stats = {"questions": len(groups), "kept": kept, "with_partial_states": with_states, "prompts": len(prompts),
+             "reward_std_mean": float(np.mean(stds)) if stds else None,
+             "below_sigma0": float(np.mean([s < cfg.sigma0 for s in stds])) if stds else None,
+             "reward_std": [round(s, 4) for s in stds]}
+    return prompts, stats
+
+
+def preference_pairs(groups: Sequence[Sequence[dict]]) -> list[dict]:
+    """ReST-DPO's pairs: per question with unequal rewards, ``{"problem", "chosen", "rejected"}`` = its
+    best and its worst sampled response (the first of each in sample order)."""
+    pairs = []
+    for i, group in enumerate(groups):
+        rewards = [r["reward"] for r in group]
+        if not rewards or max(rewards) == min(rewards):
+            continue
+        pairs.append({"problem": i, "chosen": group[rewards.index(max(rewards))]["response"],
+                      "rejected": group[rewards.index(min(rewards))]["response"]})
+    return pairs
+
+
+def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generator: Callable, cfg, grpo_cfg,
+                  method_dir: str | Path, policy: str | Path, depends: dict | None = None,
+                  progress: bool = True, dpo_cfg=None) -> Path:
+    """Run ``cfg.iterations`` iterations of ``cfg.method`` into ``method_dir``; returns the last policy.
+
+    ``cfg`` is a :class:`~searchrl.config.RestGRPOConfig`, ``grpo_cfg`` the GRPO settings of each
+    iteration's training (its ``temperature`` and ``max_tokens`` also sample step 1), ``dpo_cfg``
+    the DPO settings of ``method=rest-dpo``; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
+    tokenizer, batch_size)``. Each iteration continues from the previous one's policy.
+    """
+    from ..engine import SamplingParams
+    from ..rollout import rollout
+    from ..rollout import chat_prompt
+    from ..train.dpo import train_dpo
+    from ..train.rl import train_rl
+
+    if cfg.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {cfg.method!r}")
+    if cfg.method == "rest-dpo" and dpo_cfg is None:
+        raise ValueError("method=rest-dpo needs dpo_cfg")
+    method_dir = Path(method_dir)
+    trainer = ("dpo", dpo_cfg) if cfg.method == "rest-dpo" else ("grpo", grpo_cfg)
+    stage = Stage(method_dir, {"rest_grpo": asdict(cfg), trainer[0]: {k: v for k, v in asdict(trainer[1]).items()
+                                                                      if k != "output_dir"},
+                               "policy": model_fingerprint(policy), "problems": problems_digest(problems),
+                               **(depends or {})}, name=f"{cfg.method} ({method_dir.name})")
+    stage.check()
+    if stage.done:
+        return resolve(method_dir, stage.record()["model"])
+    stage.begin()
+    for it in range(1, cfg.iterations + 1):
+        it_dir = method_dir / f"iter{it}"
+        done = it_dir / "done.json"
+        if done.exists():
+            policy = resolve(method_dir, read_json(done)["model"])
+            continue
+        prompts_path = it_dir / "prompts.jsonl"
+        if cfg.method == "grpo":
+            prompts = [{"problem": i, "prefix": ""} for i in range(len(problems))]
+        elif prompts_path.exists():
+            prompts = read_jsonl(prompts_path)
+        else:
+            model, tok = load_model(policy)
+            generator = make_generator(model, tok, grpo_cfg.batch_size)
+            key = shard_key(policy=model_fingerprint(policy), n=cfg.samples, temperature=grpo_cfg.temperature,
+                            max_tokens=grpo_cfg.max_tokens, seed=cfg.seed, iteration=it)
+
+            def produce(s: int, e: int, advance) -> list[dict]:
+                params = [SamplingParams(n=cfg.samples, temperature=grpo_cfg.temperature,
+                                         max_tokens=grpo_cfg.max_tokens, seed=stable_seed("rest-grpo", cfg.seed, it, j))
+                          for j in range(s, e)]
+                outs = rollout(generator, task, problems[s:e], params, indices=range(s, e), advance=advance)
+                return [{"index": t.index, "sample": t.sample, "response": t.response, "reward": t.reward,
+                         "correct": t.correct} for ts in outs for t in ts]
+
+            recs = resumable_shards(len(problems), cfg.shard_problems,
+                                    lambda s, e: it_dir / "samples" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
+                                    desc=f"{method_dir.name} iter {it} sample", progress=progress,
+                                    per_item=cfg.samples)
+            groups: list[list[dict]] = [[] for _ in problems]
+            for r in recs:
+                groups[r["index"]].append(r)
+            if cfg.method == "rest-dpo":
+                prompts = preference_pairs(groups)
+                stats = {"questions": len(groups), "pairs": len(prompts)}
+            else:
+                prompts, stats = assemble(groups, cfg, stable_seed(cfg.seed, it))
+            write_json(it_dir / "assembly.json", stats)
+            write_jsonl(prompts_path, prompts)  # last: the assembled prompts are trusted once here
+            del model, generator
+        if not prompts:
+            write_json(done, {"model": rel(method_dir, policy), "skipped": "no question passed the filter"})
+            continue
+        model, tok = load_model(policy)
+        if cfg.method == "rest-dpo":
+            out = it_dir / "dpo"
+            pairs = [{"prompt": chat_prompt(tok, task, problems[p["problem"]]), "chosen": p["chosen"],
+                      "rejected": p["rejected"]} for p in prompts]
+            train_dpo(model, None, tok, pairs, replace(dpo_cfg, output_dir=str(out), seed=stable_seed(dpo_cfg.seed, it)),
+                      progress=progress)
+        else:
+            out = it_dir / "grpo"
+            train_rl(model, tok, task, [problems[p["problem"]] for p in prompts],
+                     replace(grpo_cfg, output_dir=str(out), seed=stable_seed(grpo_cfg.seed, it)),
+                     make_generator=lambda m: make_generator(m, tok, grpo_cfg.batch_size), progress=progress,
+                     prefixes=[p["prefix"] for p in prompts] if cfg.method == "rest-grpo" else None)
+        policy = out / "final"
+        write_json(done, {"model": rel(method_dir, policy), "prompts": len(prompts)})
+    stage.finish(model=rel(method_dir, policy))
+    return policy
+
+
+def reward_std_by_step(method_dir: str | Path) -> list[tuple[int, list[float]]]:
+    """The group reward stds GRPO logged, per training step, over all iterations of a run: what
+    ReST-RL's Figure 2 plots."""
+    out, offset = [], 0
+    for it_dir in sorted(Path(method_dir).glob("iter*"), key=lambda p: int(p.name[4:])):
+        metrics = it_dir / "grpo" / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        last = 0
+        for line in read_jsonl_log(metrics):
+            if "groups/reward_std" in line:
+                out.append((offset + line["step"], list(line["groups/reward_std"])))
+                last = line["step"]
+        offset += last
+    return out
+
+
+__all__ = ["partial_states", "assemble", "preference_pairs", "run_rest_grpo", "reward_std_by_step", "METHODS"]
