@@ -1,14 +1,50 @@
-"""Run untrusted Python programs (a model's code) in a separate, limited process.
+"""Run untrusted Python programs (a model's code) in separate, limited processes.
 
-Minimal first version: a fresh ``python -I`` per program in its own session, a temporary
-working directory, a scrubbed environment, resource limits and a wall-clock timeout that
-kills the whole process group. (Namespaces and the hostile-program tests follow.)
+Why: every code reward runs a model's output, thousands of times per training run, and that
+output can do anything a Python program can. Nothing of it is ever evaluated in our process:
+:func:`run_program` starts a fresh interpreter for each program and the parent only reads its
+exit status and (bounded) output.
+
+What every program gets (``Result.isolation`` lists what was in force):
+
+* ``fresh-interpreter``: ``python -I`` (no user site, no ``PYTHON*`` variables, no script dir on
+  the path) on a file in a new temporary working directory (``tempdir``), removed afterwards;
+* ``scrubbed-env``: an environment built from nothing (``PATH``, ``LANG``, ``HOME`` = the work
+  dir), so no token or key of the parent's environment reaches it; stdin is ``/dev/null``
+  unless given;
+* ``rlimits``: address space (``memory_mb``), CPU seconds, file size (16 MiB: also bounds what it
+  can print), open files (64), processes (64, counted per user: effective when the program runs
+  as an unprivileged user), no core dumps;
+* ``process-group``: its own session; the parent's wall-clock timeout kills the whole group;
+* output goes to files, not pipes, so a program printing gigabytes stops at the file-size limit
+  and the parent reads at most ``max_output`` characters of each stream.
+
+Where the machine allows it (Linux, run as root, ``unshare`` and ``setpriv`` from util-linux: probed
+once per process), also:
+
+* ``net-namespace``: a new network namespace with no interface up: no connection leaves it;
+* ``pid-namespace``: it sees only its own processes, so it cannot signal the parent, and when
+  the parent kills it the kernel kills every process it started (a fork bomb that calls
+  ``setsid`` included);
+* ``private-tmp``: ``/tmp``, ``/var/tmp`` and ``/dev/shm`` are fresh tmpfs mounts of its own,
+  discarded at exit (the work dir lies outside them);
+* ``unprivileged-user``: it runs as ``nobody``, so it cannot write anywhere the parent's files
+  live (only its work dir is made writable for it), and the process limit is enforced.
+
+What is **not** protected: reading world-readable files (the library's source, the system's
+Python), CPU and memory bandwidth shared with the parent, and, without the namespaces (a
+container without the privileges, a non-root user), network access and writes to files the
+parent's user may write. It is a sandbox for a policy's mistakes and ordinary hostility
+(infinite loops, fork and memory bombs, deleting files, phoning home), not a security boundary
+against a determined attacker with a kernel exploit.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +53,19 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 #: what ``Result.status`` can be
 STATUSES = ("ok", "error", "timeout", "memory")
+#: largest file (and printed output) a program may write, bytes
+FILE_LIMIT = 16 * 1024 * 1024
+NOBODY = 65534
+BASE_MEASURES = ("fresh-interpreter", "scrubbed-env", "tempdir", "rlimits", "process-group")
+NAMESPACE_MEASURES = ("net-namespace", "pid-namespace", "private-tmp", "unprivileged-user")
+# inside the namespaces: private temp dirs, then drop to nobody and start the program
+_INNER = ("mount -t tmpfs -o size=64m tmpfs /tmp && mount -t tmpfs -o size=64m tmpfs /var/tmp && "
+          "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec setpriv --reuid={uid} --regid={uid} --clear-groups "
+          "--inh-caps=-all {python} -I main.py")
 
 
 @dataclass(frozen=True)
@@ -44,46 +90,114 @@ class Program:
     stdin: str | None = None
 
 
+@functools.lru_cache(maxsize=1)
+def namespaces_available() -> bool:
+    """Whether programs can run in new net/pid/mount namespaces as ``nobody`` here (probed once)."""
+    if sys.platform != "linux" or os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        return False
+    try:
+        probe = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
+                                _INNER.format(uid=NOBODY, python=sys.executable).replace("-I main.py", "-I -c pass")],
+                               cwd="/", capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+def isolation() -> tuple[str, ...]:
+    """The measures a program gets on this machine (see the module doc)."""
+    return BASE_MEASURES + (NAMESPACE_MEASURES if namespaces_available() else ())
+
+
+@functools.lru_cache(maxsize=1)
+def _work_root() -> Path:
+    """Where work dirs live: with the namespaces, a root-owned directory outside /tmp (which the program
+    sees as its own tmpfs) that ``nobody`` may pass through but not list (``$SEARCHRL_SANDBOX_DIR``
+    moves it); otherwise the system's temp dir."""
+    if not namespaces_available():
+        return Path(tempfile.gettempdir())
+    root = Path(os.environ.get("SEARCHRL_SANDBOX_DIR") or "/var/cache/searchrl-sandbox")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)
+    return root
+
+
 def _limits(memory_mb: int, cpu_s: int):
     def apply():
         mem = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for limit, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu_s),
+                             (resource.RLIMIT_FSIZE, FILE_LIMIT), (resource.RLIMIT_NOFILE, 64),
+                             (resource.RLIMIT_NPROC, 64), (resource.RLIMIT_CORE, 0)):
+            resource.setrlimit(limit, (value, value))
     return apply
+
+
+def _read_head(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        return f.read(limit).decode(errors="replace")
+
+
+def _status(rc: int | None, stderr: str) -> str:
+    if rc is None or rc in (-signal.SIGXCPU, -signal.SIGKILL):
+        return "timeout"
+    if rc == 0:
+        return "ok"
+    return "memory" if "MemoryError" in stderr[-4000:] else "error"
 
 
 def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, memory_mb: int = 1024,
                 max_output: int = 65536) -> Result:
-    """Run ``source`` with ``python -I`` in a fresh process; see the module doc."""
+    """Run ``source`` in a fresh, limited interpreter (see the module doc); never raises for what the
+    program does."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="searchrl-sbx-") as work:
-        path = os.path.join(work, "main.py")
-        with open(path, "w") as f:
-            f.write(source)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": work, "TMPDIR": work}
-        proc = subprocess.Popen([sys.executable, "-I", "main.py"], cwd=work, env=env, start_new_session=True,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=_limits(memory_mb, int(timeout) + 1))
-        try:
-            out, err = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
-            rc = proc.returncode
-            status = "ok" if rc == 0 else ("memory" if b"MemoryError" in err[-2000:] else "error")
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            rc, status = None, "timeout"
-    return Result(status, rc, out[:max_output].decode(errors="replace"), err[:max_output].decode(errors="replace"),
-                  ("process-group", "rlimits", "scrubbed-env", "tempdir"), time.perf_counter() - t0)
+    ns = namespaces_available()
+    work = Path(tempfile.mkdtemp(prefix="p-", dir=_work_root()))
+    io_dir = Path(tempfile.mkdtemp(prefix="io-"))  # the parent's: outside the program's reach
+    try:
+        (work / "main.py").write_text(source, encoding="utf-8")
+        if ns:
+            os.chown(work, NOBODY, NOBODY)
+            os.chown(work / "main.py", NOBODY, NOBODY)
+            cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
+                   _INNER.format(uid=NOBODY, python=sys.executable)]
+        else:
+            cmd = [sys.executable, "-I", "main.py"]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work)}
+        stdin_file = None
+        if stdin is not None:
+            (io_dir / "stdin").write_text(stdin, encoding="utf-8")
+            stdin_file = open(io_dir / "stdin", "rb")
+        with open(io_dir / "out", "wb") as out, open(io_dir / "err", "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True,
+                                    stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+                                    stdout=out, stderr=err, preexec_fn=_limits(memory_mb, int(timeout) + 1))
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                rc = None
+            finally:  # the whole group (and with the pid namespace, everything it started) goes
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                if stdin_file is not None:
+                    stdin_file.close()
+        stdout, stderr = _read_head(io_dir / "out", max_output), _read_head(io_dir / "err", max_output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(io_dir, ignore_errors=True)
+    return Result(_status(rc, stderr), rc, stdout, stderr, isolation(), time.perf_counter() - t0)
 
 
 def run_batch(programs: Sequence[Program], timeout: float = 4.0, memory_mb: int = 1024,
               workers: int | None = None) -> list[Result]:
     """Run ``programs`` in parallel (up to ``workers``, default the core count); results in order."""
     workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    if not programs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(programs))) as pool:
         return list(pool.map(lambda p: run_program(p.source, p.stdin, timeout, memory_mb), programs))
 
 
-__all__ = ["Result", "Program", "run_program", "run_batch", "STATUSES"]
+__all__ = ["Result", "Program", "run_program", "run_batch", "STATUSES", "isolation", "namespaces_available"]
