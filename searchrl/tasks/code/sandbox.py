@@ -7,8 +7,10 @@ exit status and (bounded) output.
 
 What every program gets (``Result.isolation`` lists what was in force):
 
-* ``fresh-interpreter``: ``python -I`` (no user site, no ``PYTHON*`` variables, no script dir on
-  the path) on a file in a new temporary working directory (``tempdir``), removed afterwards;
+* ``fresh-interpreter``: ``python -I -S`` (no user site, no ``PYTHON*`` variables, no script dir on
+  the path, and no ``site``: the program imports the standard library only, never the packages
+  of our environment, and starts in ~15 ms instead of ~55 ms in an editable install) on a file in
+  a new temporary working directory (``tempdir``), removed afterwards;
 * ``scrubbed-env``: an environment built from nothing (``PATH``, ``LANG``, ``HOME`` = the work
   dir), so no token or key of the parent's environment reaches it; stdin is ``/dev/null``
   unless given;
@@ -44,6 +46,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -65,7 +68,7 @@ NAMESPACE_MEASURES = ("net-namespace", "pid-namespace", "private-tmp", "unprivil
 # inside the namespaces: private temp dirs, then drop to nobody and start the program
 _INNER = ("mount -t tmpfs -o size=64m tmpfs /tmp && mount -t tmpfs -o size=64m tmpfs /var/tmp && "
           "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec setpriv --reuid={uid} --regid={uid} --clear-groups "
-          "--inh-caps=-all {python} -I main.py")
+          "--inh-caps=-all {python} -I -S main.py")
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def namespaces_available() -> bool:
         return False
     try:
         probe = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
-                                _INNER.format(uid=NOBODY, python=sys.executable).replace("-I main.py", "-I -c pass")],
+                                _INNER.format(uid=NOBODY, python=sys.executable).replace("-I -S main.py", "-I -S -c pass")],
                                cwd="/", capture_output=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return False
@@ -145,6 +148,23 @@ def _status(rc: int | None, stderr: str) -> str:
     return "memory" if "MemoryError" in stderr[-4000:] else "error"
 
 
+def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    """The exit code, or ``None`` when ``timeout`` seconds pass first. Waits on a pidfd where Linux has
+    them: ``Popen.wait(timeout=)`` polls with sleeps growing to 50 ms, which cost about 20 ms a program."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    return proc.wait() if ready else None
+
+
 def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, memory_mb: int = 1024,
                 max_output: int = 65536) -> Result:
     """Run ``source`` in a fresh, limited interpreter (see the module doc); never raises for what the
@@ -161,7 +181,7 @@ def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, mem
             cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
                    _INNER.format(uid=NOBODY, python=sys.executable)]
         else:
-            cmd = [sys.executable, "-I", "main.py"]
+            cmd = [sys.executable, "-I", "-S", "main.py"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work)}
         stdin_file = None
         if stdin is not None:
@@ -172,9 +192,7 @@ def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, mem
                                     stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
                                     stdout=out, stderr=err, preexec_fn=_limits(memory_mb, int(timeout) + 1))
             try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                rc = None
+                rc = _wait(proc, timeout)
             finally:  # the whole group (and with the pid namespace, everything it started) goes
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
