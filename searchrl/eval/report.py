@@ -571,16 +571,19 @@ def plot_reward_std(runs: Mapping[str, Sequence[tuple[int, Sequence[float]]]], p
 
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     left, right = fig.subplots(1, 2)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + "\nleft: thin = each step, thick = running mean over 5 steps", fontsize=9)
     styles = _method_styles(list(runs))
     for name, pts in runs.items():
         if not pts:
             continue
         x = [s for s, _ in pts]
         y = [100.0 * float(np.mean([v < sigma0 for v in stds])) if stds else np.nan for _, stds in pts]
-        left.plot(x, y, label=name, color=styles[name].get("color"), linewidth=1.2)
+        color = styles[name].get("color")
+        left.plot(x, y, color=color, linewidth=0.8, alpha=0.4)
+        k = min(5, len(y))  # running mean over 5 steps: the trend through the few groups of one step
+        left.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=name, color=color, linewidth=1.8)
         every = np.concatenate([np.asarray(stds, dtype=float) for _, stds in pts if stds])
-        right.hist(every, bins=np.linspace(0, 0.55, 23), alpha=0.5, label=name, color=styles[name].get("color"))
+        right.hist(every, bins=np.linspace(0, 0.55, 23), alpha=0.5, label=name, color=color)
     left.set_xlabel("GRPO step", fontsize=8)
     left.set_ylabel(f"groups with reward std < {sigma0:g} (%)", fontsize=8)
     right.set_xlabel("reward std of a group", fontsize=8)
