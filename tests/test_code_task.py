@@ -149,3 +149,65 @@ def test_all_humaneval_canonical_solutions_pass_and_a_mutant_of_each_fails(tmp_p
     last = [k for k in sorted(survivors)]  # the rest: straight to the "return None" mutant
     res = grade_function([todo[k][0] for k in last], [todo[k][1][-1] for k in last], timeout=10.0)
     assert [k for k, r in zip(last, res) if r.passed] == []
+
+
+SUM = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+
+
+def _write_jsonl(path, recs):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_stdio_suites_in_the_apps_codecontests_and_our_layouts_grade_by_tokens(tmp_path):
+    import json
+
+    from searchrl.tasks.code.suites import load_stdio, outputs_match
+
+    d = tmp_path / "suite"
+    d.mkdir()
+    ins, outs = ["1 2\n", "5 7\n", "-3 3\n"], ["3\n", "12\n", "0\n"]
+    _write_jsonl(d / "test.jsonl", [
+        {"question": "Add two numbers.\nExample input: 5 7", "solutions": json.dumps(["print(0)"]),
+         "input_output": json.dumps({"inputs": ins, "outputs": outs})},  # APPS: a JSON string
+        {"description": "Add two numbers.", "public_tests": {"input": ins[:1], "output": outs[:1]},
+         "private_tests": {"input": ins[1:], "output": outs[1:]},
+         "solutions": {"language": [2, 3], "solution": ["int main(){}", "print(sum(map(int, input().split())))"]}},
+        {"statement": "Add two numbers.", "tests": [{"input": a, "output": b} for a, b in zip(ins, outs)]},
+    ])
+    apps, cc, ours = load_stdio(d / "test.jsonl")
+    # Guided-ReST's public tests: those shown in the statement (moved first), else the first 2
+    assert apps["public_tests"] == [{"input": "5 7\n", "output": "12\n"}] and apps["tests"][0]["input"] == "5 7\n"
+    assert cc["public_tests"] == [{"input": "1 2\n", "output": "3\n"}] and len(cc["tests"]) == 3
+    assert cc["solution"].startswith("print(sum") and ours["public_tests"] == ours["tests"][:2]
+    assert outputs_match("3  \n\n", "3\n") and not outputs_match("3 0", "30")
+
+    task = make_task(CodeConfig(source="stdio", path=str(d)), tmp_path / "data")
+    task.prepare(progress=False)
+    problems = task.problems("test")
+    assert "standard input" in task.prompt(problems[0])
+    wrong = "```python\na, b = map(int, input().split())\nprint(a * b if a > 0 else 0)\n```"  # right on -3 3 only
+    crash = "```python\nraise SystemExit(input())\n```"
+    scores = task.score([problems[2]] * 4, [SUM, wrong, crash, "no code here"])
+    assert [s.reward for s in scores] == [1.0, pytest.approx(1 / 3), 0.0, 0.0]
+    assert [s.correct for s in scores] == [True, False, False, False]
+    assert scores[1].info["status"] == ["ok", "ok", "ok"] and scores[3].info["status"] == ["no-code"]
+
+
+def test_stdio_bad_records_name_file_line_and_field(tmp_path):
+    from searchrl.data import RecordError
+    from searchrl.tasks.code.suites import load_stdio
+
+    ok = {"statement": "x", "tests": [{"input": "1", "output": "1"}]}
+    for bad, field in (({"question": "q"}, "input_output"), ({"question": "q", "input_output": "{oops"}, "input_output"),
+                       ({"statement": "x", "tests": [{"input": 1, "output": "1"}]}, "tests[0]"),
+                       ({"description": "d", "public_tests": {"input": ["1"], "output": []}}, "public_tests"),
+                       ({"title": "?"}, None)):
+        path = _write_jsonl(tmp_path / "bad.jsonl", [ok, bad])
+        with pytest.raises(RecordError) as e:
+            load_stdio(path)
+        assert (e.value.path, e.value.line, e.value.field) == (str(path), 2, field), str(e.value)
+    with pytest.raises(ValueError, match="task.path"):
+        CodeConfig(source="stdio")

