@@ -19,8 +19,8 @@ Grading (ReST-RL): the code is the **last fenced block** of the response; reward
 of the problem's tests passed, ``correct`` = all passed (a response without code: 0, not
 correct). ReST-RL's training reward (eq. 8) adds ``stop_bonus`` when the response ends its code
 block with the closing fence and subtracts ``after_penalty`` per character after it; both are 0
-by default so that rewards are pass rates (the paper's values: ``task.stop_bonus=1e-3 task.after_penalty=1e-6``). The code
-runs only in the sandbox (:mod:`searchrl.tasks.code.sandbox`), one batched call per
+by default so that rewards are pass rates (the paper's values: ``task.stop_bonus=1e-3
+task.after_penalty=1e-6``). The code runs only in the sandbox (:mod:`searchrl.tasks.code.sandbox`), one batched call per
 ``score``; nothing of a response is evaluated in this process.
 
 Reward hacking: the synthetic harness prints a random marker followed by one digit per test
@@ -43,14 +43,17 @@ from ..base import MissingField, Score
 from .sandbox import Program, run_batch
 
 SOURCES = ("synthetic", "humaneval", "stdio")
-#: splits the synthetic source writes, and whether each holds held-out compositions
-#: how reports title the splits (the default titles are Countdown's "Seen target" / "Unseen target")
+#: how reports title the synthetic splits (the default titles are Countdown's "Seen target" / "Unseen target")
 SPLIT_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
-                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)",
-                "test": "HumanEval"}
+                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)"}
+#: splits the synthetic source writes, and whether each holds held-out compositions
 SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
                     ("test_seen", False), ("test_unseen", True))
 FENCE = "```"
+#: the fields (and their types) a problem record of each source must have
+REQUIRED_FIELDS = {"synthetic": (("statement", str), ("entry_point", str), ("tests", list)),
+                   "humaneval": (("prompt", str), ("entry_point", str), ("test", str)),
+                   "stdio": (("statement", str), ("tests", list), ("public_tests", list))}
 
 
 def _f(default: Any, help: str) -> Any:
@@ -212,10 +215,7 @@ class CodeTask:
         return self._cache[split]
 
     def _validate(self, rec: dict, path: Path, line: int) -> dict:
-        need = {"humaneval": (("prompt", str), ("entry_point", str), ("test", str)),
-                "stdio": (("statement", str), ("tests", list), ("public_tests", list))}.get(
-            self.config.source, (("statement", str), ("entry_point", str), ("tests", list)))
-        for name, kind in need:
+        for name, kind in REQUIRED_FIELDS[self.config.source]:
             if name not in rec:
                 raise RecordError(path, line, name, "missing")
             if not isinstance(rec[name], kind):

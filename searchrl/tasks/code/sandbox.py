@@ -68,7 +68,7 @@ NAMESPACE_MEASURES = ("net-namespace", "pid-namespace", "private-tmp", "unprivil
 # inside the namespaces: private temp dirs, then drop to nobody and start the program
 _INNER = ("mount -t tmpfs -o size=64m tmpfs /tmp && mount -t tmpfs -o size=64m tmpfs /var/tmp && "
           "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec setpriv --reuid={uid} --regid={uid} --clear-groups "
-          "--inh-caps=-all {python} -I -S main.py")
+          "--inh-caps=-all {python} -I -S {script}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def namespaces_available() -> bool:
         return False
     try:
         probe = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
-                                _INNER.format(uid=NOBODY, python=sys.executable).replace("-I -S main.py", "-I -S -c pass")],
+                                _INNER.format(uid=NOBODY, python=sys.executable, script="-c pass")],
                                cwd="/", capture_output=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return False
@@ -179,7 +179,7 @@ def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, mem
             os.chown(work, NOBODY, NOBODY)
             os.chown(work / "main.py", NOBODY, NOBODY)
             cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
-                   _INNER.format(uid=NOBODY, python=sys.executable)]
+                   _INNER.format(uid=NOBODY, python=sys.executable, script="main.py")]
         else:
             cmd = [sys.executable, "-I", "-S", "main.py"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work)}

@@ -34,10 +34,10 @@ rule).
 from __future__ import annotations
 
 import ast
-import re
-from collections.abc import Sequence
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,8 +136,6 @@ def mutants(prompt: str, solution: str) -> list[str]:
     counter.visit(ast.parse(source))
     return [ast.unparse(_Flip(i).visit(ast.parse(source))) for i in range(counter.seen)] + [prompt + "    return None\n"]
 
-
-__all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants"]
 
 
 def _json_field(rec: dict, name: str, path, line: int) -> Any:
@@ -244,3 +242,7 @@ def grade_stdio(problems: Sequence[dict], codes: Sequence[str | None], timeout: 
             statuses.append(r.status)
         out.append(GradeResult(passed, len(p["tests"]), statuses))
     return out
+
+
+__all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants", "load_stdio",
+           "outputs_match", "grade_stdio"]
