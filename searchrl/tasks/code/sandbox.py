@@ -93,6 +93,12 @@ class Program:
     stdin: str | None = None
 
 
+def _python() -> str:
+    """The interpreter programs run on: ours with its links resolved. Without ``site`` a virtual
+    environment adds nothing, and a venv under ``/tmp`` would be hidden by the private ``/tmp``."""
+    return os.path.realpath(sys.executable)
+
+
 @functools.lru_cache(maxsize=1)
 def namespaces_available() -> bool:
     """Whether programs can run in new net/pid/mount namespaces as ``nobody`` here (probed once)."""
@@ -100,7 +106,7 @@ def namespaces_available() -> bool:
         return False
     try:
         probe = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
-                                _INNER.format(uid=NOBODY, python=sys.executable, script="-c pass")],
+                                _INNER.format(uid=NOBODY, python=_python(), script="-c pass")],
                                cwd="/", capture_output=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return False
@@ -179,9 +185,9 @@ def run_program(source: str, stdin: str | None = None, timeout: float = 4.0, mem
             os.chown(work, NOBODY, NOBODY)
             os.chown(work / "main.py", NOBODY, NOBODY)
             cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--", "sh", "-c",
-                   _INNER.format(uid=NOBODY, python=sys.executable, script="main.py")]
+                   _INNER.format(uid=NOBODY, python=_python(), script="main.py")]
         else:
-            cmd = [sys.executable, "-I", "-S", "main.py"]
+            cmd = [_python(), "-I", "-S", "main.py"]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work)}
         stdin_file = None
         if stdin is not None:
