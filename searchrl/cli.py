@@ -212,6 +212,30 @@ def cmd_rest_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftrain(args: argparse.Namespace) -> int:
+    from .pipelines.demo import selftrain_depends
+    from .pipelines.commands import policy_path
+    from .selftrain.rest import read_stats, run_selftrain
+
+    run = _run(args, sampling=True)
+    cfg = run.cfg
+    name = args.name or ("guided-rest" if cfg.selftrain.guidance_rounds else "rest")
+    base = policy_path(run, args.model)
+    run.ensure_data()
+    final = run_selftrain(run.task, run.load, cfg.rest_sft, run.dir / name, base, cfg.selftrain, run.progress,
+                          make_generator=run.generator, depends=selftrain_depends(run),
+                          depends_defaults=run.data_defaults())
+    for it, st in enumerate(read_stats(run.dir / name), 1):
+        print(f"iteration {it}: kept {st['kept']} of {st['problems']} (solved by round: {st['solved_by_round']})")
+    if args.eval:
+        from .pipelines.commands import run_eval
+
+        run_eval(run, final, out_name=f"{name}-eval")
+        print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
+    print(f"{name} policy: {final}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -306,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
         rl.add_argument("--name", help=f"output directory under the run directory (default: {name})")
         rl.add_argument("--eval", action="store_true", help="then evaluate the trained policy with the eval "
                         "settings into <run_dir>/<name>-eval")
+    st = _sub(sub, "selftrain", "ReST (selftrain.guidance_rounds=0) or Guided-ReST from --model (default: the run's "
+              "base policy) on the task's selftrain.split into <run_dir>/<name>/iterN: generate, keep the correct, "
+              "fine-tune (rest_sft section; from the base each iteration); selftrain.turns=4: multi-turn code "
+              "self-repair episodes, guidance inserts the reference solution; resumable", cmd_selftrain)
+    st.add_argument("--model", help="policy checkpoint to start from (default: the run's base policy)")
+    st.add_argument("--name", help="output directory under the run directory (default: guided-rest, or rest "
+                    "without guidance)")
+    st.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
+                    "<run_dir>/<name>-eval (eval.turns=4 for self-repair episodes)")
     rg = _sub(sub, "rest-grpo", "ReST-GRPO (ReST-RL Algorithm 1: sample rest_grpo.samples solutions per question, "
               "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "

@@ -80,6 +80,8 @@ class EvalConfig:
     shard_problems: int = _f(50, "problems per resumable shard of generated samples")
     seed: int = _f(0, "seed of the sampled completions (per problem and sample)")
     method: str = _f("model", "name of the evaluated method in tables and plots")
+    turns: int = _f(1, "assistant turns per sample: > 1 = self-repair episodes answered by the task's feedback, "
+                       "graded by their last turn; max_tokens is then the whole episode's budget")
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SelfTrainConfig:
 
     iterations: int = _f(3, "generate-filter-train iterations (the paper: 3)")
     guidance_rounds: int = _f(3, "Guided-ReST guidance rounds per generation (0 = ReST)")
+    turns: int = _f(1, "assistant turns per episode: 1 = one response (Countdown); > 1 = self-repair episodes "
+                       "answered by the task's feedback (code: 4 in the paper), guidance then inserts the reference")
     split: str = _f("selftrain", "the task's split the problems come from (Countdown: 'selftrain', never in "
                                  "the SFT base's training set)")
     n_problems: int = _f(2000, "problems sampled per iteration, the first N of the split (0 = all)")

@@ -64,9 +64,14 @@ class Trajectory:
         return cls(**{k: v for k, v in rec.items() if k in names})
 
 
-def chat_prompt(tokenizer, task, problem: dict) -> str:
-    """The text a policy sees for a problem: the task's prompt in the chat template, assistant turn open."""
-    return prompt_for(tokenizer, task.prompt(problem))
+def chat_prompt(tokenizer, task, problem: dict, history: Sequence[dict] = ()) -> str:
+    """The text a policy sees for a problem: the task's prompt in the chat template, then the
+    ``history`` messages (a multi-turn episode's earlier turns, ending with a user message), the
+    assistant turn open."""
+    if not history:
+        return prompt_for(tokenizer, task.prompt(problem))
+    return tokenizer.apply_chat_template([{"role": "user", "content": task.prompt(problem)}, *history],
+                                         tokenize=False, add_generation_prompt=True)
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -75,12 +80,15 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def rollout(generator, task, problems: Sequence[dict], params: SamplingParams | Sequence[SamplingParams],
             *, indices: Sequence[int] | None = None, prefixes: Sequence[str] | None = None,
+            histories: Sequence[Sequence[dict]] | None = None,
             advance: Callable[[int], Any] | None = None) -> list[list[Trajectory]]:
     """Sample ``params.n`` responses per problem and grade them; one list of trajectories per problem.
 
     ``params``: one :class:`SamplingParams` for all problems or one each (per-problem seeds).
     ``indices``: each problem's index, stored in its trajectories (default ``0..``).
     ``prefixes``: per problem, text the response starts with (guided continuation).
+    ``histories``: per problem, the messages after the task's prompt (multi-turn episodes,
+    :mod:`searchrl.episodes`); the response is the next assistant turn and is what gets graded.
     ``advance(k)`` is called as samples finish (progress bars).
     """
     tok = generator.tokenizer
@@ -90,9 +98,12 @@ def rollout(generator, task, problems: Sequence[dict], params: SamplingParams | 
         raise ValueError(f"{len(params)} SamplingParams for {n} problems")
     indices = list(range(n)) if indices is None else list(indices)
     prefixes = [""] * n if prefixes is None else list(prefixes)
+    histories = [()] * n if histories is None else list(histories)
+    if len(histories) != n:
+        raise ValueError(f"{len(histories)} histories for {n} problems")
     prompt_ids, inputs, prefix_ids = [], [], []
-    for p, prefix in zip(problems, prefixes):
-        text = chat_prompt(tok, task, p)
+    for p, prefix, history in zip(problems, prefixes, histories):
+        text = chat_prompt(tok, task, p, history)
         ids = _encode(tok, text)
         full = _encode(tok, text + prefix) if prefix else ids
         # the prompt is the longest common token prefix (the prefix's first token may merge

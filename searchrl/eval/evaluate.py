@@ -38,15 +38,17 @@ def budgets_for(max_tokens: int) -> list[int]:
 
 def generate_split(generator, task, split: str, problems: list[dict], mode: str, n: int, temperature: float,
                    top_p: float, max_tokens: int, seed: int, out_dir: str | os.PathLike, model_id: str,
-                   shard_problems: int = 50, progress: bool = True) -> list[dict]:
+                   shard_problems: int = 50, progress: bool = True, turns: int = 1) -> list[dict]:
     """Generate and grade ``n`` samples per problem (``mode`` "greedy" or "sampled"), resumably.
 
+    ``turns > 1``: each sample is a self-repair episode (:func:`searchrl.episodes.run_episodes`, no
+    guidance), graded by its last turn; ``num_tokens`` counts the whole episode after the prompt.
     Shards are keyed by what produced them (``model_id``, the sampling settings and seed; each
     shard's file name carries a digest of its problems), so a changed model or setting never
     reuses another's samples. Returns the sample records of all problems, in problem order.
     """
     key = shard_key(model=model_id, mode=mode, n=n, temperature=temperature, top_p=top_p,
-                    max_tokens=max_tokens, seed=seed, split=split)
+                    max_tokens=max_tokens, seed=seed, split=split, **({"turns": turns} if turns > 1 else {}))
     out = Path(out_dir) / "samples" / split / f"{mode}-{key}"
 
     def path_of(start: int, end: int) -> Path:
@@ -54,19 +56,26 @@ def generate_split(generator, task, split: str, problems: list[dict], mode: str,
 
     def produce(start: int, end: int, advance) -> list[dict]:
         chunk = problems[start:end]
+        if turns > 1:
+            from ..episodes import run_episodes
+
+            eps = run_episodes(generator, task, chunk, n=n, turns=turns, max_tokens=max_tokens, temperature=temperature,
+                               top_p=top_p, seed=seed, tag=("eval", split), indices=range(start, end), advance=advance)
+            return [{"split": split, "mode": mode, **e.to_record()} for es in eps for e in es]
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                  seed=stable_seed(seed, split, start + i)) for i in range(len(chunk))]
         trajs = rollout(generator, task, chunk, params, indices=range(start, end), advance=advance)
         return [{"split": split, "mode": mode, **t.to_record(tokens=False)} for ts in trajs for t in ts]
 
     return resumable_shards(len(problems), shard_problems, path_of, produce, desc=f"{split} {mode}",
-                            progress=progress, per_item=n)
+                            progress=progress, per_item=n * turns)
 
 
 def sampling_note(cfg) -> str:
     """What an evaluation sampled, for the report's titles (``cfg``: an EvalConfig)."""
     problems = f"{cfg.n_problems} problems per split" if cfg.n_problems else "all problems"
-    return f"temperature {cfg.temperature:g}, {cfg.n_samples} samples x {problems}"
+    episodes = f", episodes of up to {cfg.turns} turns" if getattr(cfg, "turns", 1) > 1 else ""
+    return f"temperature {cfg.temperature:g}, {cfg.n_samples} samples x {problems}{episodes}"
 
 
 def _by_problem(records: list[dict], n_problems: int) -> list[list[tuple[bool, int]]]:
@@ -86,12 +95,13 @@ def evaluate(generator, task, cfg, out_dir: str | os.PathLike, model_id: str,
     """
     sampled: dict[str, list[list[tuple[bool, int]]]] = {}
     greedy: dict[str, list[bool]] = {}
+    episodes: dict[str, dict] = {}
     for split in cfg.splits:
         problems = task.problems(split)
         if cfg.n_problems:
             problems = problems[: cfg.n_problems]
         common = dict(max_tokens=cfg.max_tokens, seed=cfg.seed, out_dir=out_dir, model_id=model_id,
-                      shard_problems=cfg.shard_problems, progress=progress)
+                      shard_problems=cfg.shard_problems, progress=progress, turns=cfg.turns)
         if cfg.greedy:
             recs = generate_split(generator, task, split, problems, "greedy", 1, 0.0, 1.0, **common)
             greedy[split] = [g[0][0] for g in _by_problem(recs, len(problems))]
@@ -99,8 +109,14 @@ def evaluate(generator, task, cfg, out_dir: str | os.PathLike, model_id: str,
             recs = generate_split(generator, task, split, problems, "sampled", cfg.n_samples, cfg.temperature,
                                   cfg.top_p, **common)
             sampled[split] = _by_problem(recs, len(problems))
+            if cfg.turns > 1:  # how much the later turns add: the first turn alone against the whole episode
+                episodes[split] = {"first_turn_accuracy": sum(bool(r["first_correct"]) for r in recs) / len(recs),
+                                   "accuracy": sum(bool(r["correct"]) for r in recs) / len(recs),
+                                   "turns_mean": sum(r["n_turns"] for r in recs) / len(recs)}
         else:
             sampled[split] = [[] for _ in problems]
     summary = summarize(sampled, ks=cfg.ks, budgets=budgets_for(cfg.max_tokens), greedy=greedy or None)
+    if episodes:
+        summary["episodes"] = episodes
     write_json(Path(out_dir) / "summary.json", summary)
     return summary

@@ -41,9 +41,20 @@ def run_data(task_cfg, out: str | os.PathLike, progress: bool = True) -> dict | 
     return make_task(task_cfg, out).prepare(out, progress=progress)
 
 
+def demonstration_example(tokenizer, task, problem: dict, demo: str | list[dict]) -> dict[str, str]:
+    """One SFT example: the chat prompt, then the demonstration. A demonstration given as messages (a
+    multi-turn one, e.g. a self-repair) trains its last assistant turn, the earlier ones in the prompt."""
+    from ..rollout import chat_prompt
+
+    if isinstance(demo, str):
+        return {"prompt": chat_prompt(tokenizer, task, problem), "response": demo}
+    if not demo or demo[-1].get("role") != "assistant":
+        raise ValueError(f"task {task.name!r}: a multi-turn demonstration must end with an assistant message")
+    return {"prompt": chat_prompt(tokenizer, task, problem, demo[:-1]), "response": demo[-1]["content"]}
+
+
 def run_sft(run: Run) -> Path:
     """Train the SFT base model on the task's demonstrations (``<run_dir>/sft/final``)."""
-    from ..rollout import chat_prompt
     from ..train.sft import train_sft
 
     stage = run.sft_stage()
@@ -52,8 +63,7 @@ def run_sft(run: Run) -> Path:
     run.check_model(run.cfg.model.name)
     run.ensure_data()
     model, tok = run.load()
-    examples = [{"prompt": chat_prompt(tok, run.task, e["problem"]), "response": e["response"]}
-                for e in sft_examples(run.task)]
+    examples = [demonstration_example(tok, run.task, e["problem"], e["response"]) for e in sft_examples(run.task)]
     stage.begin()  # only now: everything it needs is there
     logger.info("SFT of %s on %d demonstrations in %s", run.cfg.model.name, len(examples), run.sft_dir)
     train_sft(model, tok, examples, dataclasses.replace(run.cfg.sft, output_dir=str(run.sft_dir)),

@@ -104,7 +104,7 @@ def open_demo(cfg: Config, progress: bool = True) -> Run:
     base = run.base_model()
     stages = []
     if (base / "config.json").exists():
-        stages = [selftrain_stage(d, c, cfg.rest_sft, base, _selftrain_depends(run), run.data_defaults())
+        stages = [selftrain_stage(d, c, cfg.rest_sft, base, selftrain_depends(run), run.data_defaults())
                   for _, d, c in _methods_plan(run)]
     else:
         made = [d for _, d, _ in _methods_plan(run) if (d / "stage.json").exists()]
@@ -115,7 +115,7 @@ def open_demo(cfg: Config, progress: bool = True) -> Run:
     return run.open(stages, models=models)
 
 
-def _selftrain_depends(run: Run) -> dict:
+def selftrain_depends(run: Run) -> dict:
     return {"data": run.data_identity(), "model_dtype": run.cfg.model.dtype, "engine": run.cfg.engine.backend}
 
 
@@ -159,7 +159,7 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                     st_cfg.guidance_rounds, st_cfg.n_problems or "all")
         methods[name] = stage(method_dir.name.replace("-", "_"), lambda d=method_dir, c=st_cfg: run_selftrain(
             run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
-            depends=_selftrain_depends(run), depends_defaults=run.data_defaults()))
+            depends=selftrain_depends(run), depends_defaults=run.data_defaults()))
 
     for label, start, name, rl_cfg in _ppo_plan(run):
         logger.info("%s: PPO (%s) from %s, %d iterations of %d prompts", label, rl_cfg.adv_estimator,

@@ -14,6 +14,13 @@ continues from the returned prefix, within the response budget (a prefix that al
 fills it is skipped); graded again; repeated ``guidance_rounds`` times. With
 ``guidance_rounds = 0`` this is plain ReST.
 
+Multi-turn self-repair (``turns > 1``; Guided-ReST's code experiments): each trajectory is an
+episode of up to ``turns`` assistant turns answered by the task's feedback, and a guidance round
+inserts the reference solution after turn ``s`` instead of splicing a trace
+(:func:`searchrl.episodes.run_episodes`); an episode is kept when its last turn is correct (the
+recipe keeps ``score > 0`` with a 0/1 score; our code reward is a pass rate, so "correct" is that
+rule), and SFT trains every assistant turn of it (:func:`searchrl.episodes.episode_examples`).
+
 As in the published recipe, each iteration fine-tunes from the *base* checkpoint on that
 iteration's kept data (``from_base=True``; ``False`` continues from the previous
 iteration's model), and generation in iteration ``k`` uses the model of iteration
@@ -128,8 +135,12 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
         def make_generator(model, tok, batch_size):
             return make(EngineConfig(), model, tok, batch_size)
 
-    if cfg.guidance_rounds and not hasattr(task, "guide"):
-        raise ValueError(f"task {getattr(task, 'name', task)!r} has no guide(); use guidance_rounds=0 (ReST)")
+    name = getattr(task, "name", task)
+    if cfg.turns > 1 and not hasattr(task, "feedback"):
+        raise ValueError(f"task {name!r} gives no feedback(); multi-turn episodes (selftrain.turns > 1) need it")
+    if cfg.guidance_rounds and not hasattr(task, "reference" if cfg.turns > 1 else "guide"):
+        raise ValueError(f"task {name!r} has no {'reference' if cfg.turns > 1 else 'guide'}(); use "
+                         f"guidance_rounds=0 (ReST)")
     method_dir = Path(method_dir)
     base_model = Path(base_model)
     root = Path(run_root) if run_root is not None else method_dir.parent
@@ -159,28 +170,46 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
             generator = make_generator(model, tok, cfg.batch_size)
             key = shard_key(policy=model_fingerprint(policy), iteration=it, temperature=cfg.temperature,
                             max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
-                            problems=problems_digest(problems))
+                            problems=problems_digest(problems), **({"turns": cfg.turns} if cfg.turns > 1 else {}))
             t0 = time.perf_counter()
+            if cfg.turns > 1:
+                from ..episodes import run_episodes, units
+
+                def produce(s, e, advance):
+                    eps = run_episodes(generator, task, problems[s:e], n=1, turns=cfg.turns, max_tokens=cfg.max_tokens,
+                                       temperature=cfg.temperature, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
+                                       tag=("selftrain", it), indices=range(s, e), advance=advance)
+                    return [ep[0].to_record() for ep in eps]
+
+                per_item, unit = units(1, cfg.turns, cfg.guidance_rounds), "turn"
+            else:
+                def produce(s, e, advance):
+                    return [t.to_record() for t in generate_guided(generator, task, problems[s:e], s, cfg, it, advance)]
+
+                per_item = 1 + cfg.guidance_rounds
+                unit = "problem" if not cfg.guidance_rounds else "problem-round"
             recs = resumable_shards(
                 len(problems), cfg.shard_problems,
-                lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl",
-                lambda s, e, advance: [t.to_record() for t in generate_guided(
-                    generator, task, problems[s:e], s, cfg, it, advance)],
-                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=1 + cfg.guidance_rounds,
-                unit="problem" if not cfg.guidance_rounds else "problem-round")
+                lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl", produce,
+                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=per_item, unit=unit)
             write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
                                                                    time.perf_counter() - t0,
                                                                    rel_(policy)))
         start = base_model if cfg.from_base else policy
-        kept = [Trajectory.from_record(r) for r in read_jsonl(data_path)]
+        kept = read_jsonl(data_path)
         if kept:
             model, tok = load_model(start)
-            examples = [sft_example(t, tok.eos_token_id) for t in kept]
+            if cfg.turns > 1:
+                from ..episodes import episode_examples
+
+                examples = [x for r in kept for x in episode_examples(tok, task, problems[r["index"]], r)]
+            else:
+                examples = [sft_example(Trajectory.from_record(r), tok.eos_token_id) for r in kept]
             train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)), progress=progress)
             policy = sft_dir / "final"
             write_json(done, {"model": rel_(policy), "initialised_from": rel_(start),
-                              "examples": len(examples)})
+                              "examples": len(examples), "kept": len(kept)})
         else:
             # nothing correct to learn from: the policy stays as it was (and the record says so)
             write_json(done, {"model": rel_(policy), "initialised_from": None, "examples": 0,
@@ -190,11 +219,16 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
 
 
 def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str) -> dict:
-    """How many problems each round solved, and the token lengths of the kept traces."""
+    """How many problems each round solved, and the token lengths of the kept traces (episodes: also
+    how many were solved at the first turn and the mean number of turns)."""
     n = len(recs)
     solved_by = [sum(r["meta"]["solved_round"] == k for r in recs) for k in range(rounds + 1)]
     kept = sorted(r["num_tokens"] for r in recs if r["correct"])
-    return {
+    extra = {}
+    if recs and "n_turns" in recs[0]:
+        extra = {"first_turn_correct": sum(bool(r["first_correct"]) for r in recs),
+                 "turns_mean": round(sum(r["n_turns"] for r in recs) / n, 3)}
+    return {**extra,
         "policy": policy, "problems": n, "kept": len(kept), "kept_fraction": len(kept) / max(n, 1),
         "solved_by_round": solved_by,  # round 0 = plain sampling; k = rescued by guidance round k
         "kept_tokens_mean": sum(kept) / len(kept) if kept else None,

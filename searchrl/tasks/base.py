@@ -20,6 +20,12 @@ registry line; no pipeline, command or config class names a task.
 * optional ``guide(problem, response, rng) -> prefix`` for guided continuation
   (Guided-ReST), and ``tokenizer()`` for tasks that bring their own vocabulary (used by
   models created from scratch, never for a pretrained model directory);
+* optional ``feedback(problems, responses) -> [Feedback(message, done)]``: the next user message
+  after each response and whether its episode is done, for multi-turn episodes
+  (:mod:`searchrl.episodes`; code: the public tests, :mod:`searchrl.tasks.code.repair`), and
+  ``reference(problem) -> str``, the reference solution a guidance round shows;
+* ``demonstration`` may return a list of messages after the prompt instead of a string (a
+  multi-turn demonstration; SFT learns its last assistant turn);
 * optional ``split_titles``: split name -> the title reports give it (default Countdown's
   "Seen target" / "Unseen target", :data:`searchrl.eval.report.SPLIT_TITLES`).
 

@@ -85,9 +85,14 @@ class CodeConfig:
     workers: int = _f(0, "programs run in parallel (0 = the core count)")
     stop_bonus: float = _f(0.0, "ReST-RL eq. 8: reward added when the code block is closed (the paper: 1e-3)")
     after_penalty: float = _f(0.0, "ReST-RL eq. 8: reward subtracted per character after the code block (1e-6)")
+    repair_demos: float = _f(0.0, "synthetic: fraction of the SFT demonstrations that are two-turn self-repairs (a "
+                                  "wrong attempt, the feedback on its public tests, the reference); > 0 also gives "
+                                  "a model from scratch the feedback's phrases as tokens")
 
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "timeout", "memory_mb", "workers", "stop_bonus", "after_penalty")
+    #: settings added later, at the values that reproduce runs recorded before they existed
+    RECORDED_DEFAULTS = {"repair_demos": 0.0}
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -98,6 +103,10 @@ class CodeConfig:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if not 0 <= self.n_public <= self.n_tests or self.n_tests < 1:
             raise ValueError(f"need 1 <= n_tests and 0 <= n_public <= n_tests, got {self.n_tests}, {self.n_public}")
+        if not 0.0 <= self.repair_demos <= 1.0:
+            raise ValueError(f"repair_demos is a fraction in [0, 1], got {self.repair_demos}")
+        if self.repair_demos and self.source != "synthetic":
+            raise ValueError("repair_demos needs source=synthetic (its wrong attempts are mutated grammar steps)")
         if self.timeout <= 0 or self.memory_mb < 64:
             raise ValueError(f"timeout must be > 0 and memory_mb >= 64, got {self.timeout}, {self.memory_mb}")
 
@@ -239,14 +248,46 @@ class CodeTask:
         return ("Complete the following Python function. Reply with the whole function in one "
                 f"```python code block.\n\n```python\n{problem['prompt']}```")
 
-    def demonstration(self, problem: dict[str, Any]) -> str:
-        """The reference solution as a response (a fenced block)."""
+    def demonstration(self, problem: dict[str, Any]) -> str | list[dict[str, str]]:
+        """The reference solution as a response (a fenced block); with ``task.repair_demos`` a seeded
+        fraction of the problems instead give a two-turn self-repair, the messages after the prompt
+        (:func:`~searchrl.tasks.code.repair.repair_demonstration`; SFT learns the last one)."""
+        ref = self.reference(problem)
+        if self.config.repair_demos:
+            import random
+
+            from ...seeding import stable_seed
+            from .repair import repair_demonstration
+
+            rng = random.Random(stable_seed(self.config.seed, "repair-demo", problem.get("id", problem["statement"])))
+            if rng.random() < self.config.repair_demos:
+                demo = repair_demonstration(problem, rng)
+                if demo is not None:
+                    return demo
+        return ref
+
+    def reference(self, problem: dict[str, Any]) -> str:
+        """The reference solution as a fenced block (what Guided-ReST's guidance shows)."""
         if self.config.source == "humaneval":
             return f"```python\n{problem['prompt']}{problem['canonical_solution']}```"
         sol = problem.get("solution")
         if not isinstance(sol, str):
             raise MissingField("solution", "missing: the reference solution that SFT imitates")
         return sol if sol.lstrip().startswith(FENCE) else f"```python\n{sol.rstrip()}\n```"
+
+    def feedback(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list:
+        """Self-repair: the next user message after each response and whether its episode is done
+        (all public tests pass), :mod:`searchrl.tasks.code.repair`. Needs per-test cases (synthetic
+        and stdio sources; HumanEval's tests are one assert block)."""
+        from .repair import feedback, function_outcomes, stdio_outcomes
+
+        cfg = self.config
+        if cfg.source == "humaneval":
+            raise ValueError("self-repair feedback needs per-test cases: task.source=synthetic or stdio")
+        run = stdio_outcomes if cfg.source == "stdio" else function_outcomes
+        outcomes = run(problems, [code_block(r) for r in responses], timeout=cfg.timeout, memory_mb=cfg.memory_mb,
+                       workers=cfg.workers or None)
+        return [feedback(o) for o in outcomes]
 
     def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
         if len(problems) != len(responses):
@@ -305,7 +346,7 @@ class CodeTask:
     def tokenizer(self):
         from .tokenizer import build_code_tokenizer
 
-        return build_code_tokenizer()
+        return build_code_tokenizer(repair=bool(self.config.repair_demos))
 
 
 __all__ = ["CodeTask", "CodeConfig", "SOURCES", "cases_program", "passed_cases", "format_terms", "code_block"]

@@ -23,8 +23,14 @@ PHRASES = [
 CHARS = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
 
 
-def build_code_tokenizer():
-    """The code tokenizer (see the module doc)."""
+def build_code_tokenizer(repair: bool = False):
+    """The code tokenizer (see the module doc); ``repair=True`` adds the fixed phrases of the
+    self-repair feedback (:data:`searchrl.tasks.code.repair.PHRASES`) after the others, so models made
+    without them keep their vocabulary."""
+    if repair:
+        from .repair import PHRASES as FEEDBACK
+
+        return build_phrase_tokenizer(PHRASES + [p for p in FEEDBACK if p not in PHRASES], CHARS)
     return build_phrase_tokenizer(PHRASES, CHARS)
 
 
