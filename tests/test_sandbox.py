@@ -62,11 +62,13 @@ def test_a_fork_bomb_is_contained_and_leaves_no_process_behind():
     assert r.status in ("timeout", "error")
     time.sleep(0.3)
     marker = "__searchrl_forkbomb_marker__"
-    r2 = run_program(f"import os\n# {marker}\nif os.fork() == 0:\n    import time; time.sleep(60)\n", timeout=1.0)
+    # the orphan carries the marker on its command line, so other programs running meanwhile do not count
+    r2 = run_program(f"import os, sys\nif os.fork() == 0:\n    os.execv(sys.executable, [sys.executable, '-c', "
+                     f"'import time; time.sleep(60)', {marker!r}])\n", timeout=1.0)
     assert r2.status == "ok"
     time.sleep(0.3)
     if "pid-namespace" in r2.isolation:  # the orphan died with the namespace
-        left = subprocess.run(["pgrep", "-u", "nobody", "-f", "main.py"], capture_output=True, text=True).stdout
+        left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
         assert left.strip() == "", left
 
 
@@ -100,3 +102,11 @@ def test_batch_keeps_order_and_runs_in_parallel():
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(4)]
     assert time.perf_counter() - t0 < 4 * 0.5 + 1.0  # not one after the other
     assert run_batch([]) == []
+
+
+def test_the_resource_limits_are_in_force_inside_the_program():
+    r = run_program("import resource as r\nprint([r.getrlimit(x) for x in (r.RLIMIT_AS, r.RLIMIT_CPU, r.RLIMIT_FSIZE, "
+                    "r.RLIMIT_NOFILE, r.RLIMIT_NPROC, r.RLIMIT_CORE)])", timeout=2.5, memory_mb=512)
+    assert r.status == "ok"
+    mib = 1024 * 1024
+    assert r.stdout.strip() == str([(512 * mib, 512 * mib), (3, 3), (16 * mib, 16 * mib), (64, 64), (64, 64), (0, 0)])
