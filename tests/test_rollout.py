@@ -36,7 +36,7 @@ class PartialCredit(CountdownTask):
 
 def test_registry_and_protocol(task):
     assert isinstance(task, Task) and task_class("countdown") is CountdownTask
-    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: code, countdown"):
+    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: code, countdown, math"):
         task_class("nope")
     from searchrl.config import ConfigError, load_config
 

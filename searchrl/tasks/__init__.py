@@ -20,6 +20,7 @@ DEFAULT_TASK = "countdown"
 TASKS: dict[str, str] = {
     "countdown": "searchrl.tasks.countdown:CountdownTask",
     "code": "searchrl.tasks.code:CodeTask",
+    "math": "searchrl.tasks.math:MathTask",
 }
 
 

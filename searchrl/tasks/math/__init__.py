@@ -1,0 +1,233 @@
+"""Math problems with final answers only (ReST-MCTS*, seed 002): the task, its answers and its data.
+
+:class:`MathTask` is one :class:`~searchrl.tasks.base.Task` over two sources (``task.source``):
+
+* ``synthetic`` (default): the multi-step arithmetic word problems of
+  :mod:`searchrl.tasks.math.synthetic` (3-6 steps, one a line, held-out compositions in
+  ``valid_unseen`` / ``test_unseen``), written by ``prepare`` with gold step-by-step solutions;
+* ``jsonl``: problems from ``task.path`` (a ``.jsonl`` / ``.json`` file: split ``test``; a
+  directory: one split per file), in any of these layouts, read by :func:`load_problems`:
+  ReST-MCTS*'s ``{"content", "answer"}`` (ours too, with an optional ``"solution"``); GSM8K's
+  ``{"question", "answer"}`` where the answer's text ends ``#### <answer>`` (the lines before it
+  become the solution); MATH's ``{"problem", "solution"}`` (the answer is the solution's last
+  ``\\boxed{}``).
+
+Grading: the response's final answer (:func:`extract_answer`: the last ``\\boxed{...}``, else
+"The answer is ...") against the gold one by ``math-verify`` (:func:`is_equivalent`); reward 1
+when equivalent, else 0. Steps are lines (``action_stop = "\\n"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data import InputError, RecordError, iter_jsonl, read_json, write_json, write_jsonl
+from ..base import MissingField, Score
+from .answer import are_equivalent, extract_answer, is_equivalent
+
+SOURCES = ("synthetic", "jsonl")
+SPLIT_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
+                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)"}
+SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
+                    ("test_seen", False), ("test_unseen", True))
+#: what a model of a published dataset is asked (the usual instruction for boxed answers)
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class MathConfig:
+    """The ``task`` section of a run's config for math problems."""
+
+    name: str = _f("math", "task name (see searchrl.tasks.TASKS)")
+    source: str = _f("synthetic", "synthetic (our arithmetic word problems) | jsonl (problems from task.path: "
+                                  "ReST-MCTS* content/answer, GSM8K question/answer, MATH problem/solution)")
+    path: str = _f("", "jsonl: a .jsonl/.json file of problems (split 'test') or a directory of <split>.jsonl files")
+    seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
+    n_train: int = _f(20000, "synthetic: SFT problems with gold solutions")
+    n_selftrain: int = _f(2000, "synthetic: self-training problems (none in train)")
+    n_valid: int = _f(300, "synthetic: validation problems, seen compositions")
+    n_valid_unseen: int = _f(300, "synthetic: validation problems, held-out compositions")
+    n_test: int = _f(300, "synthetic: problems of test_seen and of test_unseen each")
+    held_fraction: float = _f(0.15, "synthetic: fraction of the ordered pairs of operations held out")
+    min_steps: int = _f(3, "synthetic: fewest operations (lines) of a problem")
+    max_steps: int = _f(6, "synthetic: most operations (lines) of a problem")
+    timeout: float = _f(5.0, "seconds math-verify may take per answer (then: not equivalent)")
+
+    NOT_DATA = ("name", "timeout")
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {' | '.join(SOURCES)}, got {self.source!r}")
+        if self.source == "jsonl" and not self.path:
+            raise ValueError("source=jsonl reads its problems from task.path (a .jsonl file or a directory of them)")
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+
+
+def _gsm8k_answer(text: str) -> tuple[str, str] | None:
+    if "####" not in text:
+        return None
+    steps, _, ans = text.rpartition("####")
+    return ans.strip().replace(",", ""), steps.strip()
+
+
+def load_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Problems ``{"content", "answer", "solution"?}`` from a JSON Lines (or JSON list) file in any layout of
+    the module doc; a bad record raises :class:`~searchrl.data.RecordError` naming file, line and field."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON list of problems")
+        rows = list(enumerate(data, 1))
+    else:
+        rows = list(iter_jsonl(path))
+    out = []
+    for line, rec in rows:
+        if not isinstance(rec, dict):
+            raise RecordError(path, line, None, "a problem is a JSON object")
+        if "content" in rec:  # ReST-MCTS* / ours
+            question, answer, solution = rec["content"], rec.get("answer"), rec.get("solution")
+            if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
+                raise RecordError(path, line, "answer", "missing or not a string/number")
+            answer = str(answer)
+        elif "question" in rec:  # GSM8K
+            if not isinstance(rec.get("answer"), str):
+                raise RecordError(path, line, "answer", "missing or not a string")
+            parsed = _gsm8k_answer(rec["answer"])
+            if parsed is None:
+                raise RecordError(path, line, "answer", "a GSM8K answer ends with '#### <answer>'")
+            question, (answer, solution) = rec["question"], parsed
+        elif "problem" in rec:  # MATH
+            solution = rec.get("solution")
+            if not isinstance(solution, str):
+                raise RecordError(path, line, "solution", "missing or not a string")
+            answer = rec["answer"] if isinstance(rec.get("answer"), str) else extract_answer(solution)
+            if answer is None:
+                raise RecordError(path, line, "solution", "no \\boxed{} answer in it")
+            question = rec["problem"]
+        else:
+            raise RecordError(path, line, None, "not a math problem: expected 'content' (ReST-MCTS*), 'question' "
+                                                "(GSM8K) or 'problem' (MATH)")
+        if not isinstance(question, str) or not question.strip():
+            raise RecordError(path, line, "content", "missing or empty question")
+        rec_out = {"content": question, "answer": answer}
+        if isinstance(solution, str) and solution.strip():
+            rec_out["solution"] = solution
+        out.append(rec_out)
+    return out
+
+
+class MathTask:
+    """Math problems graded by their final answer (:class:`~searchrl.tasks.base.Task`); see the module doc."""
+
+    name = "math"
+    action_stop = "\n"
+    Config = MathConfig
+    split_titles = SPLIT_TITLES
+
+    def __init__(self, config: MathConfig | None = None, data_dir: str | os.PathLike = "."):
+        self.config = config if config is not None else MathConfig()
+        self.data_dir = Path(data_dir)
+        self._cache: dict[str, list[dict]] = {}
+
+    def is_prepared(self) -> bool:
+        return (self.data_dir / "stats.json").exists()
+
+    def prepare(self, data_dir: str | os.PathLike | None = None, progress: bool = True) -> dict | None:
+        out = Path(data_dir) if data_dir is not None else self.data_dir
+        cfg = self.config
+        if (out / "stats.json").exists():
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.source == "jsonl":
+            src = Path(cfg.path)
+            files = sorted([*src.glob("*.jsonl"), *src.glob("*.json")]) if src.is_dir() else [src]
+            if not files or not all(f.is_file() for f in files):
+                raise FileNotFoundError(f"task.path={cfg.path}: no such .jsonl/.json file (or a directory without any)")
+            splits = {("test" if f == src else f.stem): load_problems(f) for f in files}
+        else:
+            from .synthetic import Split, generate
+
+            sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid,
+                     "valid_unseen": cfg.n_valid_unseen, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
+            splits = generate([Split(n, sizes[n], u) for n, u in SYNTHETIC_SPLITS if sizes[n]], seed=cfg.seed,
+                              held_fraction=cfg.held_fraction, min_steps=cfg.min_steps, max_steps=cfg.max_steps)
+        for split, recs in splits.items():
+            write_jsonl(out / f"{split}.jsonl", recs)
+        stats = {"source": cfg.source, **{split: len(recs) for split, recs in splits.items()}}
+        write_json(out / "config.json", {k: v for k, v in asdict(cfg).items() if k not in MathConfig.NOT_DATA})
+        write_json(out / "stats.json", stats)  # last: a directory without it is not trusted
+        return stats
+
+    def prepared_settings(self) -> dict | None:
+        path = self.data_dir / "config.json"
+        return read_json(path) if path.exists() else None
+
+    def _path(self, split: str) -> Path:
+        path = self.data_dir / f"{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such split (prepare the task's data first)")
+        return path
+
+    def problems(self, split: str) -> list[dict[str, Any]]:
+        if split not in self._cache:
+            path = self._path(split)
+            recs = []
+            for line, rec in iter_jsonl(path):
+                for name in ("content", "answer"):
+                    if not isinstance(rec.get(name), str):
+                        raise RecordError(path, line, name, "missing or not a string")
+                recs.append(rec)
+            self._cache[split] = recs
+        return self._cache[split]
+
+    def where(self, split: str, index: int) -> tuple[str, int]:
+        return str(self._path(split)), index + 1
+
+    # ---- model-facing
+    def prompt(self, problem: dict[str, Any]) -> str:
+        if self.config.source == "synthetic":
+            return problem["content"]
+        return f"{problem['content'].rstrip()}\n{INSTRUCTION}"
+
+    def demonstration(self, problem: dict[str, Any]) -> str:
+        """The gold step-by-step solution (one step a line, the answer boxed at the end)."""
+        sol = problem.get("solution")
+        if not isinstance(sol, str):
+            raise MissingField("solution", "missing: the gold solution that SFT imitates")
+        if extract_answer(sol) is None:
+            sol = f"{sol.rstrip()}\nThe answer is \\boxed{{{problem['answer']}}}."
+        return sol
+
+    def answer(self, problem: dict[str, Any], response: str) -> str | None:
+        """The final answer a response claims (what majority votes group by)."""
+        return extract_answer(response)
+
+    def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
+        if len(problems) != len(responses):
+            raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
+        preds = [extract_answer(r) for r in responses]
+        ok = are_equivalent([(p, prob["answer"]) for p, prob in zip(preds, problems)], self.config.timeout)
+        return [Score(reward=float(c), correct=c, info={"answer": p}) for p, c in zip(preds, ok)]
+
+    def tokenizer(self):
+        from ...models.tokenizer import build_phrase_tokenizer
+        from .synthetic import PHRASES
+
+        chars = ["\n"] + [chr(c) for c in range(32, 127)]
+        numbers = [str(i) for i in range(1000)]
+        return build_phrase_tokenizer(PHRASES, chars, extra_tokens=numbers,
+                                      extra_patterns=[r"(?<![0-9])[0-9]{1,3}(?![0-9])"])
+
+
+__all__ = ["MathTask", "MathConfig", "extract_answer", "is_equivalent", "are_equivalent", "load_problems", "SOURCES",
+           "INSTRUCTION"]
