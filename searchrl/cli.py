@@ -236,6 +236,26 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rest_mcts(args: argparse.Namespace) -> int:
+    from .pipelines.rest_mcts import run_rest_mcts_command
+    from .selftrain.rest_mcts import read_iterations
+
+    run = _run(args, sampling=True)
+    name = args.name or "rest-mcts"
+    last = run_rest_mcts_command(run, args.model, name)
+    for it, rec in enumerate(read_iterations(run.dir / name), 1):
+        print(f"iteration {it}: solved {rec['solved']} of {rec['questions']} questions, {rec['policy_examples']} "
+              f"policy examples, {rec['value_records']} value targets")
+    policy = last / "policy" / "final" if (last / "policy" / "final").exists() else None
+    if args.eval and policy is not None:
+        from .pipelines.commands import run_eval
+
+        run_eval(run, policy, out_name=f"{name}-eval")
+        print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
+    print(f"rest-mcts: last iteration in {last}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -294,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
     vd = _sub(sub, "value-data", "make value-model training data into <run_dir>/value-data/<source>-<key>/ "
               "(resumable): orm (outcome labels), vgs (roll-in/roll-out labels), vm-mcts (ReST-RL Algorithm 2 "
-              "targets), mcts-star (ReST-MCTS* inferred targets)", cmd_value_data)
-    vd.add_argument("--source", required=True, choices=("orm", "vgs", "vm-mcts", "mcts-star"), help="data maker")
+              "targets), mcts-star (ReST-MCTS* inferred targets), gold (ReST-MCTS*'s D_V0: the train split's gold "
+              "solutions with corrupted steps, inferred targets)", cmd_value_data)
+    vd.add_argument("--source", required=True, choices=("orm", "vgs", "vm-mcts", "mcts-star", "gold"),
+                    help="data maker")
     vd.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     vd.add_argument("--value", help="value model guiding the search (mcts-star)")
     tv = _sub(sub, "train-value", "train a value model (initialised from the policy) on value data into "
@@ -339,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "without guidance)")
     st.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
                     "<run_dir>/<name>-eval (eval.turns=4 for self-repair episodes)")
+    rm = _sub(sub, "rest-mcts", "ReST-MCTS* (seed 002): an initial value model V0 on the train split's gold solutions "
+              "with corrupted steps, then per iteration MCTS* (search.mcts_star, rest_mcts.search_iterations) on "
+              "rest_mcts.split guided by the policy and the value model, the correct end states fine-tune the policy "
+              "(rest_sft, continuing), the inferred step values retrain the value model (value); from --model into "
+              "<run_dir>/<name>/iterN; resumable", cmd_rest_mcts)
+    rm.add_argument("--model", help="policy checkpoint to start from (default: the run's base policy)")
+    rm.add_argument("--name", help="output directory under the run directory (default: rest-mcts)")
+    rm.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
+                    "<run_dir>/<name>-eval")
     rg = _sub(sub, "rest-grpo", "ReST-GRPO (ReST-RL Algorithm 1: sample rest_grpo.samples solutions per question, "
               "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "

@@ -107,6 +107,28 @@ class SelfTrainConfig:
 
 
 @dataclass
+class RestMCTSConfig:
+    """Settings of ``searchrl rest-mcts`` (ReST-MCTS*'s self-training loop; its search is ``search.mcts_star``
+    with the iterations and response limit below, each iteration's policy SFT the ``rest_sft`` section,
+    each value model the ``value`` section)."""
+
+    iterations: int = _f(2, "search-train iterations (the paper: 2)")
+    split: str = _f("selftrain", "the task's split the questions come from (only their final answers are used)")
+    n_problems: int = _f(200, "first N questions of the split (0 = all)")
+    v0_problems: int = _f(2000, "gold solutions of the train split in the initial value data D_V0")
+    value_init: str = _f("", "an initial value model to start from instead of training V0 on D_V0")
+    search_iterations: int = _f(12, "MCTS* iterations per question in data collection (the code: 100)")
+    max_tokens: int = _f(256, "response length limit of the search (tokens)")
+    per_problem: int = _f(4, "most correct end states (highest value first) kept per question for the policy")
+    min_value: float = _f(0.0, "keep a correct end state for the policy only if its value is at least this")
+    from_base: bool = _f(False, "fine-tune each iteration's policy from the base (the paper continues from the "
+                                "previous iteration's model)")
+    shard_problems: int = _f(50, "questions per resumable search shard")
+    batch_size: int = _f(64, "rows decoded together by the sampler")
+    seed: int = _f(0, "seed of the searches and of the corrupted steps")
+
+
+@dataclass
 class RestGRPOConfig:
     """Settings of ``searchrl rest-grpo`` (ReST-RL Algorithm 1; each iteration's GRPO training is the
     ``grpo`` section, ``grpo.iterations`` steps of it per iteration)."""
@@ -135,7 +157,7 @@ class RestGRPOConfig:
 
 
 #: where value-model data comes from (searchrl value-data --source ...)
-VALUE_SOURCES = ("orm", "vgs", "vm-mcts", "mcts-star")
+VALUE_SOURCES = ("orm", "vgs", "vm-mcts", "mcts-star", "gold")
 
 
 @dataclass
@@ -223,6 +245,7 @@ class Config:
         output_dir="", adv_estimator="grpo", samples_per_prompt=8, prompts_per_step=8, loss_agg="seq-mean-action-mean",
         dual_clip=None))
     rest_grpo: RestGRPOConfig = field(default_factory=RestGRPOConfig)
+    rest_mcts: RestMCTSConfig = field(default_factory=RestMCTSConfig)
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(output_dir=""))
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")

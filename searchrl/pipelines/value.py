@@ -16,6 +16,10 @@ finished ones):
 * ``vm-mcts``: value targets of ReST-RL Algorithm 2 (:func:`searchrl.search.vm_mcts.collect_value_targets`).
 * ``mcts-star``: value targets inferred from MCTS* trees (ReST-MCTS*,
   :func:`searchrl.search.mcts_star.collect_value_targets`), guided by a value model (``--value``).
+* ``gold``: ReST-MCTS*'s initial value data D_V0 (:func:`gold_value_records`): the ``train``
+  split's gold step-by-step solutions, each with one corrupted step per position, as a tree whose
+  gold end is correct and whose corrupted steps are incorrect ends; targets by the same inference
+  (:func:`searchrl.search.mcts_star.infer_value_targets`). No sampling: the policy only tokenizes.
 
 Every record holds token ids (``prompt_ids``, ``state_ids``, and ``rollout_ids`` for vgs) plus
 its ``target`` / ``label``, the problem ``index`` and the ``source``.
@@ -98,6 +102,40 @@ def _vgs_records(gen, task, problems, start, cfg, advance) -> list[dict]:
     return records
 
 
+def gold_value_records(task, tokenizer, problems: list[dict], start: int, seed: int) -> list[dict]:
+    """D_V0 of ReST-MCTS* (see the module doc) for ``problems`` (indices from ``start``).
+
+    A gold solution of K lines gives a path root -> l1 -> ... -> lK (the last one finished and
+    correct); at every depth k a sibling holds line k corrupted (``task.corrupt(problem, line, rng)``
+    where the task has it, else the same-depth line of the next problem's gold solution), an
+    incorrect end. Inference then gives the gold steps 1/K, ..., 1 (eq. 2 with the code's signs)
+    and each corrupted step less than its parent.
+    """
+    from ..rollout import chat_prompt
+    from ..search.mcts_star import Tree, infer_value_targets
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    out = []
+    for i, p in enumerate(problems):
+        rng = random.Random(stable_seed(seed, "gold-value", start + i))
+        lines = task.demonstration(p).split("\n")
+        other = task.demonstration(problems[(i + 1) % len(problems)]).split("\n")
+        tree = Tree(start + i, enc(chat_prompt(tokenizer, task, p)))
+        node, correct = tree.root, set()
+        for k, line in enumerate(lines):
+            last = k == len(lines) - 1
+            prefix = "\n".join(lines[:k]) + ("\n" if k else "")
+            bad = task.corrupt(p, line, rng) if hasattr(task, "corrupt") else other[min(k, len(other) - 1)]
+            if bad != line:
+                tree.add(node, enc(prefix + bad + ("" if last else "\n")), finished=True)
+            node = tree.add(node, enc(prefix + line + ("" if last else "\n")), finished=last)
+        correct.add(node.id)
+        out += [{"source": "gold", **r} for r in infer_value_targets(tree, lambda n: n.id in correct)]
+    return out
+
+
 def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = None,
                     value: str | os.PathLike | None = None) -> tuple[Path, list[dict]]:
     """Make (or resume) ``source``'s value data from the policy ``policy`` (default: the run's base);
@@ -130,7 +168,13 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     key = shard_key(source=source, model=run.model_key(path), value=run.model_identity(value) if value else None,
                     **settings)
     out = run.dir / "value-data" / f"{source}-{key}"
-    gen = run.policy_generator(path, cfg.batch_size)
+    if source == "gold":  # D_V0 comes from the SFT split's gold solutions
+        problems = run.task.problems("train")[: n_problems or None]
+        key = shard_key(source=source, model=run.model_key(path), seed=cfg.seed, n_problems=n_problems,
+                        problems=problems_digest(problems))
+        out = run.dir / "value-data" / f"{source}-{key}"
+    gen = run.policy_generator(path, cfg.batch_size) if source != "gold" else None
+    tokenizer = run.load(path)[1] if source == "gold" else None
     scorer = load_value_model(value, run) if value else None
     unit_per = cfg.samples if source in ("orm", "vgs") else 1
 
@@ -144,6 +188,9 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                 f.unlink()
             advance((end - start) * unit_per)
             return records
+        if source == "gold":
+            advance(end - start)
+            return gold_value_records(run.task, tokenizer, chunk, start, cfg.seed)
         if source == "orm":
             return _orm_records(gen, run.task, chunk, start, cfg, advance)
         if source == "vgs":
@@ -166,7 +213,7 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                                progress=run.progress, per_item=unit_per)
     label = "label" if source == "vgs" else "target"
     summary = {"source": source, "policy": rel(run.dir, path), "value": rel(run.dir, value) if value else None,
-               "split": cfg.split, "problems": len(problems), "records": len(records),
+               "split": "train" if source == "gold" else cfg.split, "problems": len(problems), "records": len(records),
                "problems_with_records": len({r["index"] for r in records}),
                f"mean_{label}": (sum(float(r[label]) for r in records) / len(records)) if records else None}
     if source == "vgs":
@@ -305,5 +352,5 @@ def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | 
     return paths
 
 
-__all__ = ["BUILDS", "load_value_model", "make_value_data", "read_value_data", "run_train_value",
+__all__ = ["BUILDS", "load_value_model", "make_value_data", "gold_value_records", "read_value_data", "run_train_value",
            "ensure_value_models"]

@@ -410,18 +410,34 @@ def infer_value_targets(tree: Tree, is_correct: Callable[[Node], bool]) -> list[
     return out
 
 
-def collect_value_targets(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConfig, *,
-                          budget_tokens: int | None = None,
-                          indices: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
-    """Value-model training data: :func:`mcts_star` with ``collect=True``, the end states of each
-    tree graded by ``task.score`` (one batched call), then :func:`infer_value_targets`; one list per problem."""
+def collect(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConfig, *,
+            budget_tokens: int | None = None, indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """ReST-MCTS*'s data collection: :func:`mcts_star` with ``collect=True``, the end states of each tree
+    graded by ``task.score`` (one batched call). Per problem: ``targets`` (:func:`infer_value_targets`,
+    the value model's data), ``correct`` (the correct end states as ``{"ids", "value"}``, ``value`` the
+    scorer's: the policy's data), ``ends`` (how many end states the tree has)."""
     results = mcts_star(generator, scorer, task, problems, cfg, budget_tokens=budget_tokens, indices=indices,
                         collect=True)
     ends = [(k, n) for k, res in enumerate(results) for n in res.meta["tree"].nodes if n.finished]
     verdicts = task.score([problems[k] for k, _ in ends], [decode(generator.tokenizer, n.ids) for _, n in ends]) \
         if ends else []
     ok = {(k, n.id): s.correct for (k, n), s in zip(ends, verdicts)}
-    return [infer_value_targets(res.meta["tree"], lambda n, k=k: ok[(k, n.id)]) for k, res in enumerate(results)]
+    out = []
+    for k, res in enumerate(results):
+        tree = res.meta["tree"]
+        out.append({"index": tree.index, "prompt_ids": list(tree.prompt_ids),
+                    "targets": infer_value_targets(tree, lambda n, k=k: ok[(k, n.id)]),
+                    "correct": [{"ids": list(n.ids), "value": n.V} for n in tree.nodes if n.finished and ok[(k, n.id)]],
+                    "ends": sum(n.finished for n in tree.nodes)})
+    return out
+
+
+def collect_value_targets(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConfig, *,
+                          budget_tokens: int | None = None,
+                          indices: Sequence[int] | None = None) -> list[list[dict[str, Any]]]:
+    """Value-model training data of :func:`collect`: the inferred targets, one list per problem."""
+    return [c["targets"] for c in collect(generator, scorer, task, problems, cfg, budget_tokens=budget_tokens,
+                                          indices=indices)]
 
 
 __all__ = [
@@ -431,6 +447,7 @@ __all__ = [
     "backpropagate",
     "best_child",
     "best_leaf",
+    "collect",
     "collect_value_targets",
     "infer_value_targets",
     "mcts_star",

@@ -208,6 +208,21 @@ class MathTask:
             sol = f"{sol.rstrip()}\nThe answer is \\boxed{{{problem['answer']}}}."
         return sol
 
+    def corrupt(self, problem: dict[str, Any], line: str, rng) -> str:
+        """A wrong version of a gold step (ReST-MCTS*'s initial value data): an ``a op b = c`` line with
+        ``c`` off by 1..5, an answer line with the answer off by 1..5, any other line unchanged."""
+        import re
+
+        from .synthetic import corrupt_step
+
+        if re.fullmatch(r".* = \d+", line):
+            return corrupt_step(line, rng)
+        m = re.fullmatch(r"(The answer is \\boxed\{)(\d+)(\}\.)", line)
+        if m:
+            v = int(m.group(2))
+            return f"{m.group(1)}{rng.choice([x for x in range(max(0, v - 5), v + 6) if x != v])}{m.group(3)}"
+        return line
+
     def answer(self, problem: dict[str, Any], response: str) -> str | None:
         """The final answer a response claims (what majority votes group by)."""
         return extract_answer(response)
