@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     se = _sub(sub, "search", "run one search method at one token budget on search.split; prints its accuracy "
               "(results in <run_dir>/search)", cmd_search)
     se.add_argument("--method", required=True, help="bon (= bon-value) | bon-oracle | bon-orm | vote | "
-                    "weighted-vote | prm-min | vm-mcts | orm-mcts | mcts-star | beam | dvts")
+                    "weighted-vote | orm-vote | prm-min | vm-mcts | orm-mcts | mcts-star | beam | dvts")
     se.add_argument("--budget", required=True, type=int, help="generated tokens per problem")
     se.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     cs = _sub(sub, "compare-search", "every search.methods at every search.budgets on search.split; value models "

@@ -8,7 +8,8 @@ Methods (``METHODS``) and what they need:
   tokens add up to at most B (always at least one), so every pool method at every budget reads
   the same samples. ``bon-oracle`` (best-of-N by the task's verifier: an *oracle*, an upper bound
   no real search has), ``bon-value`` / ``bon-orm`` (best-of-N by the value model / the ORM),
-  ``vote`` (majority vote, self-consistency), ``weighted-vote`` (value-weighted majority vote),
+  ``vote`` (majority vote, self-consistency), ``weighted-vote`` (value-weighted majority vote; ReST-MCTS*'s
+  "SC + value"), ``orm-vote`` (ORM-weighted majority vote: "SC + ORM"),
   ``prm-min`` (best-of-N by the minimum step value, ReST-RL's PRM baseline);
 * **tree searches** run once per budget (``budget_tokens`` = B per problem): ``vm-mcts`` and
   ``orm-mcts`` (ReST-RL Algorithm 3 with the value model / the ORM), ``mcts-star`` (ReST-MCTS*);
@@ -42,16 +43,18 @@ from ..rundir import problems_digest, rel, shard_key
 from ..seeding import stable_seed
 from .run import Run, logger
 
-POOL_METHODS = ("bon-oracle", "bon-value", "bon-orm", "vote", "weighted-vote", "prm-min")
+POOL_METHODS = ("bon-oracle", "bon-value", "bon-orm", "vote", "weighted-vote", "orm-vote", "prm-min")
 TREE_METHODS = ("vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts")
 METHODS = POOL_METHODS + TREE_METHODS
 ALIASES = {"bon": "bon-value"}
 #: the model each method scores with: "value", "orm", "classifier" (falls back to value) or None
-NEEDS = {"bon-oracle": None, "vote": None, "bon-value": "value", "weighted-vote": "value", "prm-min": "value",
+NEEDS = {"bon-oracle": None, "vote": None, "bon-value": "value", "weighted-vote": "value", "orm-vote": "orm",
+         "prm-min": "value",
          "bon-orm": "orm", "vm-mcts": "value", "orm-mcts": "orm", "mcts-star": "mcts_star_value",
          "beam": "classifier", "dvts": "classifier"}
 LABELS = {"bon-oracle": "BoN, verifier (oracle)", "vote": "majority vote", "bon-value": "BoN, value model",
-          "bon-orm": "BoN, ORM", "weighted-vote": "value-weighted vote", "prm-min": "BoN, min step value (PRM)",
+          "bon-orm": "BoN, ORM", "weighted-vote": "value-weighted vote", "orm-vote": "ORM-weighted vote",
+          "prm-min": "BoN, min step value (PRM)",
           "vm-mcts": "VM-MCTS", "orm-mcts": "ORM-MCTS", "mcts-star": "MCTS*", "beam": "VGS beam (w=2)",
           "dvts": "VGS DVTS"}
 
@@ -184,7 +187,7 @@ class Searcher:
             if method == "bon-oracle":
                 chosen = bon.best_of_n([r["reward"] for r in rs[:k]])
             else:
-                how = {"vote": "vote", "weighted-vote": "weighted-vote"}.get(method, "best")
+                how = {"vote": "vote", "weighted-vote": "weighted-vote", "orm-vote": "weighted-vote"}.get(method, "best")
                 answers = bon.answers_of(self.run.task, self.problems[p], texts)
                 sc = scores[p][:k] if scores is not None else None
                 chosen = bon.select(how, answers, sc)
