@@ -49,10 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=".", help="directory the runs/ paths are relative to")
     args = ap.parse_args(argv)
     root = Path(args.root)
-    rows = [f"{name}={root / path}" for name, path in ROWS if (root / path / "results.json").exists()]
-    for split in ("test_seen", "test_unseen"):
-        print(f"\n{split}\n")
-        rl_valid.main([*rows, "--split", split])
+    rl_valid.test_tables(root, ROWS)
     out = root / "runs/code-rg/reward_std_vs_grpo.png"
     plot_reward_std({"ReST-GRPO": reward_std_by_step(root / "runs/code-rg/rest-grpo"),
                      "GRPO": reward_std_by_step(root / "runs/code-grpo/grpo")}, out, 0.05,

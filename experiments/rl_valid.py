@@ -62,5 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def test_tables(root: Path, rows: tuple[tuple[str, str], ...], splits=("test_seen", "test_unseen")) -> None:
+    """The table above for each of ``splits``, over the ``(name, eval dir under root)`` rows that exist
+    (the first is the base); what the experiment scripts print."""
+    found = [f"{name}={root / path}" for name, path in rows if (root / path / "results.json").exists()]
+    for split in splits:
+        print(f"\n{split}\n")
+        main([*found, "--split", split])
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

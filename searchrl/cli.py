@@ -230,7 +230,8 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     if args.eval:
         from .pipelines.commands import run_eval
 
-        run_eval(run, final, out_name=f"{name}-eval")
+        label = {"rest": "ReST", "guided-rest": "Guided-ReST"}.get(name, name)
+        run_eval(run, final, out_name=f"{name}-eval", method=label)
         print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
     print(f"{name} policy: {final}")
     return 0
@@ -250,7 +251,7 @@ def cmd_rest_mcts(args: argparse.Namespace) -> int:
     if args.eval and policy is not None:
         from .pipelines.commands import run_eval
 
-        run_eval(run, policy, out_name=f"{name}-eval")
+        run_eval(run, policy, out_name=f"{name}-eval", method="ReST-MCTS*" if name == "rest-mcts" else name)
         print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
     print(f"rest-mcts: last iteration in {last}")
     return 0
