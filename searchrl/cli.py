@@ -257,6 +257,17 @@ def cmd_rest_mcts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_verl(args: argparse.Namespace) -> int:
+    from .tasks.verl import export_parquet
+
+    run = _run(args)
+    run.ensure_data()
+    out = export_parquet(run.task, args.split, args.out, args.n)
+    print(f"{out}: {len(run.task.problems(args.split)) if not args.n else args.n} rows of {run.task.name}/{args.split}; "
+          f"reward: custom_reward_function.path=<searchrl>/tasks/verl.py custom_reward_function.name=compute_score")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -371,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--name", help="output directory under the run directory (default: rest-mcts)")
     rm.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
                     "<run_dir>/<name>-eval")
+    ev_ = _sub(sub, "export-verl", "write a split of the run's task as a verl parquet file (data_source, prompt, "
+               "ability, reward_model, extra_info); grade with searchrl.tasks.verl.compute_score", cmd_export_verl)
+    ev_.add_argument("--split", required=True, help="the task's split to export")
+    ev_.add_argument("--out", required=True, help="output .parquet file")
+    ev_.add_argument("--n", type=int, default=0, help="first N problems (default: all)")
     rg = _sub(sub, "rest-grpo", "ReST-GRPO (ReST-RL Algorithm 1: sample rest_grpo.samples solutions per question, "
               "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "

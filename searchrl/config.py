@@ -53,13 +53,14 @@ class ModelConfig:
 
 
 #: generation backends (see searchrl.engine.factory.make_generator)
-BACKENDS = ("searchrl", "hf")
+BACKENDS = ("searchrl", "hf", "vllm")
 
 
 @dataclass
 class EngineConfig:
     backend: str = _f("searchrl", "generation backend: searchrl (our continuously batched sampler; other "
-                                  "architectures use their HF forward) | hf (always the HF forward)")
+                                  "architectures use their HF forward) | hf (always the HF forward) | vllm (pip install "
+                                  "'searchrl[vllm]'; the model's saved HF directory)")
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

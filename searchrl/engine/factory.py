@@ -6,11 +6,14 @@ adding one (vLLM) touches this file only.
 
 from __future__ import annotations
 
+import os
+
 def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
     """A generator over ``model`` as ``engine_cfg.backend`` says.
 
     ``searchrl``: our continuously batched sampler (static KV cache for Llama-family
-    models, the HF forward for others); ``hf``: always the HF model's own forward.
+    models, the HF forward for others); ``hf``: always the HF model's own forward; ``vllm``:
+    vLLM over the model's saved HF directory (:mod:`searchrl.engine.vllm_backend`).
     """
     from .sampler import Sampler
 
@@ -19,4 +22,12 @@ def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
         return Sampler(model, tokenizer, max_batch_size=batch_size, backend="auto")
     if backend == "hf":
         return Sampler(model, tokenizer, max_batch_size=batch_size, backend="hf")
-    raise ValueError(f"engine.backend must be one of searchrl | hf (searchrl.config.BACKENDS), got {backend!r}")
+    if backend == "vllm":
+        from .vllm_backend import VLLMGenerator
+
+        path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", "")
+        if not path or not os.path.isdir(path):
+            raise ValueError("engine.backend=vllm loads the model from its saved HF directory; this model has none "
+                             f"(name_or_path={path!r})")
+        return VLLMGenerator(path, tokenizer, max_num_seqs=batch_size)
+    raise ValueError(f"engine.backend must be one of searchrl | hf | vllm (searchrl.config.BACKENDS), got {backend!r}")
