@@ -13,7 +13,9 @@ base each iteration; evaluation: 8 episodes of up to 4 turns per problem, 150 pr
     searchrl selftrain $C selftrain.guidance_rounds=0 --eval          # ReST -> rest, rest-eval
     searchrl selftrain $C --eval                                      # Guided-ReST -> guided-rest, guided-rest-eval
 
-then ``python experiments/code_self_repair.py`` prints, per split, pass@1 and pass@8 of whole episodes
+(the same with ``--run-dir runs/repair-guided task.repair_guided=0.5``: half of the repair
+demonstrations also show the reference, so the base learns to use one) then ``python
+experiments/code_self_repair.py [--run runs/repair-guided]`` prints, per split, pass@1 and pass@8 of whole episodes
 with 95% bootstrap intervals, each method's paired difference to the base on the same problems,
 the accuracy of the first turn alone, the mean number of turns, and what each iteration kept.
 """
@@ -26,9 +28,8 @@ from pathlib import Path
 
 from searchrl.eval.metrics import compare_methods
 
-ROWS = (("SFT base", "runs/repair-tiny/eval"), ("ReST", "runs/repair-tiny/rest-eval"),
-        ("Guided-ReST", "runs/repair-tiny/guided-rest-eval"))
-GEN = (("ReST", "runs/repair-tiny/rest"), ("Guided-ReST", "runs/repair-tiny/guided-rest"))
+ROWS = (("SFT base", "eval"), ("ReST", "rest-eval"), ("Guided-ReST", "guided-rest-eval"))
+GEN = (("ReST", "rest"), ("Guided-ReST", "guided-rest"))
 
 
 def _pct(v, ci=None) -> str:
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default=".", help="directory the runs/ paths are relative to")
     ap.add_argument("--ks", default="1,8", help="the k of the pass@k columns")
+    ap.add_argument("--run", default="runs/repair-tiny", help="the run directory (under --root) of the commands above")
     args = ap.parse_args(argv)
-    root = Path(args.root)
+    root = Path(args.root) / args.run
     ks = args.ks.split(",")
     methods, episodes = {}, {}
     for name, path in ROWS:

@@ -44,16 +44,7 @@ from typing import Any
 from .engine import SamplingParams
 from .rollout import chat_prompt, rollout
 from .seeding import stable_seed
-
-GUIDANCE = "Here is the reference code to assist you:"
-#: what the stored episode shows instead of the reference (the recipe's ``DUMMY_SOLUTION``)
-PLACEHOLDER = "```python\n# REFERENCE CODE HERE\n```"
-
-
-def guided_message(feedback: str, reference: str) -> str:
-    """The user message of a guidance round: the feedback, then the reference (the recipe's words)."""
-    return f"{feedback}\n\n{GUIDANCE}\n\n{reference}"
-
+from .tasks.base import GUIDANCE, PLACEHOLDER, guided_message  # noqa: F401  (re-exported)
 
 @dataclass
 class Episode:

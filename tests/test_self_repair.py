@@ -187,3 +187,26 @@ def test_selftrain_and_eval_commands_run_self_repair_episodes(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main(["--root", str(root), "--ks", "1,2"]) == 0
+
+
+def test_guided_repair_demonstrations_show_the_reference(tmp_path):
+    from searchrl.tasks.base import guided_message
+
+    plain = CodeTask(CodeConfig(n_train=40, n_selftrain=2, n_valid=2, n_valid_unseen=2, n_test=2, repair_demos=0.5),
+                     tmp_path)
+    plain.prepare(tmp_path, progress=False)
+    guided = CodeTask(dataclasses_replace(plain.config, repair_guided=1.0), tmp_path)
+    n = 0
+    for p in plain.problems("train"):
+        a, b = plain.demonstration(p), guided.demonstration(p)
+        assert isinstance(a, list) == isinstance(b, list)  # the same problems get repairs
+        if isinstance(a, list):
+            n += 1
+            assert b[0] == a[0] and b[2] == a[2] and b[1]["content"] == guided_message(a[1]["content"], p["solution"])
+    assert n >= 5
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)

@@ -42,6 +42,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
+#: the words a guidance round adds to the feedback before the reference (Guided-ReST's code recipe)
+GUIDANCE = "Here is the reference code to assist you:"
+#: what a stored episode shows instead of the reference (the recipe's ``DUMMY_SOLUTION``)
+PLACEHOLDER = "```python\n# REFERENCE CODE HERE\n```"
+
+
+def guided_message(feedback: str, reference: str) -> str:
+    """The user message of a guidance round: the feedback, then the reference (the recipe's words)."""
+    return f"{feedback}\n\n{GUIDANCE}\n\n{reference}"
+
+
 @dataclass(frozen=True)
 class Score:
     """The verdict on one response: ``reward`` (partial credit allowed), ``correct`` (fully solved)."""

@@ -89,10 +89,13 @@ class CodeConfig:
                                   "wrong attempt, the feedback on its public tests, the reference); > 0 also gives "
                                   "a model from scratch the feedback's phrases as tokens")
 
+    repair_guided: float = _f(0.0, "synthetic: fraction of the repair demonstrations whose feedback also shows the "
+                                   "reference, as a guidance round does (so a model from scratch learns to use one)")
+
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "timeout", "memory_mb", "workers", "stop_bonus", "after_penalty")
     #: settings added later, at the values that reproduce runs recorded before they existed
-    RECORDED_DEFAULTS = {"repair_demos": 0.0}
+    RECORDED_DEFAULTS = {"repair_demos": 0.0, "repair_guided": 0.0}
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -103,8 +106,9 @@ class CodeConfig:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if not 0 <= self.n_public <= self.n_tests or self.n_tests < 1:
             raise ValueError(f"need 1 <= n_tests and 0 <= n_public <= n_tests, got {self.n_tests}, {self.n_public}")
-        if not 0.0 <= self.repair_demos <= 1.0:
-            raise ValueError(f"repair_demos is a fraction in [0, 1], got {self.repair_demos}")
+        if not 0.0 <= self.repair_demos <= 1.0 or not 0.0 <= self.repair_guided <= 1.0:
+            raise ValueError(f"repair_demos and repair_guided are fractions in [0, 1], got {self.repair_demos}, "
+                             f"{self.repair_guided}")
         if self.repair_demos and self.source != "synthetic":
             raise ValueError("repair_demos needs source=synthetic (its wrong attempts are mutated grammar steps)")
         if self.timeout <= 0 or self.memory_mb < 64:
@@ -251,7 +255,9 @@ class CodeTask:
     def demonstration(self, problem: dict[str, Any]) -> str | list[dict[str, str]]:
         """The reference solution as a response (a fenced block); with ``task.repair_demos`` a seeded
         fraction of the problems instead give a two-turn self-repair, the messages after the prompt
-        (:func:`~searchrl.tasks.code.repair.repair_demonstration`; SFT learns the last one)."""
+        (:func:`~searchrl.tasks.code.repair.repair_demonstration`; SFT learns the last one); with
+        ``task.repair_guided`` a fraction of those show the reference after the feedback, as a
+        Guided-ReST guidance round does."""
         ref = self.reference(problem)
         if self.config.repair_demos:
             import random
@@ -263,6 +269,10 @@ class CodeTask:
             if rng.random() < self.config.repair_demos:
                 demo = repair_demonstration(problem, rng)
                 if demo is not None:
+                    if self.config.repair_guided and rng.random() < self.config.repair_guided:
+                        from ..base import guided_message
+
+                        demo[1] = {"role": "user", "content": guided_message(demo[1]["content"], ref)}
                     return demo
         return ref
 
