@@ -15,7 +15,7 @@ import sys
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
                "Stream-of-Search training, ReST and Guided-ReST self-training, pass@k evaluation, value models "
                "and test-time search (best-of-N and votes, VM-MCTS, MCTS*, VGS beam search and DVTS), RL (operation-level "
-               "PPO, GRPO, DAPO).")
+               "PPO, GRPO, DAPO, ReST-GRPO), code self-repair episodes, and ReST-MCTS* self-training on math.")
 
 
 class _LazyEpilogParser(argparse.ArgumentParser):
