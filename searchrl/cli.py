@@ -298,6 +298,14 @@ def _sub(sub, name: str, help_: str, func, epilog_fn=_config_help, run_dir: bool
     return p
 
 
+def _trainer_args(p: argparse.ArgumentParser, verb: str, default_name: str, which: str, eval_note: str = "") -> None:
+    """``--model``, ``--name`` and ``--eval`` of a command that trains a policy."""
+    p.add_argument("--model", help=f"policy checkpoint to {verb} (default: the run's base policy)")
+    p.add_argument("--name", help=f"output directory under the run directory (default: {default_name})")
+    p.add_argument("--eval", action="store_true", help=f"then evaluate the {which} policy with the eval settings "
+                   f"into <run_dir>/<name>-eval{eval_note}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyEpilogParser)
@@ -360,28 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
         rl = _sub(sub, name, f"{what}: trains --model (default: the run's base policy) on the task's {name}.split "
                   f"into <run_dir>/<name>/final, with metrics.jsonl and curves.png; resumes from the last "
                   f"checkpoint", cmd_rl)
-        rl.add_argument("--model", help="policy checkpoint to train (default: the run's base policy)")
-        rl.add_argument("--name", help=f"output directory under the run directory (default: {name})")
-        rl.add_argument("--eval", action="store_true", help="then evaluate the trained policy with the eval "
-                        "settings into <run_dir>/<name>-eval")
+        _trainer_args(rl, "train", name, "trained")
     st = _sub(sub, "selftrain", "ReST (selftrain.guidance_rounds=0) or Guided-ReST from --model (default: the run's "
               "base policy) on the task's selftrain.split into <run_dir>/<name>/iterN: generate, keep the correct, "
               "fine-tune (rest_sft section; from the base each iteration); selftrain.turns=4: multi-turn code "
               "self-repair episodes, guidance inserts the reference solution; resumable", cmd_selftrain)
-    st.add_argument("--model", help="policy checkpoint to start from (default: the run's base policy)")
-    st.add_argument("--name", help="output directory under the run directory (default: guided-rest, or rest "
-                    "without guidance)")
-    st.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
-                    "<run_dir>/<name>-eval (eval.turns=4 for self-repair episodes)")
+    _trainer_args(st, "start from", "guided-rest, or rest without guidance", "last",
+                  " (eval.turns=4 for self-repair episodes)")
     rm = _sub(sub, "rest-mcts", "ReST-MCTS* (seed 002): an initial value model V0 on the train split's gold solutions "
               "with corrupted steps, then per iteration MCTS* (search.mcts_star, rest_mcts.search_iterations) on "
               "rest_mcts.split guided by the policy and the value model, the correct end states fine-tune the policy "
               "(rest_sft, continuing), the inferred step values retrain the value model (value); from --model into "
               "<run_dir>/<name>/iterN; resumable", cmd_rest_mcts)
-    rm.add_argument("--model", help="policy checkpoint to start from (default: the run's base policy)")
-    rm.add_argument("--name", help="output directory under the run directory (default: rest-mcts)")
-    rm.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
-                    "<run_dir>/<name>-eval")
+    _trainer_args(rm, "start from", "rest-mcts", "last")
     ev_ = _sub(sub, "export-verl", "write a split of the run's task as a verl parquet file (data_source, prompt, "
                "ability, reward_model, extra_info); grade with searchrl.tasks.verl.compute_score", cmd_export_verl)
     ev_.add_argument("--split", required=True, help="the task's split to export")
@@ -391,10 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
               "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "
               "--model into <run_dir>/<name>/iterN, with reward_std.png; resumable", cmd_rest_grpo)
-    rg.add_argument("--model", help="policy checkpoint to train (default: the run's base policy)")
-    rg.add_argument("--name", help="output directory under the run directory (default: rest_grpo.method)")
-    rg.add_argument("--eval", action="store_true", help="then evaluate the last policy with the eval settings into "
-                    "<run_dir>/<name>-eval")
+    _trainer_args(rg, "train", "rest_grpo.method", "last")
     return parser
 
 

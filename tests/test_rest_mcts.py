@@ -57,6 +57,12 @@ def test_rest_mcts_command_runs_end_to_end(tmp_path):
               "rest_mcts.search_iterations=2", "rest_mcts.max_tokens=48", "rest_mcts.batch_size=8",
               "value.max_steps=2", "value.warmup_steps=1", "value.max_seq_len=256", "rest_sft.max_steps=2"]
     assert main(["sft", "--run-dir", str(run), "--quiet", *common]) == 0
+    # D_V0 as a value-data source: 6 gold solutions, 2 records (gold step, corrupted step) per line
+    assert main(["value-data", "--run-dir", str(run), "--quiet", "--source", "gold", "value_data.n_problems=6",
+                 *common]) == 0
+    [summary] = (run / "value-data").glob("gold-*/summary.json")
+    s = json.loads(summary.read_text())
+    assert s["split"] == "train" and s["problems"] == 6 and s["records"] >= 6 * 2 * 4
     assert main(["rest-mcts", "--run-dir", str(run), "--quiet", *common]) == 0
     assert (run / "rest-mcts" / "v0" / "final").is_dir() and (run / "rest-mcts" / "v0-data.jsonl").exists()
     done = json.loads((run / "rest-mcts" / "iter1" / "done.json").read_text())

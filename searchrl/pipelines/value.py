@@ -158,23 +158,24 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                                else (scfg.mcts_star, cfg.mcts_star_iterations, cfg.mcts_star_problems))
         tree_cfg = dataclasses.replace(base, max_tokens=cfg.max_tokens, iterations=iterations)
         n_problems = n or cfg.n_problems
-    problems = run.task.problems(cfg.split)
-    if n_problems:
-        problems = problems[:n_problems]
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in cfg.MAKER_FIELDS}
-    settings["n_problems"] = n_problems
-    if tree_cfg is not None:
-        settings["search"] = dataclasses.asdict(tree_cfg)
-    key = shard_key(source=source, model=run.model_key(path), value=run.model_identity(value) if value else None,
-                    **settings)
-    out = run.dir / "value-data" / f"{source}-{key}"
-    if source == "gold":  # D_V0 comes from the SFT split's gold solutions
+    gen = tokenizer = None
+    if source == "gold":  # D_V0 comes from the SFT split's gold solutions; the policy only tokenizes
         problems = run.task.problems("train")[: n_problems or None]
         key = shard_key(source=source, model=run.model_key(path), seed=cfg.seed, n_problems=n_problems,
                         problems=problems_digest(problems))
-        out = run.dir / "value-data" / f"{source}-{key}"
-    gen = run.policy_generator(path, cfg.batch_size) if source != "gold" else None
-    tokenizer = run.load(path)[1] if source == "gold" else None
+        tokenizer = run.load(path)[1]
+    else:
+        problems = run.task.problems(cfg.split)
+        if n_problems:
+            problems = problems[:n_problems]
+        settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in cfg.MAKER_FIELDS}
+        settings["n_problems"] = n_problems
+        if tree_cfg is not None:
+            settings["search"] = dataclasses.asdict(tree_cfg)
+        key = shard_key(source=source, model=run.model_key(path),
+                        value=run.model_identity(value) if value else None, **settings)
+        gen = run.policy_generator(path, cfg.batch_size)
+    out = run.dir / "value-data" / f"{source}-{key}"
     scorer = load_value_model(value, run) if value else None
     unit_per = cfg.samples if source in ("orm", "vgs") else 1
 

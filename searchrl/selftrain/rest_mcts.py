@@ -126,7 +126,7 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
         collected = resumable_shards(len(problems), cfg.shard_problems,
                                      lambda s, e: it_dir / "search" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
                                      desc=f"{method_dir.name} iter {it} MCTS*", progress=progress)
-        del generator, scorer
+        generator = scorer = None  # freed before training (the closure above reads them)
         examples = policy_examples(collected, cfg.per_problem, cfg.min_value, tok.eos_token_id)
         targets = [t for c in collected for t in c["targets"]]
         stats = {"questions": len(problems), "solved": sum(bool(c["correct"]) for c in collected),

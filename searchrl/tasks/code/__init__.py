@@ -34,21 +34,18 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import RecordError, iter_jsonl, read_json, write_json, write_jsonl
+from ...data import RecordError
 from ..base import MissingField, Score
+from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits, files_as_splits
 from .sandbox import Program, run_batch
 
 SOURCES = ("synthetic", "humaneval", "stdio")
-#: how reports title the synthetic splits (the default titles are Countdown's "Seen target" / "Unseen target")
-SPLIT_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
-                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)"}
-#: splits the synthetic source writes, and whether each holds held-out compositions
-SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
-                    ("test_seen", False), ("test_unseen", True))
+#: how reports title the synthetic splits
+SPLIT_TITLES = COMPOSITION_TITLES
 FENCE = "```"
 #: the fields (and their types) a problem record of each source must have
 REQUIRED_FIELDS = {"synthetic": (("statement", str), ("entry_point", str), ("tests", list)),
@@ -155,7 +152,7 @@ def passed_cases(stdout: str, marker: str, n: int) -> int:
     return digits.count("1") if len(digits) == n and set(digits) <= {"0", "1"} else 0
 
 
-class CodeTask:
+class CodeTask(SplitFiles):
     """Code problems graded in the sandbox (:class:`~searchrl.tasks.base.Task`); see the module doc."""
 
     name = "code"
@@ -166,66 +163,24 @@ class CodeTask:
     def __init__(self, config: CodeConfig | None = None, data_dir: str | os.PathLike = "."):
         self.config = config if config is not None else CodeConfig()
         self.data_dir = Path(data_dir)
-        self._cache: dict[str, list[dict]] = {}
-        self._lines: dict[str, list[int]] = {}
+        self._init_splits()
 
     # ---- data
-    def is_prepared(self) -> bool:
-        return (self.data_dir / "stats.json").exists()
-
-    def prepare(self, data_dir: str | os.PathLike | None = None, progress: bool = True) -> dict | None:
-        """Write the splits (synthetic; humaneval: ``test`` from the package) unless they are there."""
-        out = Path(data_dir) if data_dir is not None else self.data_dir
+    def _make_splits(self) -> dict[str, list[dict]]:
+        """The splits (synthetic; humaneval: ``test`` from the package; stdio: from ``task.path``)."""
         cfg = self.config
-        if (out / "stats.json").exists():
-            return None
-        out.mkdir(parents=True, exist_ok=True)
         if cfg.source == "humaneval":
             from .suites import load_humaneval
 
-            splits = {"test": load_humaneval()}
-        elif cfg.source == "stdio":
+            return {"test": load_humaneval()}
+        if cfg.source == "stdio":
             from .suites import load_stdio
 
-            src = Path(cfg.path)
-            files = sorted(src.glob("*.jsonl")) if src.is_dir() else [src]
-            if not files or not all(f.is_file() for f in files):
-                raise FileNotFoundError(f"task.path={cfg.path}: no such .jsonl file (or a directory without any)")
-            splits = {("test" if f == src else f.stem): load_stdio(f) for f in files}
-        else:
-            from .synthetic import Split, generate
+            return files_as_splits(cfg.path, ("*.jsonl",), load_stdio, ".jsonl")
+        from .synthetic import generate
 
-            sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid,
-                     "valid_unseen": cfg.n_valid_unseen, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
-            splits = generate([Split(name, sizes[name], unseen) for name, unseen in SYNTHETIC_SPLITS if sizes[name]],
-                              seed=cfg.seed, held_fraction=cfg.held_fraction, min_steps=cfg.min_steps,
-                              max_steps=cfg.max_steps, n_tests=cfg.n_tests, n_public=cfg.n_public)
-        for split, recs in splits.items():
-            write_jsonl(out / f"{split}.jsonl", recs)
-        stats = {"source": cfg.source, **{split: len(recs) for split, recs in splits.items()}}
-        write_json(out / "config.json", {k: v for k, v in asdict(cfg).items() if k not in CodeConfig.NOT_DATA})
-        write_json(out / "stats.json", stats)  # last: a directory without it is not trusted
-        return stats
-
-    def prepared_settings(self) -> dict | None:
-        path = self.data_dir / "config.json"
-        return read_json(path) if path.exists() else None
-
-    def _path(self, split: str) -> Path:
-        path = self.data_dir / f"{split}.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such split (prepare the task's data first)")
-        return path
-
-    def problems(self, split: str) -> list[dict[str, Any]]:
-        if split not in self._cache:
-            path = self._path(split)
-            recs, lines = [], []
-            for line, rec in iter_jsonl(path):
-                recs.append(self._validate(rec, path, line))
-                lines.append(line)
-            self._cache[split], self._lines[split] = recs, lines
-        return self._cache[split]
+        return generate(composition_splits(cfg), seed=cfg.seed, held_fraction=cfg.held_fraction,
+                        min_steps=cfg.min_steps, max_steps=cfg.max_steps, n_tests=cfg.n_tests, n_public=cfg.n_public)
 
     def _validate(self, rec: dict, path: Path, line: int) -> dict:
         for name, kind in REQUIRED_FIELDS[self.config.source]:
@@ -237,10 +192,6 @@ class CodeTask:
             if not isinstance(t, dict) or "input" not in t or "output" not in t:
                 raise RecordError(path, line, f"tests[{i}]", "a test is an object with 'input' and 'output'")
         return rec
-
-    def where(self, split: str, index: int) -> tuple[str, int] | None:
-        self.problems(split)
-        return str(self._path(split)), self._lines[split][index]
 
     # ---- model-facing
     def prompt(self, problem: dict[str, Any]) -> str:

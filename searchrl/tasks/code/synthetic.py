@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..splits import Split, draw_splits
+
 FAMILIES = ("list", "str", "int")
 ARG = {"list": "xs", "str": "s", "int": "n"}
 LETTERS = "abcde"
@@ -218,43 +220,26 @@ def make_problem(family: str, steps: list[tuple[str, Any]], rng: random.Random, 
             "entry_point": "f", "tests": tests, "public_tests": tests[:n_public], "solution": solution(family, steps)}
 
 
-@dataclass(frozen=True)
-class Split:
-    name: str
-    size: int
-    unseen: bool
-
-
 def generate(splits: list[Split], seed: int, held_fraction: float = 0.15, min_steps: int = 2, max_steps: int = 4,
              n_tests: int = 8, n_public: int = 2) -> dict[str, list[dict[str, Any]]]:
     """Problems of every split, unique across splits (held-out splits first, then the others in the
     order given, so adding problems to a later split never changes an earlier one)."""
     held = held_out_pairs(seed, held_fraction)
-    used: set[str] = set()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for split in sorted(splits, key=lambda s: not s.unseen):
-        rng = random.Random(f"code-synthetic:{seed}:{split.name}")
-        problems: list[dict[str, Any]] = []
-        for _ in range(200 * split.size + 1000):
-            if len(problems) == split.size:
-                break
-            family = rng.choice(FAMILIES)
-            steps = random_steps(family, rng, min_steps, max_steps)
-            if has_held_out(family, steps, held) != split.unseen:
-                continue
-            key = statement(family, steps)
-            if key in used:
-                continue
-            problem = make_problem(family, steps, rng, n_tests, n_public)
-            if len({repr(t["output"]) for t in problem["tests"]}) < 2:
-                continue  # a constant answer would pass every test: not a problem worth its name
-            used.add(key)
-            problems.append(problem)
-        if len(problems) < split.size:
-            raise ValueError(f"split {split.name!r}: only {len(problems)} distinct problems of the {split.size} asked "
-                             f"for could be drawn; ask for fewer")
-        out[split.name] = problems
-    return {s.name: out[s.name] for s in splits}
+
+    def draw(rng: random.Random, split: Split, used: set[str]):
+        family = rng.choice(FAMILIES)
+        steps = random_steps(family, rng, min_steps, max_steps)
+        if has_held_out(family, steps, held) != split.unseen:
+            return None
+        key = statement(family, steps)
+        if key in used:
+            return None
+        problem = make_problem(family, steps, rng, n_tests, n_public)
+        if len({repr(t["output"]) for t in problem["tests"]}) < 2:
+            return None  # a constant answer would pass every test: not a problem worth its name
+        return key, problem
+
+    return draw_splits(splits, lambda split: f"code-synthetic:{seed}:{split.name}", draw)
 
 
 __all__ = ["FAMILIES", "OPS", "Op", "Split", "generate", "statement", "solution", "run_steps", "held_out_pairs",

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import InputError, RecordError, iter_jsonl, read_json, write_json, write_jsonl
+from ...data import InputError, RecordError, iter_jsonl, read_json
 from ..base import MissingField, Score
+from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits, files_as_splits
 from .answer import are_equivalent, extract_answer, is_equivalent
 
 SOURCES = ("synthetic", "jsonl")
-SPLIT_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
-                "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)"}
-SYNTHETIC_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
-                    ("test_seen", False), ("test_unseen", True))
+SPLIT_TITLES = COMPOSITION_TITLES
 #: what a model of a published dataset is asked (the usual instruction for boxed answers)
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -126,7 +124,7 @@ def load_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-class MathTask:
+class MathTask(SplitFiles):
     """Math problems graded by their final answer (:class:`~searchrl.tasks.base.Task`); see the module doc."""
 
     name = "math"
@@ -137,61 +135,22 @@ class MathTask:
     def __init__(self, config: MathConfig | None = None, data_dir: str | os.PathLike = "."):
         self.config = config if config is not None else MathConfig()
         self.data_dir = Path(data_dir)
-        self._cache: dict[str, list[dict]] = {}
+        self._init_splits()
 
-    def is_prepared(self) -> bool:
-        return (self.data_dir / "stats.json").exists()
-
-    def prepare(self, data_dir: str | os.PathLike | None = None, progress: bool = True) -> dict | None:
-        out = Path(data_dir) if data_dir is not None else self.data_dir
+    def _make_splits(self) -> dict[str, list[dict]]:
         cfg = self.config
-        if (out / "stats.json").exists():
-            return None
-        out.mkdir(parents=True, exist_ok=True)
         if cfg.source == "jsonl":
-            src = Path(cfg.path)
-            files = sorted([*src.glob("*.jsonl"), *src.glob("*.json")]) if src.is_dir() else [src]
-            if not files or not all(f.is_file() for f in files):
-                raise FileNotFoundError(f"task.path={cfg.path}: no such .jsonl/.json file (or a directory without any)")
-            splits = {("test" if f == src else f.stem): load_problems(f) for f in files}
-        else:
-            from .synthetic import Split, generate
+            return files_as_splits(cfg.path, ("*.jsonl", "*.json"), load_problems, ".jsonl/.json")
+        from .synthetic import generate
 
-            sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid,
-                     "valid_unseen": cfg.n_valid_unseen, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
-            splits = generate([Split(n, sizes[n], u) for n, u in SYNTHETIC_SPLITS if sizes[n]], seed=cfg.seed,
-                              held_fraction=cfg.held_fraction, min_steps=cfg.min_steps, max_steps=cfg.max_steps)
-        for split, recs in splits.items():
-            write_jsonl(out / f"{split}.jsonl", recs)
-        stats = {"source": cfg.source, **{split: len(recs) for split, recs in splits.items()}}
-        write_json(out / "config.json", {k: v for k, v in asdict(cfg).items() if k not in MathConfig.NOT_DATA})
-        write_json(out / "stats.json", stats)  # last: a directory without it is not trusted
-        return stats
+        return generate(composition_splits(cfg), seed=cfg.seed, held_fraction=cfg.held_fraction,
+                        min_steps=cfg.min_steps, max_steps=cfg.max_steps)
 
-    def prepared_settings(self) -> dict | None:
-        path = self.data_dir / "config.json"
-        return read_json(path) if path.exists() else None
-
-    def _path(self, split: str) -> Path:
-        path = self.data_dir / f"{split}.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such split (prepare the task's data first)")
-        return path
-
-    def problems(self, split: str) -> list[dict[str, Any]]:
-        if split not in self._cache:
-            path = self._path(split)
-            recs = []
-            for line, rec in iter_jsonl(path):
-                for name in ("content", "answer"):
-                    if not isinstance(rec.get(name), str):
-                        raise RecordError(path, line, name, "missing or not a string")
-                recs.append(rec)
-            self._cache[split] = recs
-        return self._cache[split]
-
-    def where(self, split: str, index: int) -> tuple[str, int]:
-        return str(self._path(split)), index + 1
+    def _validate(self, rec: dict, path: Path, line: int) -> dict:
+        for name in ("content", "answer"):
+            if not isinstance(rec.get(name), str):
+                raise RecordError(path, line, name, "missing or not a string")
+        return rec
 
     # ---- model-facing
     def prompt(self, problem: dict[str, Any]) -> str:

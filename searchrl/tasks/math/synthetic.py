@@ -32,8 +32,9 @@ never run.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
+
+from ..splits import Split, draw_splits
 
 MAX_VALUE = 200
 NAMES = (("Ann", "She"), ("Ben", "He"), ("Cara", "She"), ("Dev", "He"), ("Eve", "She"), ("Finn", "He"))
@@ -118,36 +119,19 @@ def has_held_out(steps: list, held: set) -> bool:
     return any((a, b) in held for a, b in zip(kinds, kinds[1:]))
 
 
-@dataclass(frozen=True)
-class Split:
-    name: str
-    size: int
-    unseen: bool
-
-
 def generate(splits: list[Split], seed: int, held_fraction: float = 0.15, min_steps: int = 3,
              max_steps: int = 6) -> dict[str, list[dict[str, Any]]]:
     """Problems of every split, unique across splits (held-out splits first, then the others in the
     order given, so adding problems to a later split never changes an earlier one)."""
     held = held_out_pairs(seed, held_fraction)
-    used: set[str] = set()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for split in sorted(splits, key=lambda s: not s.unseen):
-        rng = random.Random(f"math-synthetic:{seed}:{split.name}")
-        problems: list[dict[str, Any]] = []
-        for _ in range(200 * split.size + 1000):
-            if len(problems) == split.size:
-                break
-            p = random_problem(rng, min_steps, max_steps)
-            if p is None or has_held_out(p["steps"], held) != split.unseen or p["content"] in used:
-                continue
-            used.add(p["content"])
-            problems.append(p)
-        if len(problems) < split.size:
-            raise ValueError(f"split {split.name!r}: only {len(problems)} distinct problems of the {split.size} "
-                             f"asked for could be drawn; ask for fewer")
-        out[split.name] = problems
-    return {s.name: out[s.name] for s in splits}
+
+    def draw(rng: random.Random, split: Split, used: set[str]):
+        p = random_problem(rng, min_steps, max_steps)
+        if p is None or has_held_out(p["steps"], held) != split.unseen or p["content"] in used:
+            return None
+        return p["content"], p
+
+    return draw_splits(splits, lambda split: f"math-synthetic:{seed}:{split.name}", draw)
 
 
 def corrupt_step(line: str, rng: random.Random) -> str:

@@ -1,0 +1,149 @@
+"""What tasks with prepared data directories share: the split files, and drawing synthetic splits.
+
+* :class:`SplitFiles`: a task whose ``prepare`` writes ``<data_dir>/<split>.jsonl`` files, then
+  ``config.json`` (the data settings) and ``stats.json`` last (a directory without it is not
+  trusted). It reads the splits back with every record checked by the task's
+  ``_validate(rec, path, line)`` (a bad one is a file:line:field error) and remembers each record's
+  line for :meth:`where`.
+* :func:`draw_splits`: synthetic splits drawn problem by problem, unique across splits, the
+  held-out splits first (so adding problems to a later split never changes an earlier one), each
+  split from its own named random stream.
+* :data:`COMPOSITION_SPLITS` / :data:`COMPOSITION_TITLES`: the splits of a synthetic task with
+  held-out compositions, and how reports title them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import iter_jsonl, read_json, write_json, write_jsonl
+
+#: the splits a synthetic task with held-out compositions writes, and whether each holds them
+COMPOSITION_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
+                      ("test_seen", False), ("test_unseen", True))
+#: how reports title those splits (the default titles are Countdown's "Seen target" / "Unseen target")
+COMPOSITION_TITLES = {"test_seen": "Seen compositions", "test_unseen": "Held-out compositions",
+                      "valid": "Seen compositions (valid)", "valid_unseen": "Held-out compositions (valid)"}
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    size: int
+    unseen: bool
+
+
+def draw_splits(splits: list[Split], stream: Callable[[Split], str],
+                draw: Callable[[random.Random, Split, set[str]], tuple[str, dict[str, Any]] | None]
+                ) -> dict[str, list[dict[str, Any]]]:
+    """Problems of every split: ``draw(rng, split, used)`` returns ``(key, problem)`` or ``None`` (rejected:
+    wrong composition for the split, a key already ``used``, ...); ``rng`` is ``random.Random(stream(split))``.
+    Held-out splits are drawn first, then the others in the order given; the result is in the order given."""
+    used: set[str] = set()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for split in sorted(splits, key=lambda s: not s.unseen):
+        rng = random.Random(stream(split))
+        problems: list[dict[str, Any]] = []
+        for _ in range(200 * split.size + 1000):
+            if len(problems) == split.size:
+                break
+            got = draw(rng, split, used)
+            if got is None:
+                continue
+            used.add(got[0])
+            problems.append(got[1])
+        if len(problems) < split.size:
+            raise ValueError(f"split {split.name!r}: only {len(problems)} distinct problems of the {split.size} asked "
+                             f"for could be drawn; ask for fewer")
+        out[split.name] = problems
+    return {s.name: out[s.name] for s in splits}
+
+
+def composition_splits(cfg) -> list[Split]:
+    """The :data:`COMPOSITION_SPLITS` at the sizes a synthetic task's settings give (``n_train``,
+    ``n_selftrain``, ``n_valid``, ``n_valid_unseen``, ``n_test`` for each test split); empty ones left out."""
+    sizes = {"train": cfg.n_train, "selftrain": cfg.n_selftrain, "valid": cfg.n_valid,
+             "valid_unseen": cfg.n_valid_unseen, "test_seen": cfg.n_test, "test_unseen": cfg.n_test}
+    return [Split(name, sizes[name], unseen) for name, unseen in COMPOSITION_SPLITS if sizes[name]]
+
+
+def files_as_splits(path: str, patterns: tuple[str, ...], load: Callable[[Path], list[dict]],
+                    what: str) -> dict[str, list[dict]]:
+    """Splits from files: ``path`` a file (split ``test``) or a directory of them (one split per file
+    matching ``patterns``, named by its stem), each read by ``load``."""
+    src = Path(path)
+    files = sorted(f for pattern in patterns for f in src.glob(pattern)) if src.is_dir() else [src]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"task.path={path}: no such {what} file (or a directory without any)")
+    return {("test" if f == src else f.stem): load(f) for f in files}
+
+
+class SplitFiles:
+    """The data directory of a task (see the module doc): subclasses set ``config`` (a dataclass with
+    ``NOT_DATA``) and ``data_dir``, call ``_init_splits()`` and define ``_make_splits()`` (the splits
+    ``prepare`` writes) and ``_validate(rec, path, line)``."""
+
+    config: Any
+    data_dir: Path
+
+    def _init_splits(self) -> None:
+        self._cache: dict[str, list[dict]] = {}
+        self._lines: dict[str, list[int]] = {}
+
+    def is_prepared(self) -> bool:
+        return (self.data_dir / "stats.json").exists()
+
+    def _make_splits(self) -> dict[str, list[dict]]:
+        raise NotImplementedError
+
+    def prepare(self, data_dir=None, progress: bool = True) -> dict | None:
+        """Write the task's splits into ``data_dir`` (default: its own) unless they are there; the stats."""
+        out = Path(data_dir) if data_dir is not None else self.data_dir
+        if (out / "stats.json").exists():
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        return self.write_splits(out, self._make_splits())
+
+    def write_splits(self, out: Path, splits: dict[str, list[dict]]) -> dict:
+        """Write ``splits``, the data settings and (last) the stats; returns the stats."""
+        for split, recs in splits.items():
+            write_jsonl(out / f"{split}.jsonl", recs)
+        stats = {"source": self.config.source, **{split: len(recs) for split, recs in splits.items()}}
+        skip = type(self.config).NOT_DATA
+        write_json(out / "config.json", {k: v for k, v in asdict(self.config).items() if k not in skip})
+        write_json(out / "stats.json", stats)  # last: a directory without it is not trusted
+        return stats
+
+    def prepared_settings(self) -> dict | None:
+        path = self.data_dir / "config.json"
+        return read_json(path) if path.exists() else None
+
+    def _path(self, split: str) -> Path:
+        path = self.data_dir / f"{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such split (prepare the task's data first)")
+        return path
+
+    def _validate(self, rec: dict, path: Path, line: int) -> dict:
+        raise NotImplementedError
+
+    def problems(self, split: str) -> list[dict[str, Any]]:
+        if split not in self._cache:
+            path = self._path(split)
+            recs, lines = [], []
+            for line, rec in iter_jsonl(path):
+                recs.append(self._validate(rec, path, line))
+                lines.append(line)
+            self._cache[split], self._lines[split] = recs, lines
+        return self._cache[split]
+
+    def where(self, split: str, index: int) -> tuple[str, int]:
+        self.problems(split)
+        return str(self._path(split)), self._lines[split][index]
+
+
+__all__ = ["SplitFiles", "Split", "draw_splits", "composition_splits", "files_as_splits", "COMPOSITION_SPLITS", "COMPOSITION_TITLES"]
