@@ -224,7 +224,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     run.ensure_data()
     final = run_selftrain(run.task, run.load, cfg.rest_sft, run.dir / name, base, cfg.selftrain, run.progress,
                           make_generator=run.generator, depends=selftrain_depends(run),
-                          depends_defaults=run.data_defaults())
+                          depends_defaults=run.data_defaults(), workers=run.workers())
     for it, st in enumerate(read_stats(run.dir / name), 1):
         print(f"iteration {it}: kept {st['kept']} of {st['problems']} (solved by round: {st['solved_by_round']})")
     if args.eval:
@@ -415,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if "searchrl.fanout" in sys.modules:  # the command's Ray actors end with it
+            sys.modules["searchrl.fanout"].close_all()
 
 
 if __name__ == "__main__":

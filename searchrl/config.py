@@ -61,10 +61,19 @@ class EngineConfig:
     backend: str = _f("searchrl", "generation backend: searchrl (our continuously batched sampler; other "
                                   "architectures use their HF forward) | hf (always the HF forward) | vllm (pip install "
                                   "'searchrl[vllm]'; the model's saved HF directory)")
+    workers: int = _f(0, "Ray actors that make the shards of generation, evaluation and search (0 = this "
+                         "process; pip install 'searchrl[ray]'); results do not depend on it")
+    ray_address: str = _f("", "Ray cluster to join: '' = start a local one with workers x cpus_per_worker CPUs, "
+                              "'auto' or HOST:PORT = one started by `ray start`")
+    cpus_per_worker: float = _f(1.0, "CPUs each Ray actor reserves (its torch threads)")
+    gpus_per_worker: float = _f(0.0, "GPUs each Ray actor reserves (1 = a GPU each; fractions share one)")
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {' | '.join(BACKENDS)}, got {self.backend!r}")
+        if self.workers < 0 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ValueError(f"workers >= 0, cpus_per_worker > 0 and gpus_per_worker >= 0, got {self.workers}, "
+                             f"{self.cpus_per_worker}, {self.gpus_per_worker}")
 
 
 @dataclass
@@ -214,6 +223,8 @@ class SearchConfig:
     temperature: float = _f(1.0, "sampling methods: sampling temperature")
     max_tokens: int = _f(896, "response length limit of every method (tokens)")
     batch_size: int = _f(64, "rows decoded together by the sampler")
+    shard_problems: int = _f(25, "problems per resumable shard of the pool and of each tree search (the unit "
+                                 "engine.workers fan out)")
     seed: int = _f(0, "seed of every method's sampling")
     vm_mcts: VMMCTSConfig = field(default_factory=VMMCTSConfig)
     mcts_star: MCTSStarConfig = field(default_factory=MCTSStarConfig)
@@ -222,8 +233,8 @@ class SearchConfig:
     def __post_init__(self):
         if not self.budgets or any(b < 1 for b in self.budgets):
             raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
-        if self.pool_samples < 1 or self.max_tokens < 1 or self.n_problems < 0:
-            raise ValueError("pool_samples and max_tokens must be >= 1, n_problems >= 0")
+        if self.pool_samples < 1 or self.max_tokens < 1 or self.n_problems < 0 or self.shard_problems < 1:
+            raise ValueError("pool_samples, max_tokens and shard_problems must be >= 1, n_problems >= 0")
 
 
 @dataclass

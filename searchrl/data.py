@@ -164,12 +164,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path],
                      produce: Callable[..., list[dict]], desc: str = "", progress: bool = True,
-                     per_item: int = 1, unit: str | None = None) -> list[dict]:
+                     per_item: int = 1, unit: str | None = None, workers: Any = None) -> list[dict]:
     """Records for items ``0..n-1``, made ``shard_size`` at a time and kept on disk.
 
     Shard ``[start, end)`` lives at ``path_of(start, end)``: a finished shard is read back,
-    a missing one is made by ``produce(start, end, advance)`` and written atomically, so a
-    crash loses at most the shard in flight and a rerun recomputes nothing finished.
+    a missing one is made by the job ``produce(resources, start, end, advance)`` on
+    ``workers`` (:mod:`searchrl.fanout`: in this process by default, or on Ray actors) and
+    written atomically as soon as it arrives, so a crash loses at most the shards in flight
+    and a rerun recomputes nothing finished.
 
     The progress bar counts ``per_item`` units per item (e.g. samples per problem), named
     ``unit`` (default: "problem", or "sample" when ``per_item > 1``); ``produce`` may call
@@ -178,21 +180,29 @@ def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path
     """
     from tqdm.auto import tqdm
 
+    from .fanout import LocalWorkers
+
+    workers = workers if workers is not None else LocalWorkers()
     spans = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    done = sum(e - s for s, e in spans if path_of(s, e).exists())
+    todo = [sp for sp in spans if not path_of(*sp).exists()]
+    done = n - sum(e - s for s, e in todo)
     if done and done < n:
         desc = f"{desc} (resuming: {done} of {n} problems done)"
     unit = unit or ("problem" if per_item == 1 else "sample")
-    records: list[dict] = []
+    made: dict[tuple[int, int], list[dict]] = {}
+    moved: dict[tuple[int, int], int] = {}
     with tqdm(total=n * per_item, desc=desc, unit=unit, disable=not progress) as bar:
-        for start, end in spans:
-            path = path_of(start, end)
-            before = bar.n
-            if path.exists():
-                part = read_jsonl(path)
-            else:
-                part = produce(start, end, bar.update)
-                write_jsonl(path, part)
-            records.extend(part)
-            bar.update((end - start) * per_item - (bar.n - before))
+        bar.update(done * per_item)
+
+        def advance(span, k):
+            moved[span] = moved.get(span, 0) + k
+            bar.update(k)
+
+        for (start, end), part in workers.map(produce, todo, advance):
+            write_jsonl(path_of(start, end), part)
+            made[(start, end)] = part
+            bar.update(max(0, (end - start) * per_item - moved.get((start, end), 0)))
+    records: list[dict] = []
+    for span in spans:
+        records.extend(made[span] if span in made else read_jsonl(path_of(*span)))
     return records

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..data import resumable_shards, write_json
 from ..engine import SamplingParams
+from ..fanout import as_workers
 from ..rollout import rollout
 from ..rundir import problems_digest, shard_key
 from ..seeding import stable_seed
@@ -36,10 +37,14 @@ def budgets_for(max_tokens: int) -> list[int]:
     return out + [max_tokens]
 
 
-def generate_split(generator, task, split: str, problems: list[dict], mode: str, n: int, temperature: float,
+def generate_split(source, task, split: str, problems: list[dict], mode: str, n: int, temperature: float,
                    top_p: float, max_tokens: int, seed: int, out_dir: str | os.PathLike, model_id: str,
-                   shard_problems: int = 50, progress: bool = True, turns: int = 1) -> list[dict]:
+                   shard_problems: int = 50, progress: bool = True, turns: int = 1,
+                   policy: str | os.PathLike | None = None, batch_size: int = 64) -> list[dict]:
     """Generate and grade ``n`` samples per problem (``mode`` "greedy" or "sampled"), resumably.
+
+    ``source`` is a generator, or workers (:mod:`searchrl.fanout`) that sample from the
+    checkpoint ``policy`` (``batch_size`` rows at a time) wherever they run.
 
     ``turns > 1``: each sample is a self-repair episode (:func:`searchrl.episodes.run_episodes`, no
     guidance), graded by its last turn; ``num_tokens`` counts the whole episode after the prompt.
@@ -54,8 +59,8 @@ def generate_split(generator, task, split: str, problems: list[dict], mode: str,
     def path_of(start: int, end: int) -> Path:
         return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
 
-    def produce(start: int, end: int, advance) -> list[dict]:
-        chunk = problems[start:end]
+    def produce(res, start: int, end: int, advance) -> list[dict]:
+        chunk, generator, task = problems[start:end], res.generator(policy, batch_size), res.task
         if turns > 1:
             from ..episodes import run_episodes
 
@@ -68,7 +73,7 @@ def generate_split(generator, task, split: str, problems: list[dict], mode: str,
         return [{"split": split, "mode": mode, **t.to_record(tokens=False)} for ts in trajs for t in ts]
 
     return resumable_shards(len(problems), shard_problems, path_of, produce, desc=f"{split} {mode}",
-                            progress=progress, per_item=n * turns)
+                            progress=progress, per_item=n * turns, workers=as_workers(source, task))
 
 
 def sampling_note(cfg) -> str:
@@ -85,14 +90,16 @@ def _by_problem(records: list[dict], n_problems: int) -> list[list[tuple[bool, i
     return grouped
 
 
-def evaluate(generator, task, cfg, out_dir: str | os.PathLike, model_id: str,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(source, task, cfg, out_dir: str | os.PathLike, model_id: str,
+             progress: bool = True, policy: str | os.PathLike | None = None) -> dict[str, Any]:
     """Greedy and sampled evaluation on ``cfg.splits``; returns ``summarize(...)`` output.
 
-    ``cfg`` is an :class:`searchrl.config.EvalConfig`; ``model_id`` identifies the policy the
-    generator samples from (:func:`searchrl.rundir.model_fingerprint`). Writes the samples
+    ``source`` is a generator, or workers that sample from the checkpoint ``policy``
+    (:mod:`searchrl.fanout`); ``cfg`` is an :class:`searchrl.config.EvalConfig`; ``model_id``
+    identifies the policy (:func:`searchrl.rundir.model_fingerprint`). Writes the samples
     (resumable) and ``<out_dir>/summary.json``.
     """
+    source = as_workers(source, task)
     sampled: dict[str, list[list[tuple[bool, int]]]] = {}
     greedy: dict[str, list[bool]] = {}
     episodes: dict[str, dict] = {}
@@ -101,12 +108,13 @@ def evaluate(generator, task, cfg, out_dir: str | os.PathLike, model_id: str,
         if cfg.n_problems:
             problems = problems[: cfg.n_problems]
         common = dict(max_tokens=cfg.max_tokens, seed=cfg.seed, out_dir=out_dir, model_id=model_id,
-                      shard_problems=cfg.shard_problems, progress=progress, turns=cfg.turns)
+                      shard_problems=cfg.shard_problems, progress=progress, turns=cfg.turns, policy=policy,
+                      batch_size=cfg.batch_size)
         if cfg.greedy:
-            recs = generate_split(generator, task, split, problems, "greedy", 1, 0.0, 1.0, **common)
+            recs = generate_split(source, task, split, problems, "greedy", 1, 0.0, 1.0, **common)
             greedy[split] = [g[0][0] for g in _by_problem(recs, len(problems))]
         if cfg.n_samples:
-            recs = generate_split(generator, task, split, problems, "sampled", cfg.n_samples, cfg.temperature,
+            recs = generate_split(source, task, split, problems, "sampled", cfg.n_samples, cfg.temperature,
                                   cfg.top_p, **common)
             sampled[split] = _by_problem(recs, len(problems))
             if cfg.turns > 1:  # how much the later turns add: the first turn alone against the whole episode

@@ -100,10 +100,7 @@ def load_policy(name: str | os.PathLike, tokenizer=None, *, max_seq_len: int = 1
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars for tiny models are noise
     if is_model_dir(name):
         check_model_dir(name)
-        tok = tokenizer or AutoTokenizer.from_pretrained(name)
-        fix_chat_template_trim(tok)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
+        tok = tokenizer or dir_tokenizer(name)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32)
     elif str(name) in PRESETS:
         if tokenizer is None:
@@ -145,6 +142,27 @@ def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
+
+
+def dir_tokenizer(path: str | os.PathLike):
+    """A model directory's tokenizer, as :func:`load_policy` sets it up (chat template, pad token)."""
+    tok = AutoTokenizer.from_pretrained(path)
+    fix_chat_template_trim(tok)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_tokenizer(model_cfg, name: str | os.PathLike | None = None, task=None):
+    """The tokenizer :func:`load_model` would return, without loading the weights."""
+    name = str(resolve_model_path(name or model_cfg.name))
+    if not is_model_dir(name) and name in PRESETS:
+        if task is None or not hasattr(task, "tokenizer"):
+            raise InputError(f"model preset {name!r} needs a vocabulary, and task "
+                             f"{getattr(task, 'name', None)!r} brings no tokenizer(); use a model directory")
+        return task.tokenizer()
+    check_model_dir(name)
+    return dir_tokenizer(name)
 
 
 def load_model(model_cfg, name: str | os.PathLike | None = None, task=None, seed: int = 0):

@@ -111,10 +111,10 @@ def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: i
     problems = run.task.problems(split)
     if cfg.eval.n_problems:
         problems = problems[: cfg.eval.n_problems]
-    gen = run.policy_generator(path, cfg.eval.batch_size)
     mode = "greedy" if temperature == 0 else "sampled"
-    recs = generate_split(gen, run.task, split, problems, mode, n, temperature, cfg.eval.top_p, cfg.eval.max_tokens,
-                          cfg.eval.seed, out, run.model_key(path), cfg.eval.shard_problems, run.progress)
+    recs = generate_split(run.workers(), run.task, split, problems, mode, n, temperature, cfg.eval.top_p,
+                          cfg.eval.max_tokens, cfg.eval.seed, out, run.model_key(path), cfg.eval.shard_problems,
+                          run.progress, policy=path, batch_size=cfg.eval.batch_size)
     solved = sum(bool(r["correct"]) for r in recs)
     write_json(out / f"{split}-{mode}-summary.json",
                {"split": split, "mode": mode, "samples": len(recs), "correct": solved,

@@ -27,14 +27,14 @@ def run_rest_mcts_command(run: Run, policy: str | os.PathLike | None = None, nam
 
     def v0_records() -> list[dict]:
         gold = run.task.problems("train")[: cfg.v0_problems or None]
-        return gold_value_records(run.task, run.load(base)[1], gold, 0, cfg.seed)
+        return gold_value_records(run.task, run.tokenizer(base), gold, 0, cfg.seed)
 
     logger.info("ReST-MCTS* from %s on %d %s questions, %d iterations of %d MCTS* iterations each, into %s", base,
                 len(problems), cfg.split, cfg.iterations, cfg.search_iterations, out)
     return run_rest_mcts(run.task, problems, run.load, run.generator, lambda p: load_value_model(p, run), cfg,
                          run.cfg.search.mcts_star, run.cfg.rest_sft, run.cfg.value, out, base, v0_records,
                          depends={"data": run.data_identity(), "model_dtype": run.cfg.model.dtype,
-                                  "engine": run.cfg.engine.backend}, progress=run.progress)
+                                  "engine": run.cfg.engine.backend}, progress=run.progress, workers=run.workers())
 
 
 __all__ = ["run_rest_mcts_command"]

@@ -99,7 +99,8 @@ def run_rest_grpo_command(run: Run, policy: str | os.PathLike | None = None, nam
                 len(problems), cfg.split, cfg.iterations, run.cfg.grpo.iterations, out)
     final = run_rest_grpo(run.task, problems, run.load, run.generator, cfg, run.cfg.grpo, out, path,
                           depends={"data": run.data_identity(), "model_dtype": run.cfg.model.dtype,
-                                   "engine": run.cfg.engine.backend}, progress=run.progress, dpo_cfg=run.cfg.dpo)
+                                   "engine": run.cfg.engine.backend}, progress=run.progress, dpo_cfg=run.cfg.dpo,
+                          workers=run.workers())
     if cfg.method != "rest-dpo":
             plot_reward_std({cfg.method: reward_std_by_step(out)}, out / "reward_std.png", cfg.sigma0,
                         f"{cfg.method} from {_short(run, path)}: reward std of GRPO's groups")

@@ -11,6 +11,7 @@ refused command leaves the directory as it was.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ class Run:
         self.dir = Path(cfg.run_dir)
         self.progress = progress
         self._task = None
+        self._workers = None
 
     # ---- config record and stages
     def open(self, stages: list[Stage] = (), models: list = ()) -> Run:
@@ -159,6 +161,37 @@ class Run:
 
         return load_model(self.cfg.model, name, task=self.task, seed=self.cfg.seed)
 
+    # ---- where shards are made (searchrl.fanout)
+    def resources(self):
+        """The run's task, policy generators and value models, loaded on first use (in this process)."""
+        from ..fanout import Resources
+        from .value import load_value_model
+
+        return Resources(self.task, load_generator=self.policy_generator,
+                         load_scorer=lambda path: load_value_model(path, self))
+
+    def workers(self):
+        """Where the run's shards are made: this process (``engine.workers=0``) or that many Ray
+        actors (each builds its own :meth:`resources` from this config); made once per run."""
+        if self._workers is None:
+            from ..fanout import LocalWorkers, RayWorkers
+
+            e = self.cfg.engine
+            if e.workers:
+                cfg = dataclasses.replace(self.cfg, run_dir=os.path.abspath(self.cfg.run_dir),
+                                          data_dir=os.path.abspath(self.cfg.data_dir) if self.cfg.data_dir else "")
+                self._workers = RayWorkers(functools.partial(worker_resources, cfg), e.workers,
+                                           address=e.ray_address, cpus=e.cpus_per_worker, gpus=e.gpus_per_worker)
+            else:
+                self._workers = LocalWorkers(self.resources())
+        return self._workers
+
+    def tokenizer(self, name: str | os.PathLike | None = None):
+        """The tokenizer of ``name`` (or ``model.name``), without its weights."""
+        from ..models.policy import load_tokenizer
+
+        return load_tokenizer(self.cfg.model, name, task=self.task)
+
     def generator(self, model, tokenizer, batch_size: int):
         from ..engine.factory import make_generator
 
@@ -199,8 +232,13 @@ class Run:
         from ..eval.evaluate import evaluate
 
         eval_cfg = eval_cfg or self.cfg.eval
-        gen = self.policy_generator(path, eval_cfg.batch_size)
-        return evaluate(gen, self.task, eval_cfg, out_dir, model_id=self.model_key(path), progress=self.progress)
+        return evaluate(self.workers(), self.task, eval_cfg, out_dir, model_id=self.model_key(path),
+                        progress=self.progress, policy=path)
+
+
+def worker_resources(cfg: Config):
+    """A Ray worker's resources: those of a :class:`Run` of ``cfg`` built where the worker runs."""
+    return Run(cfg, progress=False).resources()
 
 
 __all__ = ["Run", "RunDirError", "config_for_run_dir", "run_dir_override", "logger"]

@@ -89,10 +89,16 @@ class Searcher:
         run.ensure_data()
         problems = run.task.problems(self.cfg.split)
         self.problems = problems[: self.cfg.n_problems] if self.cfg.n_problems else problems
-        self.gen = run.policy_generator(self.policy, self.cfg.batch_size)
+        self._tokenizer = None
         self._scorers: dict[str, Any] = {}
         self._pool: list[list[dict]] | None = None
         self._scores: dict[tuple[str, str, int], list[list[float]]] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self.run.tokenizer(self.policy)
+        return self._tokenizer
 
     def scorer(self, need: str):
         from .value import load_value_model
@@ -116,21 +122,22 @@ class Searcher:
         from ..engine import SamplingParams
         from ..rollout import rollout
 
-        c = self.cfg
+        c, problems, policy = self.cfg, self.problems, self.policy
         n = c.pool_samples
         out = self.out / f"pool-{self.key(n=n, temperature=c.temperature, max_tokens=c.max_tokens, seed=c.seed)}"
 
-        def produce(start: int, end: int, advance) -> list[dict]:
+        def produce(res, start: int, end: int, advance) -> list[dict]:
             params = [SamplingParams(n=n, temperature=c.temperature, max_tokens=c.max_tokens,
                                      seed=stable_seed(c.seed, "pool", c.split, i)) for i in range(start, end)]
-            trajs = rollout(self.gen, self.run.task, self.problems[start:end], params, indices=range(start, end),
-                            advance=advance)
+            trajs = rollout(res.generator(policy, c.batch_size), res.task, problems[start:end], params,
+                            indices=range(start, end), advance=advance)
             return [{"index": t.index, "sample": t.sample, "prompt_ids": t.prompt_ids,
                      "response_ids": t.response_ids, "response": t.response, "correct": t.correct,
                      "reward": t.reward} for ts in trajs for t in ts]
 
-        recs = resumable_shards(len(self.problems), 25, lambda s, e: out / f"{s:06d}-{e - 1:06d}.jsonl", produce,
-                                desc="search pool", progress=self.run.progress, per_item=n)
+        recs = resumable_shards(len(problems), c.shard_problems, lambda s, e: out / f"{s:06d}-{e - 1:06d}.jsonl",
+                                produce, desc="search pool", progress=self.run.progress, per_item=n,
+                                workers=self.run.workers())
         grouped: list[list[dict]] = [[] for _ in self.problems]
         for r in recs:
             grouped[r["index"]].append(r)
@@ -163,7 +170,7 @@ class Searcher:
             prompts = [r["prompt_ids"] for r in flat]
             states = [r["response_ids"] for r in flat]
             if how == "min":
-                splitter = ActionSplitter(self.gen.tokenizer, self.run.task.action_stop)
+                splitter = ActionSplitter(self.tokenizer, self.run.task.action_stop)
                 vals = prm_min_scores(scorer, splitter, prompts, states)
             else:
                 vals = scorer.score(prompts, states)
@@ -198,32 +205,37 @@ class Searcher:
                         "generated_tokens": used, "value_tokens": value_tokens, "samples": k})
         return per
 
-    def run_tree_method(self, method: str, budget: int) -> list[dict]:
+    def run_tree_method(self, method: str, budget: int, out: Path) -> list[dict]:
+        """A tree search on every problem, ``search.shard_problems`` at a time (resumable shards in
+        ``out``, made by the run's workers)."""
         from ..search.beam import beam_search
         from ..search.mcts_star import mcts_star
         from ..search.vm_mcts import vm_mcts
 
-        c, task = self.cfg, self.run.task
-        scorer = self.scorer(NEEDS[method])
-        common = dict(budget_tokens=budget, indices=list(range(len(self.problems))))
-        if method in ("vm-mcts", "orm-mcts"):
-            results = vm_mcts(self.gen, scorer, task, self.problems, self.method_cfg(method), **common)
-        elif method == "mcts-star":
-            results = mcts_star(self.gen, scorer, task, self.problems, self.method_cfg(method), **common)
-        else:
-            bc = self.method_cfg(method)
+        c, problems, policy, scorer_path = self.cfg, self.problems, self.policy, self.paths[NEEDS[method]]
+        mcfg = self.method_cfg(method)
+        if method == "beam":
             mean = max(self.mean_response_tokens(), 1.0)
-            if method == "beam":
-                n = max(bc.width, int(budget / mean) // bc.width * bc.width)
-                bc = dataclasses.replace(bc, num_blocks=n, reps=1)
-            else:
-                bc = dataclasses.replace(bc, reps=max(1, round(budget / (bc.num_blocks * mean))))
-            results = beam_search(self.gen, scorer, task, self.problems, bc, **common)
-        responses = [r.response for r in results]
-        scores = task.score(self.problems, responses)
-        return [{"index": r.index, "correct": bool(s.correct), "generated_tokens": r.generated_tokens,
-                 "value_tokens": r.value_tokens, "candidates": len(r.candidates)}
-                for r, s in zip(results, scores)]
+            mcfg = dataclasses.replace(mcfg, num_blocks=max(mcfg.width, int(budget / mean) // mcfg.width * mcfg.width),
+                                       reps=1)
+        elif method == "dvts":
+            mean = max(self.mean_response_tokens(), 1.0)
+            mcfg = dataclasses.replace(mcfg, reps=max(1, round(budget / (mcfg.num_blocks * mean))))
+        search = {"vm-mcts": vm_mcts, "orm-mcts": vm_mcts, "mcts-star": mcts_star}.get(method, beam_search)
+
+        def produce(res, start: int, end: int, advance) -> list[dict]:
+            chunk, task = problems[start:end], res.task
+            results = search(res.generator(policy, c.batch_size), res.scorer(scorer_path), task, chunk, mcfg,
+                             budget_tokens=budget, indices=list(range(start, end)))
+            scores = task.score(chunk, [r.response for r in results])
+            advance(end - start)
+            return [{"index": r.index, "correct": bool(s.correct), "generated_tokens": r.generated_tokens,
+                     "value_tokens": r.value_tokens, "candidates": len(r.candidates)}
+                    for r, s in zip(results, scores)]
+
+        return resumable_shards(len(problems), c.shard_problems, lambda s, e: out / f"{s:06d}-{e - 1:06d}.jsonl",
+                                produce, desc=f"{method} @ {budget} tokens", progress=self.run.progress,
+                                workers=self.run.workers())
 
     def method_cfg(self, method: str):
         """A tree method's settings, with the one response limit every method shares (``search.max_tokens``)."""
@@ -244,7 +256,8 @@ class Searcher:
         if path.exists():
             return read_json(path)
         t0 = time.perf_counter()
-        per = self.run_pool_method(method, budget) if method in POOL_METHODS else self.run_tree_method(method, budget)
+        per = (self.run_pool_method(method, budget) if method in POOL_METHODS
+               else self.run_tree_method(method, budget, path.with_suffix("")))
         correct = [float(r["correct"]) for r in per]
         ci = bootstrap_ci(correct) or (None, None)
         n = max(len(per), 1)

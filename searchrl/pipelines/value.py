@@ -140,6 +140,7 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                     value: str | os.PathLike | None = None) -> tuple[Path, list[dict]]:
     """Make (or resume) ``source``'s value data from the policy ``policy`` (default: the run's base);
     returns its directory and records."""
+    from ..fanout import LocalWorkers, Resources
     from .commands import policy_path
 
     if source not in VALUE_SOURCES:
@@ -158,12 +159,12 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                                else (scfg.mcts_star, cfg.mcts_star_iterations, cfg.mcts_star_problems))
         tree_cfg = dataclasses.replace(base, max_tokens=cfg.max_tokens, iterations=iterations)
         n_problems = n or cfg.n_problems
-    gen = tokenizer = None
+    tokenizer = None
     if source == "gold":  # D_V0 comes from the SFT split's gold solutions; the policy only tokenizes
         problems = run.task.problems("train")[: n_problems or None]
         key = shard_key(source=source, model=run.model_key(path), seed=cfg.seed, n_problems=n_problems,
                         problems=problems_digest(problems))
-        tokenizer = run.load(path)[1]
+        tokenizer = run.tokenizer(path)
     else:
         problems = run.task.problems(cfg.split)
         if n_problems:
@@ -174,13 +175,11 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
             settings["search"] = dataclasses.asdict(tree_cfg)
         key = shard_key(source=source, model=run.model_key(path),
                         value=run.model_identity(value) if value else None, **settings)
-        gen = run.policy_generator(path, cfg.batch_size)
     out = run.dir / "value-data" / f"{source}-{key}"
-    scorer = load_value_model(value, run) if value else None
     unit_per = cfg.samples if source in ("orm", "vgs") else 1
 
-    def produce(start: int, end: int, advance) -> list[dict]:
-        chunk = problems[start:end]
+    def produce(res, start: int, end: int, advance) -> list[dict]:
+        chunk, task = problems[start:end], res.task
         found = _other_layout(out, start, end, problems, path_of)
         if found is not None:  # made with another shard_problems: read, never recomputed
             records = [r for f in found for r in read_jsonl(f)]
@@ -191,19 +190,20 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
             return records
         if source == "gold":
             advance(end - start)
-            return gold_value_records(run.task, tokenizer, chunk, start, cfg.seed)
+            return gold_value_records(task, tokenizer, chunk, start, cfg.seed)
+        gen = res.generator(path, cfg.batch_size)
         if source == "orm":
-            return _orm_records(gen, run.task, chunk, start, cfg, advance)
+            return _orm_records(gen, task, chunk, start, cfg, advance)
         if source == "vgs":
-            return _vgs_records(gen, run.task, chunk, start, cfg, advance)
+            return _vgs_records(gen, task, chunk, start, cfg, advance)
         if source == "vm-mcts":
             from ..search.vm_mcts import collect_value_targets
 
-            per = collect_value_targets(gen, run.task, chunk, tree_cfg, indices=range(start, end))
+            per = collect_value_targets(gen, task, chunk, tree_cfg, indices=range(start, end))
         else:
             from ..search.mcts_star import collect_value_targets
 
-            per = collect_value_targets(gen, scorer, run.task, chunk, tree_cfg, indices=range(start, end))
+            per = collect_value_targets(gen, res.scorer(value), task, chunk, tree_cfg, indices=range(start, end))
         advance(end - start)
         return [{"source": source, **r} for recs in per for r in recs]
 
@@ -211,7 +211,10 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
         return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
 
     records = resumable_shards(len(problems), cfg.shard_problems, path_of, produce, desc=f"value data ({source})",
-                               progress=run.progress, per_item=unit_per)
+                               progress=run.progress, per_item=unit_per,
+                               workers=run.workers() if source != "gold" else LocalWorkers(Resources(run.task)))
+    if source != "gold":
+        run.workers().release()
     label = "label" if source == "vgs" else "target"
     summary = {"source": source, "policy": rel(run.dir, path), "value": rel(run.dir, value) if value else None,
                "split": "train" if source == "gold" else cfg.split, "problems": len(problems), "records": len(records),

@@ -113,7 +113,7 @@ def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg
 def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
                   cfg: SelfTrainConfig, progress: bool = True, make_generator: Callable | None = None,
                   depends: dict | None = None, run_root: str | os.PathLike | None = None,
-                  depends_defaults: dict | None = None) -> Path:
+                  depends_defaults: dict | None = None, workers=None) -> Path:
     """Run the iterations into ``method_dir``; returns the last iteration's model directory.
 
     ``task`` is any task (guidance rounds need its ``guide``); ``load_model(path) -> (model,
@@ -124,7 +124,8 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
     record, besides these settings and the base model's fingerprint (``depends_defaults``: the
     values its keys had before they existed, for records made then). Paths written into
     ``method_dir`` are relative when they lie inside ``run_root`` (default: its parent, the
-    run directory), so a copied run directory keeps working.
+    run directory), so a copied run directory keeps working. ``workers`` (:mod:`searchrl.fanout`)
+    make the generation shards (default: this process, with ``load_model`` and ``make_generator``).
     """
     from ..train.sft import train_sft
 
@@ -141,6 +142,10 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
     if cfg.guidance_rounds and not hasattr(task, "reference" if cfg.turns > 1 else "guide"):
         raise ValueError(f"task {name!r} has no {'reference' if cfg.turns > 1 else 'guide'}(); use "
                          f"guidance_rounds=0 (ReST)")
+    if workers is None:
+        from ..fanout import LocalWorkers, Resources
+
+        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs)))
     method_dir = Path(method_dir)
     base_model = Path(base_model)
     root = Path(run_root) if run_root is not None else method_dir.parent
@@ -166,8 +171,6 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
         sft_dir = it_dir / "sft"
         data_path = it_dir / "data.jsonl"
         if not (it_dir / "gen_stats.json").exists():
-            model, tok = load_model(policy)
-            generator = make_generator(model, tok, cfg.batch_size)
             key = shard_key(policy=model_fingerprint(policy), iteration=it, temperature=cfg.temperature,
                             max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
                             problems=problems_digest(problems), **({"turns": cfg.turns} if cfg.turns > 1 else {}))
@@ -175,23 +178,26 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
             if cfg.turns > 1:
                 from ..episodes import run_episodes, units
 
-                def produce(s, e, advance):
-                    eps = run_episodes(generator, task, problems[s:e], n=1, turns=cfg.turns, max_tokens=cfg.max_tokens,
+                def produce(res, s, e, advance):
+                    eps = run_episodes(res.generator(policy, cfg.batch_size), res.task, problems[s:e], n=1, turns=cfg.turns, max_tokens=cfg.max_tokens,
                                        temperature=cfg.temperature, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
                                        tag=("selftrain", it), indices=range(s, e), advance=advance)
                     return [ep[0].to_record() for ep in eps]
 
                 per_item, unit = units(1, cfg.turns, cfg.guidance_rounds), "turn"
             else:
-                def produce(s, e, advance):
-                    return [t.to_record() for t in generate_guided(generator, task, problems[s:e], s, cfg, it, advance)]
+                def produce(res, s, e, advance):
+                    return [t.to_record() for t in generate_guided(res.generator(policy, cfg.batch_size), res.task,
+                                                                   problems[s:e], s, cfg, it, advance)]
 
                 per_item = 1 + cfg.guidance_rounds
                 unit = "problem" if not cfg.guidance_rounds else "problem-round"
             recs = resumable_shards(
                 len(problems), cfg.shard_problems,
                 lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl", produce,
-                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=per_item, unit=unit)
+                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=per_item, unit=unit,
+                workers=workers)
+            workers.release()  # the sampler's weights and caches, before training
             write_jsonl(data_path, [r for r in recs if r["correct"]])
             write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
                                                                    time.perf_counter() - t0,

@@ -109,13 +109,14 @@ def preference_pairs(groups: Sequence[Sequence[dict]]) -> list[dict]:
 
 def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generator: Callable, cfg, grpo_cfg,
                   method_dir: str | Path, policy: str | Path, depends: dict | None = None,
-                  progress: bool = True, dpo_cfg=None) -> Path:
+                  progress: bool = True, dpo_cfg=None, workers=None) -> Path:
     """Run ``cfg.iterations`` iterations of ``cfg.method`` into ``method_dir``; returns the last policy.
 
     ``cfg`` is a :class:`~searchrl.config.RestGRPOConfig`, ``grpo_cfg`` the GRPO settings of each
     iteration's training (its ``temperature`` and ``max_tokens`` also sample step 1), ``dpo_cfg``
     the DPO settings of ``method=rest-dpo``; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
-    tokenizer, batch_size)``. Each iteration continues from the previous one's policy.
+    tokenizer, batch_size)``; ``workers`` (:mod:`searchrl.fanout`) make step 1's sampling shards (default:
+    this process, with these loaders). Each iteration continues from the previous one's policy.
     """
     from ..engine import SamplingParams
     from ..rollout import rollout
@@ -137,6 +138,10 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
     if stage.done:
         return resolve(method_dir, stage.record()["model"])
     stage.begin()
+    if workers is None:
+        from ..fanout import LocalWorkers, Resources
+
+        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs)))
     for it in range(1, cfg.iterations + 1):
         it_dir = method_dir / f"iter{it}"
         done = it_dir / "done.json"
@@ -149,23 +154,23 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
         elif prompts_path.exists():
             prompts = read_jsonl(prompts_path)
         else:
-            model, tok = load_model(policy)
-            generator = make_generator(model, tok, grpo_cfg.batch_size)
             key = shard_key(policy=model_fingerprint(policy), n=cfg.samples, temperature=grpo_cfg.temperature,
                             max_tokens=grpo_cfg.max_tokens, seed=cfg.seed, iteration=it)
 
-            def produce(s: int, e: int, advance) -> list[dict]:
+            def produce(res, s: int, e: int, advance) -> list[dict]:
                 params = [SamplingParams(n=cfg.samples, temperature=grpo_cfg.temperature,
                                          max_tokens=grpo_cfg.max_tokens, seed=stable_seed("rest-grpo", cfg.seed, it, j))
                           for j in range(s, e)]
-                outs = rollout(generator, task, problems[s:e], params, indices=range(s, e), advance=advance)
+                outs = rollout(res.generator(policy, grpo_cfg.batch_size), res.task, problems[s:e], params,
+                               indices=range(s, e), advance=advance)
                 return [{"index": t.index, "sample": t.sample, "response": t.response, "reward": t.reward,
                          "correct": t.correct} for ts in outs for t in ts]
 
             recs = resumable_shards(len(problems), cfg.shard_problems,
                                     lambda s, e: it_dir / "samples" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
                                     desc=f"{method_dir.name} iter {it} sample", progress=progress,
-                                    per_item=cfg.samples)
+                                    per_item=cfg.samples, workers=workers)
+            workers.release()  # the sampler's weights, before training
             groups: list[list[dict]] = [[] for _ in problems]
             for r in recs:
                 groups[r["index"]].append(r)
@@ -176,7 +181,6 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
                 prompts, stats = assemble(groups, cfg, stable_seed(cfg.seed, it))
             write_json(it_dir / "assembly.json", stats)
             write_jsonl(prompts_path, prompts)  # last: the assembled prompts are trusted once here
-            del model, generator
         if not prompts:
             write_json(done, {"model": rel(method_dir, policy), "skipped": "no question passed the filter"})
             continue

@@ -59,7 +59,8 @@ def policy_examples(collected: list[dict], per_problem: int, min_value: float, e
 
 def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generator: Callable, load_value: Callable,
                   cfg, search_cfg, sft_cfg, value_cfg, method_dir: str | Path, base: str | Path,
-                  v0_records: Callable[[], list[dict]], depends: dict | None = None, progress: bool = True) -> Path:
+                  v0_records: Callable[[], list[dict]], depends: dict | None = None, progress: bool = True,
+                  workers=None) -> Path:
     """Run ReST-MCTS* (see the module doc) into ``method_dir``; returns the last iteration's directory
     (``policy/final`` and ``value/final`` in it, or as ``done.json`` names them).
 
@@ -67,13 +68,18 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
     ``iterations`` and ``max_tokens`` are ``cfg``'s); ``sft_cfg`` / ``value_cfg``: each iteration's
     policy and value training; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
     tokenizer, batch_size)``; ``load_value(path)``: a value model as a scorer; ``v0_records()``: D_V0
-    (called only when V0 is trained here).
+    (called only when V0 is trained here); ``workers`` (:mod:`searchrl.fanout`) make the MCTS* shards
+    (default: this process, with these loaders).
     """
     from ..models.value import ValueModel
     from ..search.mcts_star import collect
     from ..train.sft import train_sft
     from ..train.value import train_value
 
+    if workers is None:
+        from ..fanout import LocalWorkers, Resources
+
+        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs), load_value))
     method_dir = Path(method_dir)
     tree_cfg = dataclasses.replace(search_cfg, iterations=cfg.search_iterations, max_tokens=cfg.max_tokens,
                                    seed=cfg.seed)
@@ -112,22 +118,23 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
             policy, value, last = resolve(method_dir, rec["policy"]), resolve(method_dir, rec["value"]), it_dir
             value_data += read_jsonl(it_dir / "value-data.jsonl")
             continue
-        model, tok = load_model(policy)
-        generator = make_generator(model, tok, cfg.batch_size)
-        scorer = load_value(value)
         key = shard_key(policy=model_fingerprint(policy), value=model_fingerprint(value), iteration=it,
                         search=dataclasses.asdict(tree_cfg))
 
-        def produce(s: int, e: int, advance) -> list[dict]:
-            got = collect(generator, scorer, task, problems[s:e], tree_cfg, indices=range(s, e))
+        def produce(res, s: int, e: int, advance) -> list[dict]:
+            got = collect(res.generator(policy, cfg.batch_size), res.scorer(value), res.task, problems[s:e], tree_cfg,
+                          indices=range(s, e))
             advance(e - s)
             return got
 
         collected = resumable_shards(len(problems), cfg.shard_problems,
                                      lambda s, e: it_dir / "search" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
-                                     desc=f"{method_dir.name} iter {it} MCTS*", progress=progress)
-        generator = scorer = None  # freed before training (the closure above reads them)
-        examples = policy_examples(collected, cfg.per_problem, cfg.min_value, tok.eos_token_id)
+                                     desc=f"{method_dir.name} iter {it} MCTS*", progress=progress, workers=workers)
+        workers.release()  # the policy's and value model's weights, before training
+        model = tok = None
+        if any(c["correct"] for c in collected):  # the model SFT starts from (its tokenizer gives the EOS)
+            model, tok = load_model(Path(base) if cfg.from_base else policy)
+        examples = policy_examples(collected, cfg.per_problem, cfg.min_value, tok.eos_token_id if tok else None)
         targets = [t for c in collected for t in c["targets"]]
         stats = {"questions": len(problems), "solved": sum(bool(c["correct"]) for c in collected),
                  "correct_ends": sum(len(c["correct"]) for c in collected),
@@ -135,8 +142,6 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
                  "value_records": len(targets)}
         write_json(it_dir / "stats.json", stats)
         if examples:
-            start = Path(base) if cfg.from_base else policy
-            model, tok = load_model(start)
             train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(it_dir / "policy")),
                       progress=progress)
             policy = it_dir / "policy" / "final"
