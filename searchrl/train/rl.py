@@ -42,8 +42,9 @@ trained: the critic is a :class:`~searchrl.models.value.ValueModel` with the sca
 values are a sigmoid.
 
 Several processes (``accelerate launch``): every process samples the whole batch (the same
-samples: seeds are per prompt) and takes its share of the micro-batches; splitting the sampling
-across processes belongs to the scale-out work.
+samples: seeds are per prompt) and takes every P-th micro-batch; the gradient is the sum over all
+of them (DDP's mean times P) and the logged loss terms are summed over the processes, so two
+processes train and log what one does (``tests/test_multiprocess.py``, within 1e-5).
 
 Files: ``output_dir/checkpoints/step-N`` at iteration boundaries (every ``save_every``
 iterations), ``metrics.jsonl`` (one line per iteration), and ``final/``: the policy (an HF
@@ -450,10 +451,15 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                         acc["tokens"] += float(m.sum()) * w
                         return loss if w == 1.0 else loss * w
 
-                    gnorms.append(run.step(micro, loss_fn, normaliser=P))
+                    gnorms.append(run.step(micro, loss_fn, normaliser=1.0))  # terms are already means over the minibatch
                     step += 1
             if gnorms:
                 generator.update_weights()  # the next rollouts sample the new weights
+            if P > 1:  # each process summed its own micro-batches' terms: the metrics are of all of them
+                keys = sorted(acc)
+                tot = accelerator.reduce(torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=device),
+                                         "sum")
+                acc = dict(zip(keys, tot.tolist()))
             t_train = time.perf_counter() - t2
 
             # ---- metrics, checkpoint
