@@ -186,7 +186,8 @@ def trajectory_settings(train_cfg: Any) -> dict:
     """The settings of a trainer config that change what it trains (its ``trajectory_fields``,
     plus the precision): what a stage that trains depends on."""
     keys = tuple(getattr(train_cfg, "trajectory_fields", ())) + ("mixed_precision",)
-    return {k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}
+    lora = train_cfg.lora_settings() if hasattr(train_cfg, "lora_settings") else {}
+    return {**{k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}, **lora}
 
 
 def lookup(d: Any, dotted: str) -> Any:

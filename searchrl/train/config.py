@@ -65,6 +65,16 @@ class TrainConfig(OptimConfig):
     report_to: str = field(default="", metadata={
         "help": "also send metrics to these accelerate trackers: '' (none), 'tensorboard', 'wandb', or "
                 "both comma-separated; their files go under output_dir (choice)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the transformer's activations in the backward pass instead of keeping them: "
+                "less memory, about a third more compute, the same gradients (bool)"})
+    lora_rank: int = field(default=0, metadata={
+        "help": "train LoRA adapters of this rank (pip install 'searchrl[lora]') instead of every weight of the "
+                "transformer; 0 = full fine-tuning. Value heads still train fully; the final model is merged (rank)"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling: updates are scaled by alpha / rank"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (probability)"})
+    lora_targets: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={
+        "help": "comma-separated names of the linear layers that get adapters (module names)"})
 
     trajectory_fields: ClassVar[tuple[str, ...]] = OptimConfig.trajectory_fields + ("seed",)
     # what a checkpoint written before a trajectory field existed implicitly used
@@ -78,7 +88,16 @@ class TrainConfig(OptimConfig):
             raise ValueError("keep_last must be >= 1")
         if self.log_every < 1:
             raise ValueError("log_every must be >= 1")
+        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets.strip()):
+            raise ValueError(f"lora_rank must be >= 0 (with lora_targets), got {self.lora_rank}")
         tracker_names(self.report_to)  # validates
+
+    def lora_settings(self) -> dict:
+        """What LoRA changes in the trajectory ({} for full fine-tuning, so older records still agree)."""
+        if not self.lora_rank:
+            return {}
+        return {"lora": {"rank": self.lora_rank, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                         "targets": sorted(t.strip() for t in self.lora_targets.split(",") if t.strip())}}
 
 
 def tracker_names(report_to: str) -> list[str]:

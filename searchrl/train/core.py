@@ -90,7 +90,17 @@ Multi-process: only the main process writes files, except that every process wri
 its own RNG state into the checkpoint. A launch that accelerate does not recognise as
 distributed (``torchrun`` on CPU without ``ACCELERATE_USE_CPU=true``) is refused: every
 process would believe it is the main one and they would overwrite each other's files.
-FSDP/DeepSpeed sharding is not handled.
+FSDP/DeepSpeed sharding is not handled (the checkpoints and the final model assume every
+process holds the whole model); for models that do not fit one GPU in bf16 with
+``gradient_checkpointing``, train LoRA adapters (``lora_rank``) under DDP.
+
+* **Memory settings.** ``gradient_checkpointing`` recomputes the transformer's activations in
+  the backward pass (same gradients, tested). ``lora_rank > 0`` injects peft LoRA adapters into
+  the ``lora_targets`` linear layers of every transformers model inside the trained module
+  (:func:`add_lora`), freezes those models' own weights (a value head still trains), keeps
+  the adapters in the checkpoints (resumed exactly), and merges them into the weights when
+  training ends (:func:`merge_lora`): ``final/`` is a plain model any loader reads, and the
+  caller's model is plain again, with the trained weights.
 """
 
 from __future__ import annotations
@@ -198,6 +208,71 @@ def optimizer_parts(model: torch.nn.Module, cfg: OptimConfig) -> list[tuple[str,
     if own is not None:
         return [(name, [p for p in ps if p.requires_grad], lr) for name, ps, lr in own(cfg)]
     return [("model", [p for p in model.parameters() if p.requires_grad], cfg.lr)]
+
+
+def _transformers_in(model: torch.nn.Module) -> list:
+    """The outermost transformers models inside ``model`` (itself, or an actor's and a critic's backbones)."""
+    from transformers import PreTrainedModel
+
+    found, inside = [], set()
+    for name, m in model.named_modules():
+        if isinstance(m, PreTrainedModel) and not any(name.startswith(p) for p in inside):
+            found.append(m)
+            inside.add(name + "." if name else "")
+    return found
+
+
+def set_checkpointing(model, on: bool) -> None:
+    """Activation (gradient) checkpointing of a transformers model on or off (non-reentrant; the
+    method's name changed in transformers 5)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def add_lora(model: torch.nn.Module, cfg) -> None:
+    """LoRA adapters (rank ``cfg.lora_rank``, peft) on the ``cfg.lora_targets`` layers of every transformers
+    model inside ``model``, in place: those models' own weights are frozen, the adapters train, and weights
+    outside them (a value model's head) train as before."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ImportError("lora_rank > 0 trains LoRA adapters with peft: pip install 'searchrl[lora]'") from None
+    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    backbone = {id(p) for m in _transformers_in(model) for p in m.parameters()}
+    before = {id(p): p.requires_grad for p in model.parameters()}
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets)
+    names = {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ValueError(f"lora_targets={cfg.lora_targets!r}: no linear layer named {missing} in the model "
+                         f"(its linear layers: {sorted(names)})")
+    inject_adapter_in_model(lora, model)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.requires_grad_(True)
+        elif id(p) in backbone:
+            p.requires_grad_(False)
+        else:
+            p.requires_grad_(before.get(id(p), True))
+
+
+def merge_lora(model: torch.nn.Module) -> None:
+    """Fold every LoRA adapter into its base layer and put the plain layer back (in place)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, m in list(model.named_modules()):
+        if isinstance(m, LoraLayer):
+            m.merge()
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, m.get_base_layer())
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
@@ -632,13 +707,16 @@ class TrainRun:
         self.main = accelerator.is_main_process
         self.trajectory = _jsonable({**{k: getattr(cfg, k) for k in cfg.trajectory_fields},
                                      "mixed_precision": accelerator.mixed_precision,
-                                     "num_processes": accelerator.num_processes, **(trajectory or {})})
+                                     "num_processes": accelerator.num_processes,
+                                     "lora": (cfg.lora_settings() if hasattr(cfg, "lora_settings") else {}).get(
+                                         "lora", {}),
+                                     **(trajectory or {})})
         self.checkpoints = Checkpointer(self.out, accelerator, cfg.keep_last)
         self.checkpoint = self.checkpoints.latest()  # resumed from, or None
         self.state: dict = {}  # trainer_state.json of that checkpoint
         if self.checkpoint is not None:
             self.state = Checkpointer.read_state(self.checkpoint, self.trajectory,
-                                                 getattr(cfg, "trajectory_defaults", None))
+                                                 {"lora": {}, **(getattr(cfg, "trajectory_defaults", None) or {})})
         self.start_step: int = self.state.get("step", 0)
         self.optimizer = self.scheduler = self.unwrapped = self.metrics = None
         self.clock = Stopwatch(self.state.get("train_time_s", 0.0))  # restarted when entering
@@ -656,7 +734,15 @@ class TrainRun:
         self._was_training = model.training
         # accelerate's bf16 autocast wraps model.forward in place; remember it to restore exactly
         self._had_forward, self._saved_forward = "forward" in model.__dict__, model.__dict__.get("forward")
+        self._requires_grad = [p.requires_grad for p in model.parameters()]
+        self._lora = False
         try:
+            if getattr(self.cfg, "gradient_checkpointing", False):
+                for m in _transformers_in(model):
+                    set_checkpointing(m, True)
+            if getattr(self.cfg, "lora_rank", 0):
+                add_lora(model, self.cfg)
+                self._lora = True
             model.to(acc.device)
             optimizer, self.scheduler = build_optimizer(model, self.cfg, self.total_steps)
             if ckpt is not None:
@@ -689,6 +775,14 @@ class TrainRun:
 
     def _restore(self) -> None:
         model = self.base_model
+        if self._lora:  # the caller gets a plain model back, with the adapters' updates in its weights
+            merge_lora(model)
+            self._lora = False
+        if getattr(self.cfg, "gradient_checkpointing", False):
+            for m in _transformers_in(model):
+                set_checkpointing(m, False)
+        for p, flag in zip(model.parameters(), getattr(self, "_requires_grad", [])):
+            p.requires_grad_(flag)
         model.__dict__.pop("_original_forward", None)
         if self._had_forward:
             model.forward = self._saved_forward
@@ -748,5 +842,9 @@ class TrainRun:
                     disable=not (self.main and enabled))
 
     def finish(self, summary: dict, started: float | None = None) -> dict:
-        """Write the final model with ``summary`` (see :func:`write_final`); call after the loop."""
+        """Write the final model with ``summary`` (see :func:`write_final`); call after the loop.
+        LoRA adapters are merged into the weights first, so ``final/`` is a plain model."""
+        if self._lora:
+            merge_lora(self.base_model)
+            self._lora = False
         return write_final(self.accelerator, self.unwrapped, self.tokenizer, self.out, summary, started)
