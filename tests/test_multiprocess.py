@@ -94,3 +94,19 @@ def test_two_process_rl_equals_one_process(tmp_path, method):
                        seed=0)[0].state_dict()
     a = load_file(one / "final" / "model.safetensors")
     assert max(float((a[k] - init[k]).abs().max()) for k in a if k in init) > 1e-4  # it trained
+
+
+def test_the_sft_command_under_torchrun_equals_one_process(tmp_path):
+    """What a user types: ``torchrun --nproc_per_node 2 -m searchrl.cli sft ...`` against the same
+    command in one process with twice the accumulation."""
+    from safetensors.torch import load_file
+
+    preset = Path(__file__).resolve().parents[1] / "searchrl" / "presets" / "demo-smoke.yaml"
+    common = ["--config", str(preset), "--quiet", "sft.max_steps=4", "sft.save_every=0", f"data_dir={tmp_path / 'data'}"]
+    subprocess.run([sys.executable, "-m", "searchrl.cli", "data", "--config", str(preset), "--quiet", "--out",
+                    str(tmp_path / "data")], check=True, env=ENV, timeout=300)
+    subprocess.run([sys.executable, "-m", "searchrl.cli", "sft", "--run-dir", str(tmp_path / "one"), *common,
+                    "sft.grad_accum=2"], check=True, env=ENV, timeout=300)
+    _torchrun("-m", "searchrl.cli", "sft", "--run-dir", tmp_path / "two", *common)
+    a, b = (load_file(tmp_path / d / "sft" / "final" / "model.safetensors") for d in ("one", "two"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

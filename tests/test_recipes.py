@@ -64,3 +64,14 @@ def test_recipe_builds_its_run_with_a_tiny_model(recipe, tiny, tmp_path):
         assert run.task.problems(cfg.eval.splits[0])
     model, tok = run.load()
     assert model.config.vocab_size >= len(tok) and tok.chat_template
+
+
+def test_the_shipped_accelerate_configs_are_ones_accelerate_reads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+    configs = sorted(root.glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config_from_file(str(path))
+        assert str(cfg.distributed_type) == "DistributedType.MULTI_GPU" and cfg.mixed_precision == "bf16", path

@@ -187,6 +187,11 @@ def make_accelerator(cfg: TrainConfig, accelerator=None):
     if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
         raise ValueError(f"pass an Accelerator with gradient_accumulation_steps=1 and set "
                          f"{type(cfg).__name__}.grad_accum instead (its backward would divide the loss a second time)")
+    kind = str(getattr(accelerator, "distributed_type", ""))
+    if any(k in kind for k in ("FSDP", "DEEPSPEED", "MEGATRON")):
+        raise ValueError(f"{kind}: sharded training is not supported (checkpoints and the final model assume every "
+                         "process holds the whole model); use DDP (configs/accelerate/ddp.yaml), with "
+                         "gradient_checkpointing and lora_rank for models that do not fit")
     if accelerator.mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed precision {accelerator.mixed_precision!r} is not supported (use 'bf16' or 'no')")
     return accelerator
