@@ -307,7 +307,8 @@ def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: 
     stage.begin()
     records = read_value_data(data, kind)
     model, tok = run.load(path)
-    vm = ValueModel.from_policy(model, kind, cfg.dropout)
+    # the head's initial weights from the seed, not from whatever this process drew before (sampling, searches)
+    vm = ValueModel.from_policy(model, kind, cfg.dropout, seed=stable_seed("value-head", kind, cfg.seed))
     logger.info("training a %s value model from %s on %d records in %s", kind, path, len(records), out)
     summary = train_value(vm, tok, records, cfg, progress=run.progress)
     stage.finish(data=[rel(run.dir, d) for d in data], policy=rel(run.dir, path), records=len(records),

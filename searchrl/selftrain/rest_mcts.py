@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rundir import Stage, model_fingerprint, problems_digest, rel, resolve, shard_key
+from ..seeding import stable_seed
 
 
 def policy_examples(collected: list[dict], per_problem: int, min_value: float, eos: int | None) -> list[dict]:
@@ -95,7 +96,8 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
 
     def train_value_model(records: list[dict], out: Path) -> Path:
         model, tok = load_model(base)
-        vm = ValueModel.from_policy(model, "scalar", value_cfg.dropout)
+        vm = ValueModel.from_policy(model, "scalar", value_cfg.dropout,
+                                    seed=stable_seed("value-head", "scalar", value_cfg.seed))
         train_value(vm, tok, records, dataclasses.replace(value_cfg, kind="scalar", output_dir=str(out)),
                     progress=progress)
         return out / "final"
