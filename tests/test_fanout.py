@@ -127,7 +127,7 @@ def test_two_ray_workers_write_the_shards_one_process_writes(ray_cluster, tmp_pa
     base = local.base_model()
     value = tmp_path / "value"  # an untrained head: the searches' mechanics, not their quality
     policy, _ = local.load(base)
-    ValueModel.from_policy(policy, "scalar").save_pretrained(value)
+    ValueModel.from_policy(policy, "scalar", seed=0).save_pretrained(value)
     local = make_run(tmp_path / "local", value, 0)
     remote = make_run(tmp_path / "ray", value, 2)
     st = SelfTrainConfig(iterations=1, guidance_rounds=1, n_problems=5, shard_problems=2, max_tokens=96,
