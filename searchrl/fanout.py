@@ -105,6 +105,13 @@ class LocalWorkers:
         self.release()
 
 
+def local_workers(task: Any, load_model: Callable, make_generator: Callable,
+                  load_scorer: Callable | None = None) -> LocalWorkers:
+    """Workers in this process over a trainer's loaders: ``load_model(path) -> (model, tokenizer)``,
+    ``make_generator(model, tokenizer, batch_size)``, ``load_scorer(path)``."""
+    return LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs), load_scorer))
+
+
 def as_workers(source: Any, task: Any = None) -> LocalWorkers | RayWorkers:
     """``source`` if it is already workers, else local workers over the generator ``source``."""
     if isinstance(source, (LocalWorkers, RayWorkers)):

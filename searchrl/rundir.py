@@ -187,7 +187,7 @@ def trajectory_settings(train_cfg: Any) -> dict:
     plus the precision): what a stage that trains depends on."""
     keys = tuple(getattr(train_cfg, "trajectory_fields", ())) + ("mixed_precision",)
     lora = train_cfg.lora_settings() if hasattr(train_cfg, "lora_settings") else {}
-    return {**{k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}, **lora}
+    return {**{k: getattr(train_cfg, k) for k in keys if hasattr(train_cfg, k)}, **({"lora": lora} if lora else {})}
 
 
 def lookup(d: Any, dotted: str) -> Any:

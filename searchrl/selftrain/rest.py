@@ -143,9 +143,9 @@ def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.Path
         raise ValueError(f"task {name!r} has no {'reference' if cfg.turns > 1 else 'guide'}(); use "
                          f"guidance_rounds=0 (ReST)")
     if workers is None:
-        from ..fanout import LocalWorkers, Resources
+        from ..fanout import local_workers
 
-        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs)))
+        workers = local_workers(task, load_model, make_generator)
     method_dir = Path(method_dir)
     base_model = Path(base_model)
     root = Path(run_root) if run_root is not None else method_dir.parent

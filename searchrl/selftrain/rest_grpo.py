@@ -139,9 +139,9 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
         return resolve(method_dir, stage.record()["model"])
     stage.begin()
     if workers is None:
-        from ..fanout import LocalWorkers, Resources
+        from ..fanout import local_workers
 
-        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs)))
+        workers = local_workers(task, load_model, make_generator)
     for it in range(1, cfg.iterations + 1):
         it_dir = method_dir / f"iter{it}"
         done = it_dir / "done.json"

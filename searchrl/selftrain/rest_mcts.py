@@ -78,9 +78,9 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
     from ..train.value import train_value
 
     if workers is None:
-        from ..fanout import LocalWorkers, Resources
+        from ..fanout import local_workers
 
-        workers = LocalWorkers(Resources(task, lambda path, bs: make_generator(*load_model(path), bs), load_value))
+        workers = local_workers(task, load_model, make_generator, load_value)
     method_dir = Path(method_dir)
     tree_cfg = dataclasses.replace(search_cfg, iterations=cfg.search_iterations, max_tokens=cfg.max_tokens,
                                    seed=cfg.seed)

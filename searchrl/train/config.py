@@ -92,12 +92,15 @@ class TrainConfig(OptimConfig):
             raise ValueError(f"lora_rank must be >= 0 (with lora_targets), got {self.lora_rank}")
         tracker_names(self.report_to)  # validates
 
+    def lora_target_names(self) -> list[str]:
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
     def lora_settings(self) -> dict:
         """What LoRA changes in the trajectory ({} for full fine-tuning, so older records still agree)."""
         if not self.lora_rank:
             return {}
-        return {"lora": {"rank": self.lora_rank, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
-                         "targets": sorted(t.strip() for t in self.lora_targets.split(",") if t.strip())}}
+        return {"rank": self.lora_rank, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "targets": sorted(self.lora_target_names())}
 
 
 def tracker_names(report_to: str) -> list[str]:

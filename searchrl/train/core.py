@@ -249,7 +249,7 @@ def add_lora(model: torch.nn.Module, cfg) -> None:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise ImportError("lora_rank > 0 trains LoRA adapters with peft: pip install 'searchrl[lora]'") from None
-    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    targets = cfg.lora_target_names()
     backbone = {id(p) for m in _transformers_in(model) for p in m.parameters()}
     before = {id(p): p.requires_grad for p in model.parameters()}
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -713,8 +713,7 @@ class TrainRun:
         self.trajectory = _jsonable({**{k: getattr(cfg, k) for k in cfg.trajectory_fields},
                                      "mixed_precision": accelerator.mixed_precision,
                                      "num_processes": accelerator.num_processes,
-                                     "lora": (cfg.lora_settings() if hasattr(cfg, "lora_settings") else {}).get(
-                                         "lora", {}),
+                                     "lora": cfg.lora_settings() if hasattr(cfg, "lora_settings") else {},
                                      **(trajectory or {})})
         self.checkpoints = Checkpointer(self.out, accelerator, cfg.keep_last)
         self.checkpoint = self.checkpoints.latest()  # resumed from, or None
@@ -780,9 +779,7 @@ class TrainRun:
 
     def _restore(self) -> None:
         model = self.base_model
-        if self._lora:  # the caller gets a plain model back, with the adapters' updates in its weights
-            merge_lora(model)
-            self._lora = False
+        self._merge_lora()  # the caller gets a plain model back, with the adapters' updates in its weights
         if getattr(self.cfg, "gradient_checkpointing", False):
             for m in _transformers_in(model):
                 set_checkpointing(m, False)
@@ -846,10 +843,13 @@ class TrainRun:
         return tqdm(total=self.total_steps, initial=self.start_step, desc=desc, unit="step", dynamic_ncols=True,
                     disable=not (self.main and enabled))
 
-    def finish(self, summary: dict, started: float | None = None) -> dict:
-        """Write the final model with ``summary`` (see :func:`write_final`); call after the loop.
-        LoRA adapters are merged into the weights first, so ``final/`` is a plain model."""
+    def _merge_lora(self) -> None:
         if self._lora:
             merge_lora(self.base_model)
             self._lora = False
+
+    def finish(self, summary: dict, started: float | None = None) -> dict:
+        """Write the final model with ``summary`` (see :func:`write_final`); call after the loop.
+        LoRA adapters are merged into the weights first, so ``final/`` is a plain model."""
+        self._merge_lora()
         return write_final(self.accelerator, self.unwrapped, self.tokenizer, self.out, summary, started)
