@@ -84,3 +84,19 @@ def test_lora_with_no_matching_layer_is_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="lora_targets"):
         train_sft(tiny_model(len(tokenizer)), tokenizer, reverse_examples(4),
                   cfg_for(tmp_path, max_steps=2, lora_rank=2, lora_targets="nonexistent_proj"))
+
+
+def test_fsdp_refusals_name_the_reason(tmp_path, tokenizer):
+    """Sharding (tested over 2 processes in test_multiprocess.py) is refused where it cannot work, saying why."""
+    from searchrl.train.config import RLConfig
+
+    model = tiny_model(len(tokenizer))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="torchrun"):  # one process: nothing to shard over
+        train_sft(model, tokenizer, reverse_examples(4), cfg_for(tmp_path, max_steps=2, fsdp=True))
+    assert type(model).__name__ == "LlamaForCausalLM" and all(torch.equal(v, before[k])
+                                                               for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="lora_rank"):
+        cfg_for(tmp_path, fsdp=True, lora_rank=4)
+    with pytest.raises(ValueError, match="sample from the policy inside the training loop"):
+        RLConfig(output_dir=str(tmp_path), fsdp=True)

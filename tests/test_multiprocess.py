@@ -1,7 +1,7 @@
 """Data-parallel training through accelerate on this CPU: 2 processes (torchrun, gloo) give the
 single-process result, the same optimizer steps on the same budgets, within float tolerance:
 SFT, and on-policy RL (operation-level PPO with its critic, GRPO), whose processes sample the same
-batch and share its micro-batches."""
+batch and share its micro-batches; and sharded (``fsdp=true``) SFT and value training, resumed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_sft.py"
 RL_SCRIPT = Path(__file__).parent / "scripts" / "ddp_rl.py"
+OFFLINE_SCRIPT = Path(__file__).parent / "scripts" / "ddp_offline.py"
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -110,3 +111,58 @@ def test_the_sft_command_under_torchrun_equals_one_process(tmp_path):
     _torchrun("-m", "searchrl.cli", "sft", "--run-dir", tmp_path / "two", *common)
     a, b = (load_file(tmp_path / d / "sft" / "final" / "model.safetensors") for d in ("one", "two"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def _max_diff(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    x, y = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
+    assert x.keys() == y.keys()
+    return max(float((x[k] - y[k]).abs().max()) for k in x)
+
+
+def test_fsdp_sft_crashes_resumes_and_equals_one_process(tmp_path):
+    """``fsdp=true`` over 2 processes (each holds half of every weight: the script checks), killed after
+    step 3 and rerun: it resumes from the step-2 checkpoint (whole weights and optimizer state, re-sharded)
+    and ends where one unsharded process does; the caller's model is plain again (script)."""
+    import json
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(SCRIPT), str(one)], check=True, env=ENV, timeout=300)
+    with pytest.raises(subprocess.CalledProcessError):
+        _torchrun(SCRIPT, two, "fsdp", "crash-after-3")
+    assert [p.name for p in (two / "checkpoints").iterdir()] == ["step-2"] and not (two / "final").exists()
+    _torchrun(SCRIPT, two, "fsdp")
+    state = json.loads((two / "final" / "train_state.json").read_text())
+    assert state["resumed_from_step"] == 2 and state["num_processes"] == 2
+    assert _max_diff(one, two) < 1e-5  # the same tolerance as DDP: float32 sums in another order
+
+
+def test_fsdp_bf16_sft_runs_and_tracks_fp32(tmp_path):
+    """bf16 under FSDP (weights gathered in bf16, gradients reduced in fp32): losses within bf16 rounding of
+    the fp32 single-process run's; the files keep fp32 weights."""
+    import json
+
+    from safetensors.torch import load_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(SCRIPT), str(one)], check=True, env=ENV, timeout=300)
+    _torchrun(SCRIPT, two, "fsdp", "bf16")
+    losses = [[json.loads(x)["losses/sft"] for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, two)]
+    assert len(losses[1]) == 4 and losses[1] == pytest.approx(losses[0], rel=2e-3)
+    assert losses[1] != losses[0]  # bf16 did change the arithmetic
+    assert {v.dtype for v in load_file(two / "final" / "model.safetensors").values()} == {__import__("torch").float32}
+
+
+@pytest.mark.parametrize("kind", ["value", "dpo"])
+def test_fsdp_value_model_and_dpo_equal_one_process(tmp_path, kind):
+    """A value model (transformer backbone + 3-class head) and DPO (reference = the initial policy) trained
+    sharded over 2 processes equal one unsharded process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(OFFLINE_SCRIPT), kind, str(one)], check=True, env=ENV, timeout=300)
+    _torchrun(OFFLINE_SCRIPT, kind, two, "fsdp")
+    assert _max_diff(one, two) < 1e-5
+    if kind == "value":
+        from searchrl.models.value import ValueModel
+
+        assert ValueModel.from_pretrained(two / "final").kind == "3class"

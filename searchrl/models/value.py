@@ -85,7 +85,9 @@ class ValueModel(nn.Module):
             torch.manual_seed(seed)
             return cls(backbone, kind, dropout)
 
-    def save_pretrained(self, directory: str | os.PathLike, **_) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None, **_) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (``state_dict``: these weights instead of the
+        module's own, e.g. a sharded model's gathered ones)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -93,7 +95,8 @@ class ValueModel(nn.Module):
         config = self.config.to_dict()
         config[CONFIG_KEY] = {"kind": self.kind, "dropout": self.dropout}
         (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu()
+                 for k, v in (self.state_dict() if state_dict is None else state_dict).items()}
         save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
     @classmethod

@@ -75,6 +75,9 @@ class TrainConfig(OptimConfig):
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (probability)"})
     lora_targets: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={
         "help": "comma-separated names of the linear layers that get adapters (module names)"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "shard weights, gradients and optimizer state over the processes (torch FSDP2) instead of a "
+                "whole copy on each (DDP); needs several processes; files are the same (bool)"})
 
     trajectory_fields: ClassVar[tuple[str, ...]] = OptimConfig.trajectory_fields + ("seed",)
     # what a checkpoint written before a trajectory field existed implicitly used
@@ -90,6 +93,9 @@ class TrainConfig(OptimConfig):
             raise ValueError("log_every must be >= 1")
         if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets.strip()):
             raise ValueError(f"lora_rank must be >= 0 (with lora_targets), got {self.lora_rank}")
+        if self.fsdp and self.lora_rank:
+            raise ValueError("fsdp=true with lora_rank > 0 is not supported: train LoRA adapters under DDP "
+                             "(fsdp=false), where the frozen weights are small next to full fine-tuning's state")
         tracker_names(self.report_to)  # validates
 
     def lora_target_names(self) -> list[str]:
@@ -348,6 +354,10 @@ class RLConfig(TrainConfig):
                               ("loss_agg", LOSS_AGGREGATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.fsdp:
+            raise ValueError("fsdp=true is not supported by the RL trainers: they sample from the policy inside the "
+                             "training loop, a different number of forward passes on each process, while FSDP "
+                             "needs every process in lockstep; use DDP with gradient_checkpointing or lora_rank")
         for name in ("iterations", "prompts_per_step", "samples_per_prompt", "max_tokens", "batch_size",
                      "minibatch_size", "ppo_epochs", "tokens_per_batch", "max_sample_rounds"):
             if getattr(self, name) < 1:

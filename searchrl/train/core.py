@@ -90,9 +90,10 @@ Multi-process: only the main process writes files, except that every process wri
 its own RNG state into the checkpoint. A launch that accelerate does not recognise as
 distributed (``torchrun`` on CPU without ``ACCELERATE_USE_CPU=true``) is refused: every
 process would believe it is the main one and they would overwrite each other's files.
-FSDP/DeepSpeed sharding is not handled (the checkpoints and the final model assume every
-process holds the whole model); for models that do not fit one GPU in bf16 with
-``gradient_checkpointing``, train LoRA adapters (``lora_rank``) under DDP.
+``fsdp=true`` shards weights, gradients and optimizer state over the processes with torch's
+FSDP2 (:mod:`searchrl.train.fsdp`) for SFT, value and DPO training; files stay the same
+(whole weights, gathered). accelerate's own FSDP/DeepSpeed plugins are refused. For models
+too large for one GPU in the RL trainers, train LoRA adapters (``lora_rank``) under DDP.
 
 * **Memory settings.** ``gradient_checkpointing`` recomputes the transformer's activations in
   the backward pass (same gradients, tested). ``lora_rank > 0`` injects peft LoRA adapters into
@@ -122,6 +123,7 @@ import numpy as np
 import torch
 
 from searchrl.data import InputError, append_jsonl, atomic_write, read_json, read_jsonl_log, write_json, write_jsonl
+from searchrl.train import fsdp
 from searchrl.train.config import TRACKERS, OptimConfig, TrainConfig, tracker_names  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -189,9 +191,9 @@ def make_accelerator(cfg: TrainConfig, accelerator=None):
                          f"{type(cfg).__name__}.grad_accum instead (its backward would divide the loss a second time)")
     kind = str(getattr(accelerator, "distributed_type", ""))
     if any(k in kind for k in ("FSDP", "DEEPSPEED", "MEGATRON")):
-        raise ValueError(f"{kind}: sharded training is not supported (checkpoints and the final model assume every "
-                         "process holds the whole model); use DDP (configs/accelerate/ddp.yaml), with "
-                         "gradient_checkpointing and lora_rank for models that do not fit")
+        raise ValueError(f"{kind}: accelerate's sharding plugins are not used; launch as DDP "
+                         "(configs/accelerate/ddp.yaml) and set the trainer's fsdp=true, which shards with torch "
+                         "FSDP2 and keeps our checkpoint files")
     if accelerator.mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed precision {accelerator.mixed_precision!r} is not supported (use 'bf16' or 'no')")
     return accelerator
@@ -336,22 +338,43 @@ def accumulation_step(accelerator, model, optimizer, scheduler, micro_batches: S
         raise ValueError("an optimizer step needs at least one micro-batch")
     if not normaliser > 0:
         raise ValueError(f"normaliser must be > 0, got {normaliser}")
-    scale = accelerator.num_processes / normaliser  # DDP averages gradients over the processes
+    scale = accelerator.num_processes / normaliser  # DDP and FSDP average gradients over the processes
     last = len(micro_batches) - 1
     for j, micro_batch in enumerate(micro_batches):
-        # gradients are all-reduced once per step, on its last micro-batch
-        with contextlib.nullcontext() if j == last else accelerator.no_sync(model):
+        # gradients are all-reduced (FSDP: reduce-scattered) once per step, on its last micro-batch
+        with contextlib.nullcontext() if j == last else _no_sync(accelerator, model):
             accelerator.backward(loss_fn(micro_batch) * scale)
     if clip_groups:
-        norms = [accelerator.clip_grad_norm_(list(g), max_norm) for g in clip_groups]
-        gnorm = torch.stack([n.detach().float() if torch.is_tensor(n) else torch.tensor(float(n or 0.0))
-                             for n in norms])
+        norms = [_plain(accelerator.clip_grad_norm_(list(g), max_norm)) for g in clip_groups]
+        gnorm = torch.stack([n.detach().float() for n in norms])
     else:
-        gnorm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        gnorm = _plain(accelerator.clip_grad_norm_(model.parameters(), max_norm))
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return gnorm.detach().float() if torch.is_tensor(gnorm) else torch.tensor(float(gnorm or 0.0))
+    return gnorm.detach().float()
+
+
+@contextlib.contextmanager
+def _no_sync(accelerator, model):
+    from searchrl.train.fsdp import is_sharded, set_gradient_sync
+
+    if not is_sharded(model):
+        with accelerator.no_sync(model):
+            yield
+        return
+    set_gradient_sync(model, False)
+    try:
+        yield
+    finally:
+        set_gradient_sync(model, True)
+
+
+def _plain(norm) -> torch.Tensor:
+    """A gradient norm as a plain tensor (FSDP's is a replicated DTensor; accelerate may give a float or None)."""
+    if not torch.is_tensor(norm):
+        return torch.tensor(float(norm or 0.0))
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 # -----------------------------------------------------------------------------
@@ -435,8 +458,11 @@ def load_weights(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     model.load_state_dict(loaded.state_dict())
 
 
-def _save_model(directory: Path, model, tokenizer) -> None:
-    model.save_pretrained(directory)
+def _save_model(directory: Path, model, tokenizer, state_dict: dict | None = None) -> None:
+    if state_dict is None:
+        model.save_pretrained(directory)
+    else:  # the gathered weights of a sharded model
+        model.save_pretrained(directory, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 
@@ -508,9 +534,13 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         _torch_save(_rng_state(), tmp / f"rng_state_{acc.process_index}.pt")
+        weights = optim_state = None
+        if fsdp.is_sharded(model):  # gathered whole on the main process: the files are those of DDP
+            weights = fsdp.full_state_dict(model)
+            optim_state = fsdp.full_optimizer_state(model, getattr(optimizer, "optimizer", optimizer))
         if acc.is_main_process:
-            _save_model(tmp, model, tokenizer)
-            _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+            _save_model(tmp, model, tokenizer, weights)
+            _torch_save(optimizer.state_dict() if optim_state is None else optim_state, tmp / "optimizer.pt")
             _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -521,10 +551,15 @@ class Checkpointer:
         acc.wait_for_everyone()
         return dest
 
-    def load(self, ckpt: Path, *, optimizer, scheduler) -> None:
-        """Restore optimizer, schedule and this process's RNG states (weights: :func:`load_weights`)."""
+    def load(self, ckpt: Path, *, optimizer, scheduler, model=None) -> None:
+        """Restore optimizer, schedule and this process's RNG states (weights: :func:`load_weights`).
+        A sharded ``model``'s optimizer takes its shards of the whole state in the file."""
         ckpt = Path(ckpt)
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        optim_state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+        if model is not None and fsdp.is_sharded(model):
+            fsdp.load_optimizer_state(model, getattr(optimizer, "optimizer", optimizer), optim_state)
+        else:
+            optimizer.load_state_dict(optim_state)
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
         rank = self.accelerator.process_index
         _set_rng_state(torch.load(ckpt / f"rng_state_{rank}.pt", map_location="cpu", weights_only=True))
@@ -714,6 +749,8 @@ class TrainRun:
                                      "mixed_precision": accelerator.mixed_precision,
                                      "num_processes": accelerator.num_processes,
                                      "lora": cfg.lora_settings() if hasattr(cfg, "lora_settings") else {},
+                                     # the optimizer file's layout differs (parameter names, not numbers)
+                                     **({"fsdp": True} if getattr(cfg, "fsdp", False) else {}),
                                      **(trajectory or {})})
         self.checkpoints = Checkpointer(self.out, accelerator, cfg.keep_last)
         self.checkpoint = self.checkpoints.latest()  # resumed from, or None
@@ -740,6 +777,7 @@ class TrainRun:
         self._had_forward, self._saved_forward = "forward" in model.__dict__, model.__dict__.get("forward")
         self._requires_grad = [p.requires_grad for p in model.parameters()]
         self._lora = False
+        self._unshard: dict | None = None  # how to make the model plain again, while it is sharded
         try:
             if getattr(self.cfg, "gradient_checkpointing", False):
                 for m in _transformers_in(model):
@@ -748,15 +786,21 @@ class TrainRun:
                 add_lora(model, self.cfg)
                 self._lora = True
             model.to(acc.device)
-            optimizer, self.scheduler = build_optimizer(model, self.cfg, self.total_steps)
             if ckpt is not None:
                 load_weights(model, ckpt)
             else:
                 set_seed(self.cfg.seed, device_specific=True)
-            # the scheduler is prepared only to register it with accelerate; we step the raw one
-            self.model, self.optimizer, _ = acc.prepare(model, optimizer, self.scheduler)
+            if getattr(self.cfg, "fsdp", False):
+                self._unshard = fsdp.shard_model(model, acc.device, acc.mixed_precision)
+                optimizer, self.scheduler = build_optimizer(model, self.cfg, self.total_steps)  # on the shards
+                self.optimizer, _ = acc.prepare(optimizer, self.scheduler)
+                self.model = model
+            else:
+                optimizer, self.scheduler = build_optimizer(model, self.cfg, self.total_steps)
+                # the scheduler is prepared only to register it with accelerate; we step the raw one
+                self.model, self.optimizer, _ = acc.prepare(model, optimizer, self.scheduler)
             if ckpt is not None:
-                self.checkpoints.load(ckpt, optimizer=self.optimizer, scheduler=self.scheduler)
+                self.checkpoints.load(ckpt, optimizer=self.optimizer, scheduler=self.scheduler, model=self.model)
                 if self.main:
                     logger.info("resuming %s from %s (step %d of %d)", self.name, ckpt, self.start_step,
                                 self.total_steps)
@@ -769,16 +813,20 @@ class TrainRun:
                 tracker_kwargs={"wandb": {"name": str(self.out), "dir": str(self.out)}})
             self.model.train()
         except BaseException:
-            self._restore()
+            self._restore(failed=True)
             raise
         self.clock = Stopwatch(self.state.get("train_time_s", 0.0))
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._restore()
+    def __exit__(self, exc_type, *_) -> None:
+        self._restore(failed=exc_type is not None)
 
-    def _restore(self) -> None:
+    def _restore(self, failed: bool = False) -> None:
         model = self.base_model
+        if self._unshard is not None and not failed:  # a failure on one process would leave the others waiting
+            fsdp.unshard_model(model, self._unshard)
+            self._unshard = None
+            self.model = self.unwrapped = model
         self._merge_lora()  # the caller gets a plain model back, with the adapters' updates in its weights
         if getattr(self.cfg, "gradient_checkpointing", False):
             for m in _transformers_in(model):
