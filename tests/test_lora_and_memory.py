@@ -98,5 +98,5 @@ def test_fsdp_refusals_name_the_reason(tmp_path, tokenizer):
                                                                for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="lora_rank"):
         cfg_for(tmp_path, fsdp=True, lora_rank=4)
-    with pytest.raises(ValueError, match="sample from the policy inside the training loop"):
-        RLConfig(output_dir=str(tmp_path), fsdp=True)
+    with pytest.raises(ValueError, match="lora_rank"):
+        RLConfig(output_dir=str(tmp_path), fsdp=True, lora_rank=4)

@@ -61,8 +61,10 @@ def _torchrun(*args):
                    check=True, env=ENV, timeout=300)
 
 
-@pytest.mark.parametrize("method", ["ppo", "grpo"])
-def test_two_process_rl_equals_one_process(tmp_path, method):
+@pytest.mark.parametrize("method,flags", [("ppo", ()), ("grpo", ()), ("ppo", ("fsdp",))],
+                         ids=["ppo", "grpo", "ppo-fsdp"])
+def test_two_process_rl_equals_one_process(tmp_path, method, flags):
+    """``ppo-fsdp``: the actor and its critic sharded, sampling from a whole copy refreshed after each update."""
     import json
 
     from safetensors.torch import load_file
@@ -74,7 +76,7 @@ def test_two_process_rl_equals_one_process(tmp_path, method):
                                   workers=1), data).prepare(progress=False)
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, str(RL_SCRIPT), str(data), str(one), method], check=True, env=ENV, timeout=300)
-    _torchrun(RL_SCRIPT, data, two, method)
+    _torchrun(RL_SCRIPT, data, two, method, *flags)
     parts = [""] + (["critic"] if method == "ppo" else [])
     for part in parts:
         a = load_file(one / "final" / part / "model.safetensors")

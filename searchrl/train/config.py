@@ -354,10 +354,6 @@ class RLConfig(TrainConfig):
                               ("loss_agg", LOSS_AGGREGATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.fsdp:
-            raise ValueError("fsdp=true is not supported by the RL trainers: they sample from the policy inside the "
-                             "training loop, a different number of forward passes on each process, while FSDP "
-                             "needs every process in lockstep; use DDP with gradient_checkpointing or lora_rank")
         for name in ("iterations", "prompts_per_step", "samples_per_prompt", "max_tokens", "batch_size",
                      "minibatch_size", "ppo_epochs", "tokens_per_batch", "max_sample_rounds"):
             if getattr(self, name) < 1:

@@ -19,9 +19,15 @@ Files stay what they are without sharding: checkpoints and ``final/`` hold the f
 and when training ends the caller's model is made plain again (:func:`unshard_model`),
 whole on every process with the trained weights, as a model trained under DDP is.
 
-Not supported: LoRA (``lora_rank``) and the on-policy RL trainers, which sample from the
-policy inside the loop (each process a different number of forward passes, while FSDP
-needs them in lockstep); both refuse ``fsdp`` with that reason.
+The on-policy RL trainers sample from a plain, whole copy of the policy on each process
+(:func:`copy_weights` after every update, as verl's hybrid engine hands weights to its
+rollout engine): sampling runs a different number of forward passes on each process, which
+a sharded model cannot (its processes gather weights in lockstep). The copy costs one more
+policy in memory, not its gradients or optimizer state. Every other forward pass (values,
+logprobs, the losses) is on the sharded model, the same rows or the same number of
+micro-batches on every process.
+
+Not supported: LoRA (``lora_rank``), refused with the reason.
 """
 
 from __future__ import annotations
@@ -32,13 +38,25 @@ import torch
 from torch import nn
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks inside ``model``: modules whose class a transformers model inside it
-    names in ``_no_split_modules`` (e.g. ``LlamaDecoderLayer``)."""
+def _units(model: nn.Module) -> list[nn.Module]:
+    """What is sharded as one unit, innermost first (``model`` itself comes last, not listed): every
+    transformer block (a class that a transformers model inside names in ``_no_split_modules``, e.g.
+    ``LlamaDecoderLayer``), every outermost transformers model, and, when ``model`` is a wrapper of
+    several (an actor with its critic), each of its parts, so that a trainer can call a part on its
+    own (the critic's values) and find that part's weights gathered."""
+    from transformers import PreTrainedModel
+
+    from searchrl.train.core import _transformers_in
+
     names: set[str] = set()
     for m in model.modules():
         names.update(getattr(m, "_no_split_modules", None) or ())
-    return [m for m in model.modules() if type(m).__name__ in names]
+    units = {id(m): m for m in model.modules() if type(m).__name__ in names}
+    units.update({id(m): m for m in _transformers_in(model) if m is not model})
+    if not isinstance(model, PreTrainedModel):
+        units.update({id(m): m for m in model.children() if any(True for _ in m.parameters())})
+    depth = {id(m): name.count(".") + 1 for name, m in model.named_modules() if name}
+    return sorted(units.values(), key=lambda m: -depth[id(m)])
 
 
 def shard_model(model: nn.Module, device: torch.device, mixed_precision: str) -> dict:
@@ -60,9 +78,12 @@ def shard_model(model: nn.Module, device: torch.device, mixed_precision: str) ->
     kw: dict[str, Any] = {"mesh": mesh}
     if mixed_precision == "bf16":
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in _blocks(model):
-        fully_shard(block, **kw)
+    for unit in _units(model):
+        fully_shard(unit, **kw)
     fully_shard(model, **kw)
+    # FSDP sets itself up on the root's first forward pass; a trainer may call a part first (the
+    # critic's values before any loss), so set it up now (a private hook: torch has no public one)
+    model._get_fsdp_state()._lazy_init()
     return undo
 
 
@@ -84,6 +105,19 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def copy_weights(model: nn.Module, part: nn.Module, dest: nn.Module) -> None:
+    """Copy the current weights of ``part`` (``model`` itself or a part of it) of a sharded ``model``
+    into ``dest``, a plain model of the same architecture (the RL trainers' sampling copy of the
+    policy). Call on every process (it gathers); each process's ``dest`` gets them whole."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, keep_submodule_prefixes=False)
+    state = get_model_state_dict(model, submodules=None if part is model else {part}, options=opts)
+    with torch.no_grad():
+        for name, t in dest.state_dict().items():
+            t.copy_(state[name])
 
 
 def full_optimizer_state(model: nn.Module, optimizer) -> dict:
@@ -157,5 +191,5 @@ def unshard_model(model: nn.Module, undo: dict) -> None:
                 del d[key]
 
 
-__all__ = ["shard_model", "unshard_model", "is_sharded", "set_gradient_sync", "full_state_dict",
+__all__ = ["shard_model", "unshard_model", "is_sharded", "set_gradient_sync", "full_state_dict", "copy_weights",
            "full_optimizer_state", "load_optimizer_state"]

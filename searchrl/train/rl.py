@@ -73,6 +73,7 @@ from ..rollout import rollout
 from ..seeding import stable_seed
 from .advantages import action_starts, get_adv_est, group_reward_std, newline_table, shift_values
 from .config import RLConfig
+from . import fsdp
 from .core import TrainRun, load_finished, load_weights, make_accelerator
 from .sft import cut_by_budget
 from .policy_losses import Actions, aggregate, clipped_value_loss, get_policy_loss, kl_k3, token_logprobs_and_entropy
@@ -103,9 +104,15 @@ class ActorCritic(nn.Module):
         return [("actor", list(self.policy.parameters()), cfg.lr),
                 ("critic", list(self.critic.parameters()), cfg.critic_lr)]
 
-    def save_pretrained(self, directory, **kw) -> None:
-        self.policy.save_pretrained(directory, **kw)
-        self.critic.save_pretrained(Path(directory) / CRITIC_DIR)
+    def save_pretrained(self, directory, state_dict: dict | None = None, **kw) -> None:
+        """The policy's HF directory with the critic's in ``critic/`` (``state_dict``: these weights,
+        keyed ``policy.*`` / ``critic.*``, instead of the modules' own: a sharded model's gathered ones)."""
+        parts = {"policy": None, "critic": None}
+        if state_dict is not None:
+            parts = {p: {k[len(p) + 1:]: v for k, v in state_dict.items() if k.startswith(p + ".")} for p in parts}
+        self.policy.save_pretrained(directory, **({"state_dict": parts["policy"]} if state_dict is not None else {}),
+                                    **kw)
+        self.critic.save_pretrained(Path(directory) / CRITIC_DIR, state_dict=parts["critic"])
 
     def load_searchrl_weights(self, directory) -> None:
         load_weights(self.policy, directory)
@@ -318,6 +325,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                                        [list(prefixes)]), default=str).encode()).hexdigest()
     run = TrainRun(model, cfg, accelerator, total_steps=total, tokenizer=tokenizer, name=cfg.adv_estimator,
                    trajectory={"problems_sha256": digest, "task": getattr(task, "name", str(task))})
+    sampling_copy = copy.deepcopy(policy).requires_grad_(False) if cfg.fsdp else None
     state = run.state
     it0 = state.get("iteration", 0)
     cursor = state.get("cursor", 0)
@@ -335,12 +343,17 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
         critic_m = unwrapped.critic if cfg.uses_critic else None
         if reference is not None:
             reference.to(device)
-        generator = make_generator(actor)
+        # sharded (fsdp): sample from a plain whole copy, refreshed after every update (train/fsdp.py)
+        sampling = actor
+        if sampling_copy is not None:
+            sampling = sampling_copy.to(device)
+            fsdp.copy_weights(ddp, actor, sampling)  # the weights it resumed from
+        generator = make_generator(sampling)
         step = run.start_step
         for it in range(it0, cfg.iterations):
             t0 = time.perf_counter()
             # ---- 1-2: rollouts
-            actor.eval()
+            sampling.eval()
             with torch.no_grad():
                 batch, cursor, sstats = collect_rollouts(generator, task, problems, stream, cursor, cfg, newline,
                                                          prefixes=prefixes)
@@ -368,7 +381,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                             v = shift_values(critic_m.to_values(critic_m(ids)), plen, T).cpu().numpy()
                             for i, r in enumerate(rows):
                                 old_values[r] = v[i, :len(batch.response_ids[r])]
-                        for frozen, dest in ((reference, ref_lp), (actor if cfg.recompute_old_logprobs else None,
+                        for frozen, dest in ((reference, ref_lp), (sampling if cfg.recompute_old_logprobs else None,
                                                                     batch.logprobs)):
                             if frozen is None:
                                 continue
@@ -454,6 +467,8 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
                     gnorms.append(run.step(micro, loss_fn, normaliser=1.0))  # terms are already means over the minibatch
                     step += 1
             if gnorms:
+                if sampling_copy is not None:
+                    fsdp.copy_weights(ddp, actor, sampling_copy)
                 generator.update_weights()  # the next rollouts sample the new weights
             if P > 1:  # each process summed its own micro-batches' terms: the metrics are of all of them
                 keys = sorted(acc)

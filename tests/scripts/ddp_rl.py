@@ -2,7 +2,9 @@
 (1 process) or under ``torchrun --nproc_per_node 2``. Every process samples the same batch (seeds are per
 prompt) and takes every other micro-batch, so the final weights must agree with the single process's.
 
-    python ddp_rl.py DATA_DIR OUT ppo|grpo
+    python ddp_rl.py DATA_DIR OUT ppo|grpo [fsdp]
+
+``fsdp``: the model (the actor and its critic) sharded over the processes, sampling from a whole copy.
 """
 
 import copy
@@ -11,7 +13,7 @@ import sys
 import torch
 
 
-def main(data_dir: str, out: str, method: str) -> int:
+def main(data_dir: str, out: str, method: str, *flags: str) -> int:
     from searchrl.models.policy import load_policy
     from searchrl.models.value import ValueModel
     from searchrl.tasks.base import Score
@@ -32,11 +34,14 @@ def main(data_dir: str, out: str, method: str) -> int:
     if method == "grpo":
         kw.update(adv_estimator="grpo", samples_per_prompt=4, prompts_per_step=4, loss_agg="seq-mean-action-mean",
                   dual_clip=None)
-    cfg = RLConfig(**kw)
+    cfg = RLConfig(**kw, fsdp="fsdp" in flags)
     critic = ValueModel.from_policy(copy.deepcopy(model)) if cfg.uses_critic else None
     train_rl(model, tok, task, task.problems("selftrain"), cfg, critic=critic, progress=False)
+    if cfg.fsdp:  # plain again
+        assert all(type(p) is torch.nn.Parameter for p in model.parameters())
+        assert critic is None or all(type(p) is torch.nn.Parameter for p in critic.parameters())
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:4]))
+    raise SystemExit(main(*sys.argv[1:]))
