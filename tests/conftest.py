@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# where the engine tests build their models: cpu here and in CI; SEARCHRL_TEST_DEVICE=cuda checks the
+# engine on a GPU (benchmarks/gpu_check.sh), against transformers on the same device
+TEST_DEVICE = os.environ.get("SEARCHRL_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)

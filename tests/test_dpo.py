@@ -54,8 +54,9 @@ def margins(model, ref_model, pairs, beta=1.0):
     data = tokenize_pairs(pairs, None, 64)
     rows = list(range(len(pairs)))
     with torch.no_grad():
-        pc, pr = pair_logps(model.eval(), data, rows, 0, "cpu")
-        rc, rr = pair_logps(ref_model.eval(), data, rows, 0, "cpu")
+        pc, pr = pair_logps(model.eval(), data, rows, 0, next(model.parameters()).device)
+        rc, rr = pair_logps(ref_model.eval(), data, rows, 0, next(ref_model.parameters()).device)
+        pc, pr, rc, rr = pc.cpu(), pr.cpu(), rc.cpu(), rr.cpu()
     return beta * ((pc - rc) - (pr - rr))
 
 
@@ -149,7 +150,7 @@ def test_training_raises_the_preference_margin_and_leaves_the_reference_alone(tm
     # held-out pairs of the same kind: the preference generalises (it is "end in GOOD, not BAD")
     held_out = margins(model, reference, preference_pairs(8, seed=1))
     assert float((held_out > 0).float().mean()) == 1.0
-    assert all(torch.equal(v, frozen[k]) for k, v in reference.state_dict().items())
+    assert all(torch.equal(v.cpu(), frozen[k]) for k, v in reference.state_dict().items())
     assert out["steps"] == 30 and out["trained_pairs"] == len(pairs) and out["reward_accuracy"] == 1.0
     losses = [r["losses/dpo"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
     assert len(losses) == 6 and abs(losses[0] - math.log(2)) < 0.2 and losses[-1] < 0.3 * losses[0]
@@ -158,7 +159,7 @@ def test_training_raises_the_preference_margin_and_leaves_the_reference_alone(tm
     # a rerun of a finished run loads its weights and trains nothing
     again = tiny_llama(seed=5)
     assert train_dpo(again, None, None, pairs, cfg_for(tmp_path), progress=False)["skipped"]
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+    assert all(torch.equal(v.cpu(), model.state_dict()[k].cpu()) for k, v in again.state_dict().items())
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):

@@ -26,7 +26,7 @@ def test_lora_trains_only_adapters_and_writes_a_plain_merged_model(tmp_path, tok
     init = copy.deepcopy(model.state_dict())
     train_sft(model, tokenizer, reverse_examples(16), cfg_for(tmp_path, lr=3e-2, max_steps=30, lora_rank=4,
                                                               lora_targets="q_proj,v_proj"))
-    after = model.state_dict()
+    after = {k: v.cpu() for k, v in model.state_dict().items()}  # trained on the GPU where there is one
     assert after.keys() == init.keys()  # the caller's model is plain again: adapters merged and removed
     for k in init:
         moved = not torch.equal(init[k], after[k])
@@ -36,7 +36,7 @@ def test_lora_trains_only_adapters_and_writes_a_plain_merged_model(tmp_path, tok
     assert losses[-1] < 0.95 * losses[0]  # a random model with frozen MLPs learns slowly, but it learns
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final").eval()
     x = torch.tensor([[3, 4, 5, 6, 7]])
-    assert torch.allclose(loaded(x).logits, model.eval()(x).logits, atol=1e-5)
+    assert torch.allclose(loaded(x).logits, model.cpu().eval()(x).logits, atol=1e-5)
 
 
 def test_lora_resume_matches_the_uninterrupted_run(tmp_path, tokenizer):
@@ -94,7 +94,7 @@ def test_fsdp_refusals_name_the_reason(tmp_path, tokenizer):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="torchrun"):  # one process: nothing to shard over
         train_sft(model, tokenizer, reverse_examples(4), cfg_for(tmp_path, max_steps=2, fsdp=True))
-    assert type(model).__name__ == "LlamaForCausalLM" and all(torch.equal(v, before[k])
+    assert type(model).__name__ == "LlamaForCausalLM" and all(torch.equal(v.cpu(), before[k])
                                                                for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="lora_rank"):
         cfg_for(tmp_path, fsdp=True, lora_rank=4)

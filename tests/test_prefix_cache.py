@@ -63,7 +63,7 @@ def assert_same(got, ref):
 def hf_logprobs(model, ids: list[int]) -> list[float]:
     """Reference: logprob of tokens 1.. of ``ids`` by a plain forward."""
     with torch.inference_mode():
-        logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        logp = model(torch.tensor([ids], device=model.device)).logits[0].float().log_softmax(-1)
     return [logp[i - 1, t].item() for i, t in enumerate(ids) if i > 0]
 
 
@@ -251,7 +251,8 @@ def test_score_continuations_matches_forward(tok, qwen, backend):
     # token ids in, and a repeat: served from the cache without any computation
     before = dict(s.stats)
     again = s.score_continuations([p_ids], [scores[2].token_ids])[0]
-    assert again.logprobs == pytest.approx(scores[2].logprobs, abs=1e-6)
+    # static: served from the cache (the same numbers); hf: recomputed in another batch (on a GPU, 9e-6 apart)
+    assert again.logprobs == pytest.approx(scores[2].logprobs, abs=1e-6 if backend == "static" else 1e-4)
     if backend == "static":
         assert s.stats["prefill_tokens"] == before["prefill_tokens"]
         assert s.stats["cached_tokens"] > before["cached_tokens"]

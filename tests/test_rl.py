@@ -207,8 +207,14 @@ def _run(task, out, **kw):
     return model, summary, logs
 
 
-@pytest.mark.parametrize("kw", [{}, {"adv_estimator": "grpo", "samples_per_prompt": 4, "prompts_per_step": 4,
-                                     "loss_agg": "seq-mean-action-mean", "dual_clip": None}],
+# PPO without whitening: this run converges to batches whose 16 rewards are all equal, where whitening
+# (verl's, rsqrt(var + 1e-8)) blows the critic's ~1e-4 value differences up to unit-variance advantages;
+# at lr 2e-2 one such update can flip the policy, depending on the CPU kernels' last bits (it did at
+# iteration 22 with torch's AVX-512 kernels, not with AVX2). Whitening is tested by hand above and runs
+# end to end in the resume test.
+@pytest.mark.parametrize("kw", [{"whiten_advantages": False},
+                                {"adv_estimator": "grpo", "samples_per_prompt": 4, "prompts_per_step": 4,
+                                 "loss_agg": "seq-mean-action-mean", "dual_clip": None}],
                          ids=["ppo-operation-level", "grpo"])
 def test_tiny_run_learns_the_reward(digit_task, tmp_path, kw):
     _, summary, logs = _run(digit_task, tmp_path / "run", **kw)
@@ -217,7 +223,7 @@ def test_tiny_run_learns_the_reward(digit_task, tmp_path, kw):
     assert first < 0.4 and last > 0.8, (first, last)
     assert any(line["actor/clip_frac"] > 0 for line in logs)  # the second epoch moves off-policy: clipping acts
     assert summary["iterations"] == 30 and (tmp_path / "run" / "final" / "config.json").exists()
-    if not kw:
+    if "adv_estimator" not in kw:
         assert (tmp_path / "run" / "final" / "critic" / "config.json").exists()
         assert logs[-1]["critic/vf_loss"] < logs[0]["critic/vf_loss"]
 

@@ -178,13 +178,15 @@ def test_grad_accum_step_is_the_mean_over_all_its_batches(tmp_path, tokenizer):
     model = tiny_model(len(tokenizer))
     ref = tiny_model(len(tokenizer))
     train_sft(model, tokenizer, examples, cfg, progress=False)
+    dev = next(model.parameters()).device  # the reference on the same device: AdamW's first step amplifies
+    ref.to(dev)  # rounding where a gradient is ~eps, and CPU and CUDA round differently
 
     data = tokenize_examples(examples, tokenizer, cfg.max_seq_len)
     first = make_batches(data.lengths, cfg.tokens_per_batch, cfg.seed, 0, cfg.bucket_size)[:3]
     total_loss, n_tokens = 0.0, 0
     for b in first:
         batch = collate([(data.seqs[i], int(data.n_prompt[i])) for i in b], pad_id=tokenizer.pad_token_id)
-        loss_sum, n = sft_loss(ref(input_ids=batch["input_ids"]).logits, batch["labels"])
+        loss_sum, n = sft_loss(ref(input_ids=batch["input_ids"].to(dev)).logits, batch["labels"].to(dev))
         total_loss, n_tokens = total_loss + loss_sum, n_tokens + int(n)
     (total_loss / n_tokens).backward()
     params = list(ref.parameters())
@@ -197,7 +199,7 @@ def test_grad_accum_step_is_the_mean_over_all_its_batches(tmp_path, tokenizer):
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-5, msg=name)
     # and the step really moved the weights (the comparison is not vacuous)
-    assert not torch.equal(next(model.parameters()), next(tiny_model(len(tokenizer)).parameters()))
+    assert not torch.equal(next(model.parameters()).cpu(), next(tiny_model(len(tokenizer)).parameters()))
 
 
 def test_grad_accum_resumes_exactly_and_counts_steps(tmp_path, tokenizer):
@@ -254,7 +256,7 @@ def test_final_is_loadable_and_rerun_is_skipped(tmp_path, tokenizer):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     tok = AutoTokenizer.from_pretrained(tmp_path / "final")
     ids = torch.tensor([tok("reverse : 1 2 =", add_special_tokens=False)["input_ids"]])
-    model.eval()
+    model.cpu().eval()  # trained where accelerate put it (a GPU if there is one)
     assert tok.eos_token == "[EOS]" and tok.pad_token == "[PAD]"
     assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-6)
 

@@ -50,8 +50,9 @@ def train_value(model, input_ids, returns, cfg: ValueConfig, *, callback=None, a
     win = torch.zeros(())
 
     def micro_loss(rows: torch.Tensor) -> torch.Tensor:
-        values = run.model(input_ids=input_ids[rows]).logits.squeeze(-1)
-        loss_sum, _ = loss_fn(values, returns[rows])
+        dev = run.accelerator.device  # the model's device (the GPU where there is one)
+        values = run.model(input_ids=input_ids[rows].to(dev)).logits.squeeze(-1)
+        loss_sum, _ = loss_fn(values, returns[rows].to(dev))
         win.add_(loss_sum.detach())
         return loss_sum
 
