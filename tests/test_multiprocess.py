@@ -61,10 +61,10 @@ def _torchrun(*args):
                    check=True, env=ENV, timeout=300)
 
 
-@pytest.mark.parametrize("method,flags", [("ppo", ()), ("grpo", ()), ("ppo", ("fsdp",))],
-                         ids=["ppo", "grpo", "ppo-fsdp"])
+@pytest.mark.parametrize("method,flags", [("ppo", ()), ("grpo", ()), ("ppo", ("fsdp",)), ("grpo", ("fsdp",))],
+                         ids=["ppo", "grpo", "ppo-fsdp", "grpo-fsdp"])
 def test_two_process_rl_equals_one_process(tmp_path, method, flags):
-    """``ppo-fsdp``: the actor and its critic sharded, sampling from a whole copy refreshed after each update."""
+    """``*-fsdp``: the policy (and the critic) sharded, sampling from a whole copy refreshed after each update."""
     import json
 
     from safetensors.torch import load_file
