@@ -202,9 +202,10 @@ def main():
         name = args.model
     dtype = getattr(torch, args.dtype)
     model.to(device=args.device, dtype=dtype).eval()
-    if torch.device(args.device).type == "cuda":
+    on_cuda = torch.device(args.device).type == "cuda"
+    if on_cuda:
         torch.backends.cuda.matmul.allow_tf32 = False  # both sides in the dtype asked for, not TF32
-    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     eos = {tok.eos_token_id}
@@ -354,7 +355,7 @@ def main():
             line += f" | identical sequences {res[f'greedy_agreement_{w}']:.1%}"
         print(line)
 
-    flops = matmul_flops(4096 if torch.device(args.device).type == "cuda" else 2048, device=args.device, dtype=dtype)
+    flops = matmul_flops(4096 if on_cuda else 2048, device=args.device, dtype=dtype)
     out = {k: (round(v, 4) if isinstance(v, float) and not isinstance(v, bool) else v) for k, v in res.items()}
     main_w = workloads[0]  # the headline: eos unless it was not run
     head = {"workload": main_w, "ours_tok_s": out.get(f"ours_tok_s_{main_w}"),

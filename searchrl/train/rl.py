@@ -110,8 +110,7 @@ class ActorCritic(nn.Module):
         parts = {"policy": None, "critic": None}
         if state_dict is not None:
             parts = {p: {k[len(p) + 1:]: v for k, v in state_dict.items() if k.startswith(p + ".")} for p in parts}
-        self.policy.save_pretrained(directory, **({"state_dict": parts["policy"]} if state_dict is not None else {}),
-                                    **kw)
+        self.policy.save_pretrained(directory, state_dict=parts["policy"], **kw)
         self.critic.save_pretrained(Path(directory) / CRITIC_DIR, state_dict=parts["critic"])
 
     def load_searchrl_weights(self, directory) -> None:
