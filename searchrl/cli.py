@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
@@ -68,11 +69,13 @@ def _task_help() -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-def _run(args: argparse.Namespace, sampling: bool = False):
+def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda cfg: ()):
     """The command's run, opened: settings, stages and models checked before anything is recorded.
 
-    ``sampling``: the command samples ``--model`` (default: the run's base policy). A command
-    with ``--preset NAME`` starts from ``searchrl/presets/search-NAME.yaml``, then ``--config``.
+    ``sampling``: the command samples ``--model`` (default: the run's base policy);
+    ``value_models(cfg)``: the value models it will load. A command with ``--preset NAME`` starts
+    from ``searchrl/presets/search-NAME.yaml``, then ``--config``. The run is kept in ``args`` so
+    that :func:`main` can take back its config record if the command fails.
     """
     from .pipelines.run import Run, config_for_run_dir
 
@@ -83,12 +86,31 @@ def _run(args: argparse.Namespace, sampling: bool = False):
         recipes.insert(0, str(resources.files("searchrl") / "presets" / f"search-{args.preset}.yaml"))
     cfg = config_for_run_dir(args.run_dir, recipes, args.overrides)
     run = Run(cfg, progress=not args.quiet)
+    values = [v for v in value_models(cfg) if v]
     if sampling:
         from .pipelines.commands import policy_path
 
+        run.check_settings()  # before the model: a missing package says so first
         policy_path(run, args.model)
-        return run.open()
-    return run.open(models=[cfg.model.name])
+        args.opened = run.open(value_models=values)
+    else:
+        args.opened = run.open(models=[cfg.model.name], value_models=values)
+    return args.opened
+
+
+def _positive(args: argparse.Namespace, **bounds: int) -> None:
+    """Refuse a command-line option below its bound (``--budget 0``), before anything is written."""
+    from .data import InputError
+
+    for name, lo in bounds.items():
+        value = getattr(args, name)
+        if value < lo:
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be >= {lo}")
+
+
+def _search_values(cfg) -> list[str]:
+    s = cfg.search
+    return [s.value, s.orm, s.classifier, s.mcts_star_value]
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -131,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines.commands import run_generate
 
+    _positive(args, n=1, temperature=0)
     out = run_generate(_run(args, sampling=True), args.split, args.model, args.n, args.temperature)
     mode = "greedy" if args.temperature == 0 else "sampled"
     print((out / f"{args.split}-{mode}-summary.json").read_text(encoding="utf-8"))
@@ -140,7 +163,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_value_data(args: argparse.Namespace) -> int:
     from .pipelines.value import make_value_data
 
-    run = _run(args, sampling=True)
+    if args.source == "mcts-star" and not args.value:
+        from .data import InputError
+
+        raise InputError("value-data --source mcts-star: needs --value, the value model that guides the search")
+    run = _run(args, sampling=True, value_models=lambda cfg: [args.value])
     out, records = make_value_data(run, args.source, args.model, args.value)
     print((out / "summary.json").read_text(encoding="utf-8"))
     print(f"value data: {out} ({len(records)} records)")
@@ -150,6 +177,9 @@ def cmd_value_data(args: argparse.Namespace) -> int:
 def cmd_train_value(args: argparse.Namespace) -> int:
     from .pipelines.value import run_train_value
 
+    missing = [d for d in args.data if not os.path.exists(d)]
+    if missing:
+        raise FileNotFoundError(f"--data {missing[0]}: no such value-data directory or file")
     run = _run(args, sampling=True)
     final = run_train_value(run, args.kind, args.data, args.model, args.name)
     print(f"value model: {final}")
@@ -157,9 +187,11 @@ def cmd_train_value(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .pipelines.search import run_search
+    from .pipelines.search import resolve_method, run_search
 
-    run = _run(args, sampling=True)
+    resolve_method(args.method)
+    _positive(args, budget=1)
+    run = _run(args, sampling=True, value_models=_search_values)
     row = run_search(run, args.method, args.budget, args.model)
     print(f"{row['label']} at {row['budget_tokens']} tokens per problem on {run.cfg.search.split} "
           f"({row['n_problems']} problems): accuracy {100 * row['accuracy']:.1f}% "
@@ -171,7 +203,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_compare_search(args: argparse.Namespace) -> int:
     from .pipelines.search import run_compare_search
 
-    run = _run(args, sampling=True)
+    run = _run(args, sampling=True, value_models=_search_values)
     run_compare_search(run, args.model)
     out = run.dir / "compare-search"
     print((out / "results.md").read_text(encoding="utf-8"))
@@ -224,7 +256,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     run.ensure_data()
     final = run_selftrain(run.task, run.load, cfg.rest_sft, run.dir / name, base, cfg.selftrain, run.progress,
                           make_generator=run.generator, depends=selftrain_depends(run),
-                          depends_defaults=run.data_defaults(), workers=run.workers())
+                          depends_defaults=run.graded_defaults(), workers=run.workers())
     for it, st in enumerate(read_stats(run.dir / name), 1):
         print(f"iteration {it}: kept {st['kept']} of {st['problems']} (solved by round: {st['solved_by_round']})")
     if args.eval:
@@ -241,7 +273,7 @@ def cmd_rest_mcts(args: argparse.Namespace) -> int:
     from .pipelines.rest_mcts import run_rest_mcts_command
     from .selftrain.rest_mcts import read_iterations
 
-    run = _run(args, sampling=True)
+    run = _run(args, sampling=True, value_models=lambda cfg: [cfg.rest_mcts.value_init])
     name = args.name or "rest-mcts"
     last = run_rest_mcts_command(run, args.model, name)
     for it, rec in enumerate(read_iterations(run.dir / name), 1):
@@ -253,13 +285,18 @@ def cmd_rest_mcts(args: argparse.Namespace) -> int:
 
         run_eval(run, policy, out_name=f"{name}-eval", method="ReST-MCTS*" if name == "rest-mcts" else name)
         print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
-    print(f"rest-mcts: last iteration in {last}")
+    if run.cfg.rest_mcts.iterations == 0:
+        print(f"rest-mcts: rest_mcts.iterations=0, so only the initial value model V0 was trained: "
+              f"{last / 'v0' / 'final'}")
+    else:
+        print(f"rest-mcts: last iteration in {last}")
     return 0
 
 
 def cmd_export_verl(args: argparse.Namespace) -> int:
     from .tasks.verl import export_parquet
 
+    _positive(args, n=0)
     run = _run(args)
     run.ensure_data()
     out = export_parquet(run.task, args.split, args.out, args.n)
@@ -272,7 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
     cfg = load_demo_config(args.preset, args.config, args.overrides, args.run_dir)
-    run = open_demo(cfg, progress=not args.quiet)
+    run = args.opened = open_demo(cfg, progress=not args.quiet)
     run_demo(cfg, progress=not args.quiet, run=run)
     print((run.dir / "results.md").read_text(encoding="utf-8"))
     return 0
@@ -401,23 +438,48 @@ def configure_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``key=value`` overrides may stand anywhere among the options
+    (``ppo --run-dir R a=1 --model M b=2``), in the order given."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     configure_logging(args.quiet)
     from .data import InputError
     from .rundir import RunDirError
 
     try:
         return args.func(args)
-    except (InputError, RunDirError, FileNotFoundError) as e:  # bad input: the message says what and where
+    except (InputError, RunDirError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        # bad input: the message says what and where
+        _restore(args)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception:
+        _restore(args)
+        raise
     finally:
         if "searchrl.fanout" in sys.modules:  # the command's Ray actors end with it
             sys.modules["searchrl.fanout"].close_all()
+
+
+def _restore(args: argparse.Namespace) -> None:
+    """A failed command's run directory gets back the config it had recorded before (see Run.restore_config)."""
+    run = getattr(args, "opened", None)
+    if run is not None:
+        run.restore_config()
 
 
 if __name__ == "__main__":

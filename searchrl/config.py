@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
-from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
+from .search.config import ALIASES, METHODS, BeamConfig, MCTSStarConfig, VMMCTSConfig
+from .settings import SettingError, at_least, one_of
 from .train.config import DPOConfig, RLConfig, SFTConfig, ValueTrainConfig
 
 
@@ -93,6 +94,16 @@ class EvalConfig:
     turns: int = _f(1, "assistant turns per sample: > 1 = self-repair episodes answered by the task's feedback, "
                        "graded by their last turn; max_tokens is then the whole episode's budget")
 
+    def __post_init__(self):
+        at_least(self, n_problems=(0, "0 = all"), n_samples=(0, "0 = no sampled decoding"), max_tokens=1,
+                 batch_size=1, shard_problems=1, turns=1, temperature=0.0)
+        if not 0 < self.top_p <= 1:
+            raise SettingError("top_p", self.top_p, "must be in (0, 1]")
+        if self.n_samples and (not self.ks or any(k < 1 or k > self.n_samples for k in self.ks)):
+            raise SettingError("ks", list(self.ks), f"each k must be within 1..n_samples ({self.n_samples})")
+        if not self.splits:
+            raise SettingError("splits", list(self.splits), "must name at least one split")
+
 
 @dataclass
 class SelfTrainConfig:
@@ -114,6 +125,10 @@ class SelfTrainConfig:
 
     #: settings added later, at the values that reproduce runs recorded before they existed
     RECORDED_DEFAULTS = {"split": "train"}
+
+    def __post_init__(self):
+        at_least(self, iterations=1, guidance_rounds=(0, "0 = ReST"), turns=1, n_problems=(0, "0 = all"),
+                 max_tokens=1, shard_problems=1, batch_size=1, temperature=0.0)
 
 
 @dataclass
@@ -137,6 +152,13 @@ class RestMCTSConfig:
     batch_size: int = _f(64, "rows decoded together by the sampler")
     seed: int = _f(0, "seed of the searches and of the corrupted steps")
 
+    def __post_init__(self):
+        at_least(self, iterations=(0, "0 = only the initial value model V0"), n_problems=(0, "0 = all"),
+                 v0_problems=1, search_iterations=1, max_tokens=1, per_problem=1, shard_problems=1, batch_size=1)
+        if self.iterations == 0 and self.value_init:
+            raise SettingError("iterations", 0, "must be >= 1 with rest_mcts.value_init set (0 trains only V0, "
+                                                "which value_init replaces)")
+
 
 @dataclass
 class RestGRPOConfig:
@@ -158,12 +180,12 @@ class RestGRPOConfig:
     seed: int = _f(0, "seed of the sampling and of the partial-state draws")
 
     def __post_init__(self):
-        if self.method not in ("rest-grpo", "grpo", "rest-dpo"):
-            raise ValueError(f"method must be rest-grpo | grpo | rest-dpo, got {self.method!r}")
-        if self.iterations < 1 or self.samples < 2:
-            raise ValueError(f"need iterations >= 1 and samples >= 2, got {self.iterations}, {self.samples}")
-        if not 0 < self.alpha <= 1 or not 0 < self.beta <= 1:
-            raise ValueError(f"need 0 < alpha <= 1 and 0 < beta <= 1, got {self.alpha}, {self.beta}")
+        one_of(self, "method", ("rest-grpo", "grpo", "rest-dpo"))
+        at_least(self, iterations=1, samples=(2, "a group needs two samples"), n_problems=(0, "0 = all"),
+                 shard_problems=1, sigma0=0.0)
+        for name in ("alpha", "beta"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SettingError(name, getattr(self, name), "must be in (0, 1]")
 
 
 #: where value-model data comes from (searchrl value-data --source ...)
@@ -195,12 +217,9 @@ class ValueDataConfig:
     MAKER_FIELDS = ("vm_mcts_problems", "mcts_star_problems", "vm_mcts_iterations", "mcts_star_iterations", "batch_size", "shard_problems")
 
     def __post_init__(self):
-        for name in ("samples", "rollouts", "max_tokens", "batch_size", "shard_problems", "vm_mcts_iterations",
-                     "mcts_star_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if min(self.n_problems, self.vm_mcts_problems, self.mcts_star_problems) < 0:
-            raise ValueError("n_problems, vm_mcts_problems and mcts_star_problems must be >= 0")
+        at_least(self, samples=1, rollouts=1, max_tokens=1, batch_size=1, shard_problems=1, vm_mcts_iterations=1,
+                 mcts_star_iterations=1, n_problems=(0, "0 = all"), vm_mcts_problems=(0, "0 = n_problems"),
+                 mcts_star_problems=(0, "0 = n_problems"), temperature=0.0)
 
 
 @dataclass
@@ -232,9 +251,12 @@ class SearchConfig:
 
     def __post_init__(self):
         if not self.budgets or any(b < 1 for b in self.budgets):
-            raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
-        if self.pool_samples < 1 or self.max_tokens < 1 or self.n_problems < 0 or self.shard_problems < 1:
-            raise ValueError("pool_samples, max_tokens and shard_problems must be >= 1, n_problems >= 0")
+            raise SettingError("budgets", list(self.budgets), "must be positive token counts")
+        at_least(self, pool_samples=1, max_tokens=1, batch_size=1, shard_problems=1, n_problems=(0, "0 = all"),
+                 temperature=0.0)
+        unknown = [m for m in self.methods if ALIASES.get(m, m) not in METHODS]
+        if unknown or not self.methods:
+            raise SettingError("methods", list(self.methods), f"each must be one of {' | '.join(METHODS)}")
 
 
 @dataclass
@@ -438,10 +460,13 @@ def load_config(path: str | os.PathLike | list | None = None, overrides: list[st
         return OmegaConf.to_object(schema)
     except (OmegaConfBaseException, ValueError) as e:  # e.g. a dataclass's own __post_init__ check
         section = _failing_section(schema)
-        msg = str(e).splitlines()[0]
-        where = next((s.where(section) for s in reversed(sources) if section and _has(s.data, section)), None)
-        names = where or ", ".join(s.name for s in sources) or "defaults"
-        raise ConfigError(f"{names}: {section + ': ' if section else ''}{msg}") from None
+        if isinstance(e, SettingError):  # one key: name it in full, and where it was set
+            key = f"{section}.{e.key}" if section else e.key
+            msg = f"{key} = {e.value!r}: {e.allowed}"
+        else:
+            key, msg = section, f"{section + ': ' if section else ''}{str(e).splitlines()[0]}"
+        where = next((s.where(k) for k in (key, section) for s in reversed(sources) if k and _has(s.data, k)), None)
+        raise ConfigError(f"{where or ', '.join(s.name for s in sources) or 'defaults'}: {msg}") from None
 
 
 def _has(d: Any, dotted: str) -> bool:
@@ -450,15 +475,15 @@ def _has(d: Any, dotted: str) -> bool:
     return lookup(d, dotted) is not MISSING
 
 
-def _failing_section(schema) -> str | None:
-    """The top-level section whose dataclass refuses its values (to name it in the error)."""
+def _failing_section(schema, prefix: str = "") -> str | None:
+    """The deepest section (dotted) whose dataclass refuses its values, to name it in the error."""
     for key in schema:
         node = schema[key]
-        if OmegaConf.is_config(node):
+        if OmegaConf.is_config(node) and not isinstance(node, ListConfig):
             try:
                 OmegaConf.to_object(node)
             except (OmegaConfBaseException, ValueError):
-                return str(key)
+                return _failing_section(node, f"{prefix}{key}.") or f"{prefix}{key}"
     return None
 
 

@@ -57,6 +57,27 @@ def recorded_config(run_dir: str | os.PathLike) -> dict | None:
     return rec
 
 
+def check_run_dir(run_dir: str | os.PathLike) -> None:
+    """Refuse, in one line, a run directory that cannot be one: a file, a path under a file, or a
+    place this process cannot write (probed with a temporary file, which also catches a read-only
+    file system, and permissions that root ignores in ``os.access``). Writes nothing that stays."""
+    import tempfile
+
+    path = Path(run_dir)
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {p}, which is a file"
+                raise RunDirError(f"{path}: {where}, not a directory; use another --run-dir")
+            break
+    try:
+        with tempfile.TemporaryFile(dir=p, prefix=".searchrl-probe-"):
+            pass
+    except OSError as e:
+        what = "the run directory" if p == path else f"{p}, where the run directory would be made,"
+        raise RunDirError(f"{path}: {what} is not writable ({e.strerror}); use another --run-dir") from None
+
+
 def record_config(run_dir: str | os.PathLike, config: dict) -> None:
     d = {k: v for k, v in config.items() if k != "run_dir"}
     write_text(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(d, sort_keys=True))

@@ -430,6 +430,7 @@ def write_report(
     title: str | None = None,
     sampling: str | None = None,
     machine: str | None = None,
+    model: str | None = None,
 ) -> dict[str, str]:
     """Write ``results.json``, ``results.md``, ``passk.png`` and ``accuracy_vs_budget.png`` atomically.
 
@@ -442,7 +443,8 @@ def write_report(
     :func:`~searchrl.eval.metrics.compare_methods`; JSON turns integer keys into strings).
     ``sampling`` says what was sampled (e.g. "temperature 1.0, 32 samples x 50 problems per
     split"); it goes into the plots' titles. ``machine`` (e.g. :func:`searchrl.eval.report.machine`)
-    is stated under the table: float results move with the CPU's instruction set. Returns ``{"json", "markdown", "passk_png",
+    is stated under the table: float results move with the CPU's instruction set. ``model`` names the
+    evaluated checkpoint at the head of ``results.md``. Returns ``{"json", "markdown", "passk_png",
     "budget_png"}`` -> path.
     """
     from searchrl.eval.metrics import compare_methods
@@ -486,7 +488,7 @@ def write_report(
     plot_accuracy_vs_budget(budget, paths["budget_png"], splits=splits, split_titles=split_titles,
                             title=(f"{title}: accuracy vs. token budget" if title else "Accuracy vs. token budget")
                             + note)
-    md = [f"# {title or 'Results'}", "",
+    md = [f"# {title or 'Results'}", "", *([f"Model: `{model}`", ""] if model else []),
           (f"Sampled: {sampling}. " if sampling else "") + ("Intervals: 95% percentile bootstrap over problems "
                                                             "(2,000 resamples, seeded)." if shown else "")
           + (f" Produced on: {machine}." if machine else ""), "",

@@ -65,10 +65,25 @@ def is_model_dir(name: str | os.PathLike) -> bool:
     return Path(name).is_dir() and (Path(name) / "config.json").exists()
 
 
-def check_model_dir(path: str | os.PathLike) -> None:
-    """Refuse, with the reason, a directory that is not a loadable causal-LM checkpoint.
+#: what a model directory can be: a causal LM (a policy), or a searchrl value model (backbone + head)
+MODEL_KINDS = ("policy", "value")
 
-    Cheap (reads JSON only), so commands call it before any long work.
+
+def model_dir_kind(cfg: dict) -> str:
+    """``"value"`` for a searchrl value model's ``config.json`` (it has the ``searchrl_value`` entry), else
+    ``"policy"``."""
+    from .value import CONFIG_KEY
+
+    return "value" if isinstance(cfg.get(CONFIG_KEY), dict) else "policy"
+
+
+def check_model_dir(path: str | os.PathLike, kind: str | None = "policy") -> None:
+    """Refuse, with the reason, a directory that is not a loadable checkpoint of ``kind``: ``policy`` (a
+    causal LM), ``value`` (a searchrl value model), or ``None`` (either).
+
+    Cheap (reads JSON only), so commands call it before any long work. A value model given where a
+    policy is expected (or the reverse) loads without an error in transformers (only an "unexpected
+    weights" warning) and samples nonsense, so it is refused here, naming the directory and its kind.
     """
     import json
 
@@ -89,6 +104,15 @@ def check_model_dir(path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"{path}: no weights (*.safetensors or *.bin) next to config.json")
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    found = model_dir_kind(cfg)
+    if kind is not None and found != kind:
+        if found == "value":
+            from .value import CONFIG_KEY
+
+            raise InputError(f"{path}: a value model ({cfg[CONFIG_KEY].get('kind')} head), not a policy; give a "
+                             f"policy checkpoint here (e.g. <run_dir>/sft/final)")
+        raise InputError(f"{path}: a policy ({cfg.get('model_type')} causal LM), not a value model; give a "
+                         f"directory written by `searchrl train-value`")
 
 
 def load_policy(name: str | os.PathLike, tokenizer=None, *, max_seq_len: int = 1024,
@@ -161,7 +185,7 @@ def load_tokenizer(model_cfg, name: str | os.PathLike | None = None, task=None):
             raise InputError(f"model preset {name!r} needs a vocabulary, and task "
                              f"{getattr(task, 'name', None)!r} brings no tokenizer(); use a model directory")
         return task.tokenizer()
-    check_model_dir(name)
+    check_model_dir(name, kind=None)  # a value model's directory holds its policy's tokenizer too
     return dir_tokenizer(name)
 
 

@@ -95,7 +95,8 @@ def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str
                "meta": {"model": rel(run.dir, path), "eval": to_dict(cfg)["eval"],
                         "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}}
     write_report(out, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks), sampling=sampling_note(cfg.eval),
-                 machine=results["meta"]["machine"], split_titles=getattr(run.task, "split_titles", SPLIT_TITLES))
+                 machine=results["meta"]["machine"], split_titles=getattr(run.task, "split_titles", SPLIT_TITLES),
+                 model=results["meta"]["model"])
     return results
 
 

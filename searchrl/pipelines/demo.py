@@ -116,7 +116,7 @@ def open_demo(cfg: Config, progress: bool = True) -> Run:
 
 
 def selftrain_depends(run: Run) -> dict:
-    return {"data": run.data_identity(), "model_dtype": run.cfg.model.dtype, "engine": run.cfg.engine.backend}
+    return run.graded_depends()
 
 
 def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
@@ -159,7 +159,7 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                     st_cfg.guidance_rounds, st_cfg.n_problems or "all")
         methods[name] = stage(method_dir.name.replace("-", "_"), lambda d=method_dir, c=st_cfg: run_selftrain(
             run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
-            depends=selftrain_depends(run), depends_defaults=run.data_defaults(), workers=run.workers()))
+            depends=selftrain_depends(run), depends_defaults=run.graded_defaults(), workers=run.workers()))
 
     for label, start, name, rl_cfg in _ppo_plan(run):
         logger.info("%s: PPO (%s) from %s, %d iterations of %d prompts", label, rl_cfg.adv_estimator,

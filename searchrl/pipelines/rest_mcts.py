@@ -33,8 +33,8 @@ def run_rest_mcts_command(run: Run, policy: str | os.PathLike | None = None, nam
                 len(problems), cfg.split, cfg.iterations, cfg.search_iterations, out)
     return run_rest_mcts(run.task, problems, run.load, run.generator, lambda p: load_value_model(p, run), cfg,
                          run.cfg.search.mcts_star, run.cfg.rest_sft, run.cfg.value, out, base, v0_records,
-                         depends={"data": run.data_identity(), "model_dtype": run.cfg.model.dtype,
-                                  "engine": run.cfg.engine.backend}, progress=run.progress, workers=run.workers())
+                         depends=run.graded_depends(), depends_defaults=run.graded_defaults(),
+                         progress=run.progress, workers=run.workers())
 
 
 __all__ = ["run_rest_mcts_command"]

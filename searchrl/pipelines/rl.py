@@ -33,9 +33,8 @@ def rl_config(run: Run, algo: str):
 
 def rl_stage(run: Run, algo: str, out: Path, policy: str | os.PathLike, cfg=None) -> Stage:
     cfg = cfg if cfg is not None else rl_config(run, algo)
-    return Stage(out, {"policy": run.model_identity(policy), "data": run.data_identity(),
-                       "model_dtype": run.cfg.model.dtype, "engine": run.cfg.engine.backend,
-                       algo: trajectory_settings(cfg)}, name=f"{algo} ({out.name})")
+    return Stage(out, {"policy": run.model_identity(policy), **run.graded_depends(), algo: trajectory_settings(cfg)},
+                 name=f"{algo} ({out.name})", defaults=run.graded_defaults())
 
 
 def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: str | None = None,
@@ -98,8 +97,8 @@ def run_rest_grpo_command(run: Run, policy: str | os.PathLike | None = None, nam
     logger.info("%s from %s on %d %s questions, %d iterations of %d GRPO steps, into %s", cfg.method, path,
                 len(problems), cfg.split, cfg.iterations, run.cfg.grpo.iterations, out)
     final = run_rest_grpo(run.task, problems, run.load, run.generator, cfg, run.cfg.grpo, out, path,
-                          depends={"data": run.data_identity(), "model_dtype": run.cfg.model.dtype,
-                                   "engine": run.cfg.engine.backend}, progress=run.progress, dpo_cfg=run.cfg.dpo,
+                          depends=run.graded_depends(), depends_defaults=run.graded_defaults(),
+                          progress=run.progress, dpo_cfg=run.cfg.dpo,
                           workers=run.workers())
     if cfg.method != "rest-dpo":
             plot_reward_std({cfg.method: reward_std_by_step(out)}, out / "reward_std.png", cfg.sigma0,

@@ -19,8 +19,9 @@ import os
 from pathlib import Path
 
 from ..config import Config, to_dict
-from ..rundir import (RunDirError, Stage, flat_defaults, model_fingerprint, record_config, recorded_config,
-                      trajectory_settings)
+from ..data import atomic_write
+from ..rundir import (CONFIG_FILE, RunDirError, Stage, check_run_dir, flat_defaults, model_fingerprint, record_config,
+                      recorded_config, trajectory_settings)
 from ..train.config import SFTConfig
 
 logger = logging.getLogger("searchrl")
@@ -59,17 +60,64 @@ class Run:
         self._workers = None
 
     # ---- config record and stages
-    def open(self, stages: list[Stage] = (), models: list = ()) -> Run:
-        """Check the run's data and SFT stages and ``stages`` against the run directory, and the
-        ``models`` it will load, then record the config. A refused command records nothing."""
+    def open(self, stages: list[Stage] = (), models: list = (), value_models: list = ()) -> Run:
+        """Check the settings (:meth:`check_settings`), the run directory, the run's data and SFT stages
+        and ``stages`` against it, the ``models`` (policies) and ``value_models`` it will load, then record
+        the config. A refused command records nothing; :meth:`restore_config` undoes the record of a
+        command that fails later."""
+        self.check_settings()
+        check_run_dir(self.dir)
         for name in models:
             self.check_model(name)
+        for name in value_models:
+            self.check_model(name, preset_ok=False, kind="value")
         for st in [self.data_stage(), self.sft_stage(), *stages]:
             if st is not None:
                 st.check()
         self.dir.mkdir(parents=True, exist_ok=True)
+        config_file = self.dir / CONFIG_FILE
+        self._previous_config = config_file.read_bytes() if config_file.exists() else None
         record_config(self.dir, to_dict(self.cfg))
         return self
+
+    def restore_config(self) -> None:
+        """Put back the config the run directory recorded before :meth:`open` (or none), so that a command
+        that failed leaves nothing a later command without ``--config`` would inherit."""
+        if not hasattr(self, "_previous_config"):
+            return
+        config_file = self.dir / CONFIG_FILE
+        if self._previous_config is None:
+            config_file.unlink(missing_ok=True)
+        else:
+            with atomic_write(config_file, "wb") as f:
+                f.write(self._previous_config)
+
+    def check_settings(self) -> None:
+        """What the config alone cannot check (each field checks its own range when the config is
+        loaded): that the task can do what the settings ask, that the packages the settings need are
+        installed, and that an external ``data_dir`` holds prepared data. One line each, naming the key."""
+        import importlib.util
+
+        from ..data import InputError
+        from ..tasks import task_class
+
+        c = self.cfg
+        if c.engine.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise InputError("engine.backend = 'vllm': vLLM is not installed (pip install 'searchrl[vllm]', on a "
+                             "GPU machine); or use engine.backend=searchrl | hf")
+        if c.engine.workers and importlib.util.find_spec("ray") is None:
+            raise InputError(f"engine.workers = {c.engine.workers}: Ray is not installed (pip install "
+                             f"'searchrl[ray]'); or use engine.workers=0 (this process)")
+        if not hasattr(task_class(c.task.name), "feedback"):
+            for key in ("eval.turns", "selftrain.turns"):
+                section, name = key.split(".")
+                turns = getattr(getattr(c, section), name)
+                if turns > 1:
+                    raise InputError(f"{key} = {turns}: task {c.task.name!r} gives no feedback between turns, "
+                                     f"so only {key}=1 is possible")
+        if c.data_dir and not self.task.is_prepared():
+            raise InputError(f"data_dir = {c.data_dir!r}: no prepared {c.task.name} data there; make it with "
+                             f"`searchrl data --out {c.data_dir}` (with the same task settings)")
 
     # ---- task and data
     @property
@@ -98,6 +146,28 @@ class Run:
         if self.cfg.data_dir:
             return {}
         return {f"data.{k}": v for k, v in getattr(type(self.cfg.task), "RECORDED_DEFAULTS", {}).items()}
+
+    def scoring_identity(self) -> dict:
+        """The task's settings that change its prompts or grades but not its problems (the task config's
+        ``SCORING``, e.g. the code task's reward shaping and sandbox limits): what every stage and shard of
+        graded samples depends on, besides the problems."""
+        return {k: getattr(self.cfg.task, k) for k in getattr(type(self.cfg.task), "SCORING", ())}
+
+    def scoring_defaults(self) -> dict:
+        """The task's ``SCORING`` settings at their defaults (what records made before they were keyed used,
+        unless the user set them; an older record with another value is refused, never trusted)."""
+        default = type(self.cfg.task)()
+        return {k: getattr(default, k) for k in getattr(type(self.cfg.task), "SCORING", ())}
+
+    def graded_depends(self) -> dict:
+        """What a stage that samples and grades depends on besides its own settings: the problems, the task's
+        scoring settings, and the dtype and backend the policy is sampled with."""
+        return {"data": self.data_identity(), "scoring": self.scoring_identity(), "model_dtype": self.cfg.model.dtype,
+                "engine": self.cfg.engine.backend}
+
+    def graded_defaults(self) -> dict:
+        """:meth:`graded_depends`' keys at the values that reproduce stage records made before they existed."""
+        return {**self.data_defaults(), **{f"scoring.{k}": v for k, v in self.scoring_defaults().items()}}
 
     def data_stage(self) -> Stage | None:
         return None if self.cfg.data_dir else Stage(self.data_dir, {"data": self.data_identity()}, name="data",
@@ -139,11 +209,18 @@ class Run:
         return model_fingerprint(path) if is_model_dir(path) else str(name)
 
     def model_key(self, path: str | os.PathLike) -> str:
-        """What samples of model ``path`` depend on: its weights, the dtype it is run in, the backend."""
-        return f"{self.model_identity(path)}:{self.cfg.model.dtype}:{self.cfg.engine.backend}"
+        """What graded samples of model ``path`` depend on: its weights, the dtype it is run in, the backend,
+        and the task's scoring settings where they differ from their defaults (so keys of samples made at the
+        defaults stay what they were before those settings were keyed)."""
+        from ..rundir import shard_key
 
-    def check_model(self, name: str | os.PathLike, preset_ok: bool = True) -> Path | str:
-        """Validate a model name early (before data or training): a preset, builtin:NAME or a model dir."""
+        changed = {k: v for k, v in self.scoring_identity().items() if v != self.scoring_defaults()[k]}
+        scoring = f":scoring-{shard_key(**changed)}" if changed else ""
+        return f"{self.model_identity(path)}:{self.cfg.model.dtype}:{self.cfg.engine.backend}{scoring}"
+
+    def check_model(self, name: str | os.PathLike, preset_ok: bool = True, kind: str = "policy") -> Path | str:
+        """Validate a model name early (before data or training): a preset, builtin:NAME or a model dir
+        of ``kind`` (``policy`` or ``value``: a value model where a policy is expected is refused)."""
         from ..data import InputError
         from ..models import PRESETS, check_model_dir, resolve_model_path
 
@@ -152,7 +229,7 @@ class Run:
                 raise InputError(f"{name}: a preset is an untrained model; give a checkpoint directory")
             return str(name)
         path = resolve_model_path(name)
-        check_model_dir(path)
+        check_model_dir(path, kind=kind)
         return path
 
     def load(self, name: str | os.PathLike | None = None):

@@ -41,12 +41,9 @@ from typing import Any
 from ..data import read_json, resumable_shards, write_json, write_text
 from ..rundir import problems_digest, rel, shard_key
 from ..seeding import stable_seed
+from ..search.config import ALIASES, METHODS, POOL_METHODS, TREE_METHODS
 from .run import Run, logger
 
-POOL_METHODS = ("bon-oracle", "bon-value", "bon-orm", "vote", "weighted-vote", "orm-vote", "prm-min")
-TREE_METHODS = ("vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts")
-METHODS = POOL_METHODS + TREE_METHODS
-ALIASES = {"bon": "bon-value"}
 #: the model each method scores with: "value", "orm", "classifier" (falls back to value) or None
 NEEDS = {"bon-oracle": None, "vote": None, "bon-value": "value", "weighted-vote": "value", "orm-vote": "orm",
          "prm-min": "value",
@@ -60,9 +57,12 @@ LABELS = {"bon-oracle": "BoN, verifier (oracle)", "vote": "majority vote", "bon-
 
 
 def resolve_method(name: str) -> str:
+    """The method ``name`` (or its alias) names; an unknown name is an :class:`~searchrl.data.InputError`."""
+    from ..data import InputError
+
     name = ALIASES.get(name, name)
     if name not in METHODS:
-        raise ValueError(f"unknown search method {name!r}; known: {', '.join(METHODS)} (bon = bon-value)")
+        raise InputError(f"--method {name}: unknown search method; known: {' | '.join(METHODS)} (bon = bon-value)")
     return name
 
 

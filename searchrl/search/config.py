@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..settings import SettingError, at_least
 from . import bon
 
 ROLLOUT_CHILDREN = ("best", "all")  # MCTS*: which new children are rolled out
+
+#: the methods ``searchrl search`` / ``compare-search`` run (``searchrl.pipelines.search`` runs them): the ones
+#: that draw from one pool of samples per problem, and the tree searches
+POOL_METHODS = ("bon-oracle", "bon-value", "bon-orm", "vote", "weighted-vote", "orm-vote", "prm-min")
+TREE_METHODS = ("vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts")
+METHODS = POOL_METHODS + TREE_METHODS
+ALIASES = {"bon": "bon-value"}
 
 
 @dataclass
@@ -34,9 +42,7 @@ class VMMCTSConfig:
         "help": "keep each decoding tree's nodes in SearchResult.meta['tree'] (flag)"})
 
     def __post_init__(self):
-        if self.iterations < 0 or self.n < 1 or self.max_tokens < 1:
-            raise ValueError(f"need iterations >= 0, n >= 1, max_tokens >= 1; got {self.iterations}, {self.n}, "
-                             f"{self.max_tokens}")
+        at_least(self, iterations=0, n=1, max_tokens=1, c_collect=0.0, c_decode=0.0, temperature=0.0)
         if self.eps <= 0 or self.c_collect < 0 or self.c_decode < 0:
             raise ValueError(f"need eps > 0 and c >= 0; got eps={self.eps}, c_collect={self.c_collect}, "
                              f"c_decode={self.c_decode}")
@@ -76,10 +82,10 @@ class MCTSStarConfig:
             raise ValueError(f"select must be one of {' | '.join(bon.SELECTIONS)}, got {self.select!r}")
         if self.rollout_children not in ROLLOUT_CHILDREN:
             raise ValueError(f"rollout_children must be best | all, got {self.rollout_children!r}")
-        if self.branch < 1 or self.max_tokens < 1 or self.max_line_tokens < 1 or self.step_lines < 1:
-            raise ValueError("branch, max_tokens, max_line_tokens and step_lines must be at least 1")
-        if self.iterations < 0 or self.roll_forward_steps < 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError("iterations and roll_forward_steps must be >= 0 and alpha in [0, 1]")
+        at_least(self, branch=1, max_tokens=1, max_line_tokens=1, step_lines=1, iterations=0, roll_forward_steps=0,
+                 temperature=0.0)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise SettingError("alpha", self.alpha, "must be in [0, 1]")
 
 
 @dataclass
@@ -99,9 +105,7 @@ class BeamConfig:
         "help": "final choice over the pooled outputs: best | vote | weighted-vote"})
 
     def __post_init__(self):
-        for name in ("num_blocks", "width", "block_size", "max_tokens", "reps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        at_least(self, num_blocks=1, width=1, block_size=1, max_tokens=1, reps=1)
         if self.num_blocks % self.width:
             raise ValueError(f"num_blocks ({self.num_blocks}) must be divisible by width ({self.width})")
         if self.temperature < 0:

@@ -109,7 +109,7 @@ def preference_pairs(groups: Sequence[Sequence[dict]]) -> list[dict]:
 
 def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generator: Callable, cfg, grpo_cfg,
                   method_dir: str | Path, policy: str | Path, depends: dict | None = None,
-                  progress: bool = True, dpo_cfg=None, workers=None) -> Path:
+                  progress: bool = True, dpo_cfg=None, workers=None, depends_defaults: dict | None = None) -> Path:
     """Run ``cfg.iterations`` iterations of ``cfg.method`` into ``method_dir``; returns the last policy.
 
     ``cfg`` is a :class:`~searchrl.config.RestGRPOConfig`, ``grpo_cfg`` the GRPO settings of each
@@ -117,6 +117,8 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
     the DPO settings of ``method=rest-dpo``; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
     tokenizer, batch_size)``; ``workers`` (:mod:`searchrl.fanout`) make step 1's sampling shards (default:
     this process, with these loaders). Each iteration continues from the previous one's policy.
+    ``depends`` adds what the caller knows the run depends on (the task's data and scoring settings) to
+    the stage record, ``depends_defaults`` the values its keys had before they were recorded.
     """
     from ..engine import SamplingParams
     from ..rollout import rollout
@@ -133,7 +135,8 @@ def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generat
     stage = Stage(method_dir, {"rest_grpo": asdict(cfg), trainer[0]: {k: v for k, v in asdict(trainer[1]).items()
                                                                       if k != "output_dir"},
                                "policy": model_fingerprint(policy), "problems": problems_digest(problems),
-                               **(depends or {})}, name=f"{cfg.method} ({method_dir.name})")
+                               **(depends or {})}, name=f"{cfg.method} ({method_dir.name})",
+                  defaults=depends_defaults)
     stage.check()
     if stage.done:
         return resolve(method_dir, stage.record()["model"])

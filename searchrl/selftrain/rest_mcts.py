@@ -61,7 +61,7 @@ def policy_examples(collected: list[dict], per_problem: int, min_value: float, e
 def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generator: Callable, load_value: Callable,
                   cfg, search_cfg, sft_cfg, value_cfg, method_dir: str | Path, base: str | Path,
                   v0_records: Callable[[], list[dict]], depends: dict | None = None, progress: bool = True,
-                  workers=None) -> Path:
+                  workers=None, depends_defaults: dict | None = None) -> Path:
     """Run ReST-MCTS* (see the module doc) into ``method_dir``; returns the last iteration's directory
     (``policy/final`` and ``value/final`` in it, or as ``done.json`` names them).
 
@@ -70,7 +70,9 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
     policy and value training; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
     tokenizer, batch_size)``; ``load_value(path)``: a value model as a scorer; ``v0_records()``: D_V0
     (called only when V0 is trained here); ``workers`` (:mod:`searchrl.fanout`) make the MCTS* shards
-    (default: this process, with these loaders).
+    (default: this process, with these loaders). ``depends`` adds what the caller knows the run depends on
+    (the task's data and scoring settings) to the stage record, ``depends_defaults`` the values its keys had
+    before they were recorded.
     """
     from ..models.value import ValueModel
     from ..search.mcts_star import collect
@@ -88,7 +90,7 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
                 "sft": {k: v for k, v in dataclasses.asdict(sft_cfg).items() if k != "output_dir"},
                 "value": {k: v for k, v in dataclasses.asdict(value_cfg).items() if k != "output_dir"},
                 "base": model_fingerprint(base), "problems": problems_digest(problems), **(depends or {})}
-    stage = Stage(method_dir, settings, name=f"rest-mcts ({method_dir.name})")
+    stage = Stage(method_dir, settings, name=f"rest-mcts ({method_dir.name})", defaults=depends_defaults)
     stage.check()
     if stage.done:
         return resolve(method_dir, stage.record()["last"])

@@ -31,7 +31,15 @@ registry line; no pipeline, command or config class names a task.
 
 A task's settings are a dataclass (its ``Config``) with a ``name`` field; it becomes the
 ``task`` section of a run's config, so ``task.n_train=...`` is checked against that task's
-fields and listed in ``--help``.
+fields and listed in ``--help``. The dataclass says what each setting changes, because a run
+directory keys its stages and shards by it:
+
+* ``NOT_DATA``: the settings that do not change the problems ``prepare`` writes (every other one
+  is part of the data stage's identity);
+* ``SCORING``: those of ``NOT_DATA`` that change prompts, rewards or grades (reward shaping,
+  sandbox limits, a grader's timeout); every stage and shard of graded samples depends on them,
+  so changing one refuses a finished stage instead of reusing its old grades;
+* ``RECORDED_DEFAULTS``: settings added later, at the values that reproduce older run directories.
 """
 
 from __future__ import annotations

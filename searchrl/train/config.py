@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..settings import SettingError, at_least
+
 TRACKERS = ("tensorboard", "wandb")  # report_to names; other accelerate trackers work through an Accelerator
 
 
@@ -41,8 +43,7 @@ class OptimConfig:
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2:
             raise ValueError(f"betas must have two values, got {self.betas}")
-        if self.warmup_steps < 0:
-            raise ValueError("warmup_steps must be >= 0")
+        at_least(self, warmup_steps=0, lr=0.0, weight_decay=0.0)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("min_lr_ratio must be in [0, 1]")
 
@@ -87,10 +88,7 @@ class TrainConfig(OptimConfig):
         super().__post_init__()
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError(f"mixed_precision must be 'auto', 'bf16' or 'no', got {self.mixed_precision!r}")
-        if self.keep_last < 1:
-            raise ValueError("keep_last must be >= 1")
-        if self.log_every < 1:
-            raise ValueError("log_every must be >= 1")
+        at_least(self, keep_last=1, log_every=1)
         if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets.strip()):
             raise ValueError(f"lora_rank must be >= 0 (with lora_targets), got {self.lora_rank}")
         if self.fsdp and self.lora_rank:
@@ -159,14 +157,9 @@ class SFTConfig(TrainConfig):
         if self.tokens_per_batch < self.max_seq_len:
             raise ValueError(f"tokens_per_batch ({self.tokens_per_batch}) must be >= "
                              f"max_seq_len ({self.max_seq_len})")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 (or None)")
+        at_least(self, max_steps=(1, "or null: epochs decide"), grad_accum=1, bucket_size=1)
         if self.max_steps is None and not self.epochs > 0:
-            raise ValueError("epochs must be > 0")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
-        if self.bucket_size < 1:
-            raise ValueError("bucket_size must be >= 1")
+            raise SettingError("epochs", self.epochs, "must be > 0")
 
 
 @dataclass
@@ -354,10 +347,8 @@ class RLConfig(TrainConfig):
                               ("loss_agg", LOSS_AGGREGATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("iterations", "prompts_per_step", "samples_per_prompt", "max_tokens", "batch_size",
-                     "minibatch_size", "ppo_epochs", "tokens_per_batch", "max_sample_rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        at_least(self, iterations=1, prompts_per_step=1, samples_per_prompt=1, max_tokens=1, batch_size=1,
+                 minibatch_size=1, ppo_epochs=1, tokens_per_batch=1, max_sample_rounds=1, n_problems=(0, "0 = all"))
         if self.adv_estimator == "grpo" and self.samples_per_prompt < 2:
             raise ValueError("grpo needs samples_per_prompt >= 2 (a group)")
         if self.dynamic_sampling and self.samples_per_prompt < 2:

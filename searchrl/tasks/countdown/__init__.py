@@ -42,6 +42,9 @@ class CountdownConfig(CountdownDataConfig):
 
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "number_digits", "workers")
+    #: settings that change prompts or grades but not the problems (number_digits changes only a from-scratch
+    #: model's vocabulary, which the SFT stage records)
+    SCORING = ()
     #: settings added later, at the values that reproduce data recorded before they existed
     RECORDED_DEFAULTS = {"n_selftrain": 0, "n_valid_unseen": 0, "max_number": 0}
 
