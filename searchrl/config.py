@@ -140,7 +140,7 @@ class RestMCTSConfig:
     iterations: int = _f(2, "search-train iterations (the paper: 2)")
     split: str = _f("selftrain", "the task's split the questions come from (only their final answers are used)")
     n_problems: int = _f(200, "first N questions of the split (0 = all)")
-    v0_problems: int = _f(2000, "gold solutions of the train split in the initial value data D_V0")
+    v0_problems: int = _f(2000, "gold solutions of the train split in the initial value data D_V0 (0 = all)")
     value_init: str = _f("", "an initial value model to start from instead of training V0 on D_V0")
     search_iterations: int = _f(12, "MCTS* iterations per question in data collection (the code: 100)")
     max_tokens: int = _f(256, "response length limit of the search (tokens)")
@@ -154,7 +154,7 @@ class RestMCTSConfig:
 
     def __post_init__(self):
         at_least(self, iterations=(0, "0 = only the initial value model V0"), n_problems=(0, "0 = all"),
-                 v0_problems=1, search_iterations=1, max_tokens=1, per_problem=1, shard_problems=1, batch_size=1)
+                 v0_problems=(0, "0 = all"), search_iterations=1, max_tokens=1, per_problem=1, shard_problems=1, batch_size=1)
         if self.iterations == 0 and self.value_init:
             raise SettingError("iterations", 0, "must be >= 1 with rest_mcts.value_init set (0 trains only V0, "
                                                 "which value_init replaces)")

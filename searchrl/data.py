@@ -1,4 +1,8 @@
-"""Records on disk: JSONL reading with file:line errors, and atomic writes.
+"""Records on disk: JSONL reading with file:line errors, field checks, and atomic writes.
+
+A bad record is a :class:`RecordError` (an :class:`InputError`: the CLI prints it as one line
+and exits with status 2) naming the file, the 1-based line and the field, and saying what was
+expected: ``data/train.jsonl:2: field 'solution': expected a string, got int`` (:func:`field_value`).
 
 Every file searchrl writes goes through :func:`atomic_write` (or its JSON/JSONL
 helpers): the bytes go to a temporary file in the same directory, are flushed and
@@ -44,6 +48,51 @@ class RecordError(InputError):
         super().__init__(f"{where}: {message}")
 
 
+#: what a record error says a field should be, by the Python type a JSON value reads as
+EXPECTED = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+            dict: "an object"}
+
+
+def type_name(value: Any) -> str:
+    """How a record error names the type of a JSON value: ``str``, ``int``, ``float``, ``bool``, ``list``,
+    ``dict``, or ``null``."""
+    return "null" if value is None else type(value).__name__
+
+
+def is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance(value, kind)``, except that JSON's ``true``/``false`` is no integer or number
+    unless ``bool`` is among the kinds."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def expected(kind: type | tuple[type, ...]) -> str:
+    """``"a string"``, ``"a string or a number"``, ...: what a field of ``kind`` should be."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(EXPECTED.get(k, k.__name__) for k in kinds)
+
+
+def field_value(rec: dict, name: str, kind: type | tuple[type, ...], path: str | os.PathLike, line: int,
+                required: bool = True, field: str | None = None, what: str | None = None) -> Any:
+    """``rec[name]`` checked to be of ``kind`` (see :func:`is_kind`), else a :class:`RecordError` naming
+    ``path``, ``line`` and the field (``field``, default ``name``): ``missing (expected a string)`` when it
+    is absent and ``required``, ``expected a string, got int`` when it has another type. An optional field
+    that is absent or ``null`` (JSON's "no value") is ``None``. ``what`` replaces the ``a string`` of the
+    messages."""
+    field = field or name
+    what = what or expected(kind)
+    if name not in rec or (rec[name] is None and not required):
+        if required:
+            raise RecordError(path, line, field, f"missing (expected {what})")
+        return None
+    value = rec[name]
+    if not is_kind(value, kind):
+        raise RecordError(path, line, field, f"expected {what}, got {type_name(value)}")
+    return value
+
+
 def _open_text(path: str | os.PathLike, mode: str = "rt"):
     if str(path).endswith(".gz"):
         return gzip.open(path, mode, encoding="utf-8")
@@ -70,6 +119,56 @@ def _parse_record(path: str | os.PathLike, lineno: int, line: str) -> dict[str, 
     if not isinstance(rec, dict):
         raise RecordError(path, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
     return rec
+
+
+def iter_json_list(path: str | os.PathLike, what: str = "records") -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, item)`` for every item of a JSON file holding one list: the 1-based line
+    the item starts on, so errors about it can name where it is. A file that is not JSON is a
+    :class:`RecordError` naming the line; one that is not a list is an :class:`InputError`."""
+    with _open_text(path) as f:
+        text = f.read()
+    decoder = json.JSONDecoder()
+    pos, line = 0, 1
+
+    def skip(to: int) -> int:  # to the next non-space character, counting lines
+        nonlocal line
+        end = to
+        while end < len(text) and text[end] in " \t\r\n":
+            end += 1
+        line += text.count("\n", to, end)
+        return end
+
+    def fail(at: int, msg: str):
+        raise RecordError(path, line + text.count("\n", pos, at), None, msg)
+
+    pos = skip(0)
+    if pos == len(text) or text[pos] != "[":
+        try:
+            got = type_name(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise RecordError(path, e.lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        raise InputError(f"{path}: expected a JSON list of {what}, got {got}")
+    pos = skip(pos + 1)
+    if pos < len(text) and text[pos] == "]":
+        pos = skip(pos + 1)
+    else:
+        while True:
+            try:
+                item, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                fail(e.pos, f"invalid JSON ({e.msg})")
+            yield line, item
+            line += text.count("\n", pos, end)
+            pos = skip(end)
+            if pos < len(text) and text[pos] == ",":
+                pos = skip(pos + 1)
+                continue
+            if pos < len(text) and text[pos] == "]":
+                pos = skip(pos + 1)
+                break
+            fail(pos, "invalid JSON (expected ',' or ']' after an item)")
+    if pos != len(text):
+        fail(pos, "invalid JSON (text after the list)")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -207,9 +207,9 @@ def test_generator_that_cannot_continue_finishes_the_beam():
 
 @pytest.mark.parametrize("kw,msg", [
     ({"num_blocks": 6, "width": 4}, "divisible by width"),
-    ({"width": 0}, "width must be >= 1"),
-    ({"block_size": 0}, "block_size must be >= 1"),
-    ({"reps": 0}, "reps must be >= 1"),
+    ({"width": 0}, "width = 0: must be >= 1"),
+    ({"block_size": 0}, "block_size = 0: must be >= 1"),
+    ({"reps": 0}, "reps = 0: must be >= 1"),
     ({"top_p": 0.0}, "top_p"),
     ({"temperature": -1.0}, "temperature"),
     ({"select": "max"}, "unknown select 'max'"),

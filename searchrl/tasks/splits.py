@@ -2,9 +2,11 @@
 
 * :class:`SplitFiles`: a task whose ``prepare`` writes ``<data_dir>/<split>.jsonl`` files, then
   ``config.json`` (the data settings) and ``stats.json`` last (a directory without it is not
-  trusted). It reads the splits back with every record checked by the task's
-  ``_validate(rec, path, line)`` (a bad one is a file:line:field error) and remembers each record's
-  line for :meth:`where`.
+  trusted). Splits read from a user's files (:func:`files_as_splits`) are checked record by record
+  before anything is written, each error naming the user's file, line and field; ``sources.json``
+  then keeps where every record came from. It reads the splits back with every record checked by
+  the task's ``_validate(rec, path, line)`` (a bad one is a file:line:field error) and remembers
+  each record's line for :meth:`where`.
 * :func:`draw_splits`: synthetic splits drawn problem by problem, unique across splits, the
   held-out splits first (so adding problems to a later split never changes an earlier one), each
   split from its own named random stream.
@@ -14,14 +16,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import iter_jsonl, read_json, write_json, write_jsonl
+from ..data import InputError, iter_jsonl, read_json, write_json, write_jsonl
 
+#: the file of a prepared data directory that says which user's file (and line) each split's records came from
+SOURCES_FILE = "sources.json"
 #: the splits a synthetic task with held-out compositions writes, and whether each holds them
 COMPOSITION_SPLITS = (("train", False), ("selftrain", False), ("valid", False), ("valid_unseen", True),
                       ("test_seen", False), ("test_unseen", True))
@@ -71,21 +76,55 @@ def composition_splits(cfg) -> list[Split]:
     return [Split(name, sizes[name], unseen) for name, unseen in COMPOSITION_SPLITS if sizes[name]]
 
 
-def files_as_splits(path: str, patterns: tuple[str, ...], load: Callable[[Path], list[dict]],
-                    what: str) -> dict[str, list[dict]]:
+@dataclass(frozen=True)
+class Source:
+    """Where the records of a split were read from: a user's file and the 1-based line of each record."""
+
+    path: str
+    lines: list[int]
+
+
+def files_as_splits(path: str, patterns: tuple[str, ...], load: Callable[[Path, list[int]], list[dict]],
+                    what: str, sources: dict[str, Source] | None = None) -> dict[str, list[dict]]:
     """Splits from files: ``path`` a file (split ``test``) or a directory of them (one split per file
-    matching ``patterns``, named by its stem), each read by ``load``."""
+    matching ``patterns``, named by its stem), each read by ``load(file, lines)``, which returns the
+    file's records and appends each one's 1-based line to ``lines``. ``sources``, when given, receives
+    the :class:`Source` of every split (the file as ``path`` names it)."""
     src = Path(path)
-    files = sorted(f for pattern in patterns for f in src.glob(pattern)) if src.is_dir() else [src]
+    files = sorted({f for pattern in patterns for f in src.glob(pattern)}) if src.is_dir() else [src]
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"task.path={path}: no such {what} file (or a directory without any)")
-    return {("test" if f == src else f.stem): load(f) for f in files}
+    seen: dict[str, Path] = {}
+    for f in files:
+        split = "test" if f == src else f.stem
+        if split in seen:
+            raise InputError(f"task.path={path}: two files for split {split!r} ({seen[split]} and {f}); keep one")
+        seen[split] = f
+    out: dict[str, list[dict]] = {}
+    for split, f in seen.items():
+        lines: list[int] = []
+        out[split] = load(f, lines)
+        if len(lines) != len(out[split]):
+            raise RuntimeError(f"{f}: the reader gave {len(out[split])} records but {len(lines)} lines")
+        if sources is not None:
+            sources[split] = Source(str(f), lines)
+    return out
 
 
 class SplitFiles:
     """The data directory of a task (see the module doc): subclasses set ``config`` (a dataclass with
     ``NOT_DATA``) and ``data_dir``, call ``_init_splits()`` and define ``_make_splits()`` (the splits
-    ``prepare`` writes) and ``_validate(rec, path, line)``."""
+    ``prepare`` writes; splits read from the user's files come from :meth:`_splits_from_files`) and
+    ``_validate(rec, path, line)``.
+
+    Records read from a user's file are checked twice over before anything is written: by the
+    task's reader (the file's own layout) and by ``_validate`` (what the task needs), each error
+    naming the user's file, line and field. ``prepare`` then writes the splits and
+    ``sources.json`` (each split's file and the line of every record, so that a later error about
+    a problem, such as SFT finding no reference solution, names the user's file and line, see
+    :meth:`where`), then ``config.json`` and ``stats.json`` last: a bad record leaves the data
+    directory as it was, not prepared.
+    """
 
     config: Any
     data_dir: Path
@@ -93,6 +132,8 @@ class SplitFiles:
     def _init_splits(self) -> None:
         self._cache: dict[str, list[dict]] = {}
         self._lines: dict[str, list[int]] = {}
+        self._made_sources: dict[str, Source] = {}
+        self._read_sources: dict[str, dict] | None = None
 
     def is_prepared(self) -> bool:
         return (self.data_dir / "stats.json").exists()
@@ -100,18 +141,40 @@ class SplitFiles:
     def _make_splits(self) -> dict[str, list[dict]]:
         raise NotImplementedError
 
+    def _splits_from_files(self, path: str, patterns: tuple[str, ...], load: Callable[[Path, list[int]], list[dict]],
+                           what: str) -> dict[str, list[dict]]:
+        """:func:`files_as_splits`, remembering where each record came from (for ``prepare``)."""
+        return files_as_splits(path, patterns, load, what, sources=self._made_sources)
+
     def prepare(self, data_dir=None, progress: bool = True) -> dict | None:
-        """Write the task's splits into ``data_dir`` (default: its own) unless they are there; the stats."""
+        """Write the task's splits into ``data_dir`` (default: its own) unless they are there; the stats.
+
+        Every record read from a user's file is validated first; a bad one raises a
+        :class:`~searchrl.data.RecordError` naming that file and line, and nothing is written."""
         out = Path(data_dir) if data_dir is not None else self.data_dir
         if (out / "stats.json").exists():
             return None
+        self._made_sources = {}
+        splits = self._make_splits()
+        for split, src in self._made_sources.items():
+            for rec, line in zip(splits[split], src.lines):
+                self._validate(rec, Path(src.path), line)
         out.mkdir(parents=True, exist_ok=True)
-        return self.write_splits(out, self._make_splits())
+        stats = self.write_splits(out, splits)
+        self._read_sources = None  # read sources.json afresh
+        return stats
 
     def write_splits(self, out: Path, splits: dict[str, list[dict]]) -> dict:
-        """Write ``splits``, the data settings and (last) the stats; returns the stats."""
+        """Write ``splits``, where their records came from, the data settings and (last) the stats;
+        returns the stats."""
         for split, recs in splits.items():
             write_jsonl(out / f"{split}.jsonl", recs)
+        made = {split: src for split, src in self._made_sources.items() if split in splits}
+        if made:
+            write_json(out / SOURCES_FILE, {split: {"path": os.path.abspath(src.path), "lines": src.lines}
+                                            for split, src in made.items()}, indent=None)
+        elif (out / SOURCES_FILE).exists():
+            (out / SOURCES_FILE).unlink()
         stats = {"source": self.config.source, **{split: len(recs) for split, recs in splits.items()}}
         skip = type(self.config).NOT_DATA
         write_json(out / "config.json", {k: v for k, v in asdict(self.config).items() if k not in skip})
@@ -141,9 +204,24 @@ class SplitFiles:
             self._cache[split], self._lines[split] = recs, lines
         return self._cache[split]
 
+    def source(self, split: str) -> dict | None:
+        """``{"path", "lines"}``: the user's file ``split`` was prepared from (``sources.json``), if any."""
+        if self._read_sources is None:
+            path = self.data_dir / SOURCES_FILE
+            got = read_json(path) if path.exists() else {}
+            self._read_sources = got if isinstance(got, dict) else {}
+        src = self._read_sources.get(split)
+        return src if isinstance(src, dict) and isinstance(src.get("lines"), list) else None
+
     def where(self, split: str, index: int) -> tuple[str, int]:
-        self.problems(split)
+        """The file and 1-based line of problem ``index`` of ``split``: the user's file it was prepared
+        from when the data directory records one, else the data directory's split file."""
+        problems = self.problems(split)
+        src = self.source(split)
+        if src is not None and len(src["lines"]) == len(problems):
+            return str(src["path"]), src["lines"][index]
         return str(self._path(split)), self._lines[split][index]
 
 
-__all__ = ["SplitFiles", "Split", "draw_splits", "composition_splits", "files_as_splits", "COMPOSITION_SPLITS", "COMPOSITION_TITLES"]
+__all__ = ["SplitFiles", "Source", "Split", "draw_splits", "composition_splits", "files_as_splits",
+           "COMPOSITION_SPLITS", "COMPOSITION_TITLES", "SOURCES_FILE"]

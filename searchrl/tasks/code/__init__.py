@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import RecordError
+from ...data import RecordError, field_value, type_name
 from ..base import MissingField, Score
-from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits, files_as_splits
+from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits
 from .sandbox import Program, run_batch
 
 SOURCES = ("synthetic", "humaneval", "stdio")
@@ -51,6 +51,10 @@ FENCE = "```"
 REQUIRED_FIELDS = {"synthetic": (("statement", str), ("entry_point", str), ("tests", list)),
                    "humaneval": (("prompt", str), ("entry_point", str), ("test", str)),
                    "stdio": (("statement", str), ("tests", list), ("public_tests", list))}
+#: the fields a problem record of each source may have, and their types (absent or null: none)
+OPTIONAL_FIELDS = {"synthetic": (("public_tests", list), ("solution", str)),
+                   "humaneval": (("canonical_solution", str),),
+                   "stdio": (("solution", str),)}
 
 
 def _f(default: Any, help: str) -> Any:
@@ -91,6 +95,8 @@ class CodeConfig:
 
     #: settings that do not change the problems written by ``prepare``
     NOT_DATA = ("name", "timeout", "memory_mb", "workers", "stop_bonus", "after_penalty")
+    #: settings that change rewards or grades, not the problems: stages and shards of graded samples depend on them
+    SCORING = ("timeout", "memory_mb", "stop_bonus", "after_penalty")
     #: settings added later, at the values that reproduce runs recorded before they existed
     RECORDED_DEFAULTS = {"repair_demos": 0.0, "repair_guided": 0.0}
 
@@ -176,21 +182,32 @@ class CodeTask(SplitFiles):
         if cfg.source == "stdio":
             from .suites import load_stdio
 
-            return files_as_splits(cfg.path, ("*.jsonl",), load_stdio, ".jsonl")
+            return self._splits_from_files(cfg.path, ("*.jsonl",), load_stdio, ".jsonl")
         from .synthetic import generate
 
         return generate(composition_splits(cfg), seed=cfg.seed, held_fraction=cfg.held_fraction,
                         min_steps=cfg.min_steps, max_steps=cfg.max_steps, n_tests=cfg.n_tests, n_public=cfg.n_public)
 
     def _validate(self, rec: dict, path: Path, line: int) -> dict:
-        for name, kind in REQUIRED_FIELDS[self.config.source]:
-            if name not in rec:
-                raise RecordError(path, line, name, "missing")
-            if not isinstance(rec[name], kind):
-                raise RecordError(path, line, name, f"expected {kind.__name__}, got {type(rec[name]).__name__}")
-        for i, t in enumerate(rec.get("tests", [])):
-            if not isinstance(t, dict) or "input" not in t or "output" not in t:
-                raise RecordError(path, line, f"tests[{i}]", "a test is an object with 'input' and 'output'")
+        """Check a problem record's fields against what the source needs (a test: ``input`` and
+        ``output``, text for stdin/stdout suites); a bad one is a :class:`RecordError` naming the file,
+        line and field (``missing (expected a string)``, ``expected a string, got int``)."""
+        source = self.config.source
+        for name, kind in REQUIRED_FIELDS[source]:
+            field_value(rec, name, kind, path, line)
+        for name, kind in OPTIONAL_FIELDS[source]:
+            field_value(rec, name, kind, path, line, required=False)
+        for name in ("tests", "public_tests"):
+            for i, t in enumerate(rec.get(name) or []):
+                if not isinstance(t, dict) or "input" not in t or "output" not in t:
+                    got = type_name(t) if not isinstance(t, dict) else f"one with the keys {sorted(t)}"
+                    raise RecordError(path, line, f"{name}[{i}]", f"expected an object with 'input' and 'output', "
+                                                                  f"got {got}")
+                if source == "stdio":
+                    for key in ("input", "output"):
+                        if not isinstance(t[key], str):
+                            raise RecordError(path, line, f"{name}[{i}]", f"{key}: expected a string, got "
+                                                                          f"{type_name(t[key])}")
         return rec
 
     # ---- model-facing

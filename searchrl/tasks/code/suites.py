@@ -19,7 +19,8 @@ and CodeContests' graders accept most outputs (APPS also tries float tolerance, 
 The reward is the fraction of tests passed (ReST-RL). Each file is JSON Lines in one of three
 layouts, recognised by its fields:
 
-* ours: ``{"statement", "tests": [{"input", "output"}, ...], "n_public"?, "solution"?}``;
+* ours: ``{"statement", "tests": [{"input", "output"}, ...], "n_public"?, "solution"?}`` (a prepared
+  record's ``public_tests``, the first tests, may stand for ``n_public``);
 * APPS: ``{"question", "input_output": {"inputs": [...], "outputs": [...]}`` (or that object as a
   JSON string), ``"solutions"?: [...]`` (or a JSON string)};
 * CodeContests: ``{"description", "public_tests": {"input": [...], "output": [...]},
@@ -29,6 +30,14 @@ layouts, recognised by its fields:
 ``n_public`` (the tests self-repair feedback may show) is, unless given: CodeContests' public
 tests; otherwise the tests whose input appears in the statement, else the first 2 (Guided-ReST's
 rule).
+
+Every field is checked when the file is read (when the task's data are prepared): a bad record is
+a :class:`~searchrl.data.RecordError` naming the file, its 1-based line and the field, saying what
+was expected (``field 'solution': expected a string, got int``). Nothing is coerced or dropped
+quietly; what a record becomes is only this: the layout's fields are mapped to ours (other fields
+are not carried over), an APPS output stored as its list of lines is those lines joined by
+newlines, tests whose input the statement shows are moved first (above), and an optional field
+that is ``null`` counts as absent.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...data import RecordError, iter_jsonl
+from ...data import RecordError, field_value, is_kind, iter_jsonl, type_name
 from .sandbox import Program, run_batch
 
 
@@ -139,84 +148,177 @@ def mutants(prompt: str, solution: str) -> list[str]:
 
 
 def _json_field(rec: dict, name: str, path, line: int) -> Any:
-    """A field that APPS stores either as JSON or as a string of JSON."""
-    value = rec[name]
+    """A field that APPS stores either as JSON or as a string of JSON (``None`` when absent or null)."""
+    value = rec.get(name)
     if isinstance(value, str):
         try:
             return json.loads(value)
         except json.JSONDecodeError as e:
-            raise RecordError(path, line, name, f"not JSON: {e}") from e
+            raise RecordError(path, line, name, f"a string that is not JSON ({e.msg} at column {e.colno})") from None
     return value
 
 
-def _tests(pairs_in: Any, pairs_out: Any, path, line: int, name: str) -> list[dict]:
-    if not isinstance(pairs_in, list) or not isinstance(pairs_out, list) or len(pairs_in) != len(pairs_out):
-        raise RecordError(path, line, name, "inputs and outputs must be lists of equal length")
+def _text(value: Any, path, line: int, field: str, which: str, lines_ok: bool) -> str:
+    """A test's input or output text; with ``lines_ok`` an output given as its list of lines (APPS stores
+    some outputs so) is those lines joined by newlines, which is the text the list stands for."""
+    if lines_ok and isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return "\n".join(value)
+    if not isinstance(value, str):
+        what = "a string or a list of lines (strings)" if lines_ok else "a string"
+        bad = [x for x in value if not isinstance(x, str)] if lines_ok and isinstance(value, list) else []
+        got = f"a list holding {type_name(bad[0])}" if bad else type_name(value)
+        raise RecordError(path, line, field, f"{which}: expected {what}, got {got}")
+    return value
+
+
+def _tests(pairs_in: Any, pairs_out: Any, path, line: int, name: str, keys=("inputs", "outputs"),
+           lines_ok: bool = False) -> list[dict]:
+    """Tests from parallel lists of inputs and outputs (APPS' ``inputs``/``outputs``, CodeContests'
+    ``input``/``output``)."""
+    for key, value in zip(keys, (pairs_in, pairs_out)):
+        if not isinstance(value, list):
+            raise RecordError(path, line, name, f"{key}: expected a list, got {type_name(value)}")
+    if len(pairs_in) != len(pairs_out):
+        raise RecordError(path, line, name, f"{len(pairs_in)} {keys[0]} but {len(pairs_out)} {keys[1]}")
+    return [{"input": _text(a, path, line, f"{name}[{i}]", "input", False),
+             "output": _text(b, path, line, f"{name}[{i}]", "output", lines_ok)}
+            for i, (a, b) in enumerate(zip(pairs_in, pairs_out))]
+
+
+def _ours(rec: dict, path, line: int):
+    """Our layout: ``statement``, ``tests`` (objects with ``input`` and ``output`` text), and optionally
+    ``n_public``, ``public_tests`` (the first tests, as a prepared data directory writes them) and
+    ``solution``."""
+    statement = field_value(rec, "statement", str, path, line)
     tests = []
-    for i, (a, b) in enumerate(zip(pairs_in, pairs_out)):
-        if isinstance(b, list):  # APPS sometimes stores an output as its list of lines
-            b = "\n".join(map(str, b))
-        if not isinstance(a, str) or not isinstance(b, str):
-            raise RecordError(path, line, f"{name}[{i}]", "a test's input and output must be text")
-        tests.append({"input": a, "output": b})
-    return tests
+    for i, t in enumerate(field_value(rec, "tests", list, path, line, what="a list of tests")):
+        if not isinstance(t, dict):
+            raise RecordError(path, line, f"tests[{i}]", f"expected an object with 'input' and 'output', "
+                                                         f"got {type_name(t)}")
+        for key in ("input", "output"):
+            if key not in t:
+                raise RecordError(path, line, f"tests[{i}]", f"{key}: missing (expected a string)")
+        tests.append({"input": _text(t["input"], path, line, f"tests[{i}]", "input", False),
+                      "output": _text(t["output"], path, line, f"tests[{i}]", "output", False)})
+    n_public = field_value(rec, "n_public", int, path, line, required=False)
+    public = field_value(rec, "public_tests", list, path, line, required=False, what="a list of tests")
+    if public is not None:
+        if public != tests[:len(public)]:
+            raise RecordError(path, line, "public_tests", "expected the first tests of 'tests' (the public ones)")
+        if n_public is not None and n_public != len(public):
+            raise RecordError(path, line, "n_public", f"{n_public}, but public_tests holds {len(public)} tests")
+        n_public = len(public)
+    solution = field_value(rec, "solution", str, path, line, required=False)
+    return statement, "statement", tests, "tests", n_public, solution
 
 
-def load_stdio(path: str | os.PathLike) -> list[dict]:
+def _apps(rec: dict, path, line: int):
+    """APPS: ``question``, ``input_output`` (an object or a JSON string), ``solutions``? (a list of
+    strings or a JSON string of one; an empty string, as APPS stores for none, is none)."""
+    statement = field_value(rec, "question", str, path, line)
+    if rec.get("input_output") == "":
+        raise RecordError(path, line, "input_output", "empty (a problem needs at least one test)")
+    io = _json_field(rec, "input_output", path, line)
+    if io is None:
+        raise RecordError(path, line, "input_output", "missing (expected an object with 'inputs' and 'outputs')")
+    if not isinstance(io, dict) or "inputs" not in io or "outputs" not in io:
+        got = type_name(io) if not isinstance(io, dict) else f"one with the keys {sorted(io)}"
+        raise RecordError(path, line, "input_output", f"expected an object with 'inputs' and 'outputs', got {got}")
+    if io.get("fn_name"):
+        raise RecordError(path, line, "input_output", f"a call-based problem (fn_name {io['fn_name']!r}), not a "
+                                                      "stdin/stdout one")
+    tests = _tests(io["inputs"], io["outputs"], path, line, "input_output", lines_ok=True)
+    sols = None if rec.get("solutions") == "" else _json_field(rec, "solutions", path, line)
+    solution = None
+    if sols is not None:
+        if not isinstance(sols, list):
+            raise RecordError(path, line, "solutions", f"expected a list of strings, got {type_name(sols)}")
+        for i, s in enumerate(sols):
+            if not isinstance(s, str):
+                raise RecordError(path, line, f"solutions[{i}]", f"expected a string, got {type_name(s)}")
+        solution = sols[0] if sols else None  # the reference: the first solution
+    return statement, "question", tests, "input_output", None, solution
+
+
+def _codecontests(rec: dict, path, line: int):
+    """CodeContests: ``description``, ``public_tests``/``private_tests``/``generated_tests`` (each
+    ``{"input": [...], "output": [...]}``, tests in that order), ``solutions``? ``{"language": [...],
+    "solution": [...]}`` (the first Python 3 one, language 3, is the reference)."""
+    statement = field_value(rec, "description", str, path, line)
+    tests, n_public = [], None
+    for name in ("public_tests", "private_tests", "generated_tests"):
+        block = field_value(rec, name, dict, path, line, required=False,
+                            what="an object with 'input' and 'output' lists")
+        if block is None:
+            continue
+        for key in ("input", "output"):
+            if key not in block:
+                raise RecordError(path, line, name, f"{key}: missing (expected a list)")
+        tests += _tests(block["input"], block["output"], path, line, name, keys=("input", "output"))
+        if name == "public_tests":
+            n_public = len(tests)
+    sols = field_value(rec, "solutions", dict, path, line, required=False,
+                       what="an object with 'language' and 'solution' lists")
+    solution = None
+    if sols is not None:
+        langs = field_value(sols, "language", list, path, line, field="solutions.language")
+        texts = field_value(sols, "solution", list, path, line, field="solutions.solution")
+        if len(langs) != len(texts):
+            raise RecordError(path, line, "solutions", f"{len(langs)} languages but {len(texts)} solutions")
+        for i, (lang, text) in enumerate(zip(langs, texts)):
+            if not is_kind(lang, int):
+                raise RecordError(path, line, f"solutions.language[{i}]", f"expected an integer, got {type_name(lang)}")
+            if not isinstance(text, str):
+                raise RecordError(path, line, f"solutions.solution[{i}]", f"expected a string, got {type_name(text)}")
+        solution = next((text for lang, text in zip(langs, texts) if lang == 3), None)
+    return statement, "description", tests, "public_tests", n_public, solution
+
+
+def stdio_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """One stdin/stdout problem of any layout of the module doc as ``{"statement", "tests",
+    "public_tests", "solution"?}``, or a :class:`RecordError` naming ``path``, ``line`` and the field
+    of the layout (``missing``, ``expected a string, got int``, ...). Nothing the record gives is
+    dropped quietly: a ``solution`` that is not a string is an error, not a problem without one."""
+    if "statement" in rec:
+        read = _ours
+    elif "question" in rec:
+        read = _apps
+    elif "description" in rec or "public_tests" in rec:
+        read = _codecontests
+    else:
+        raise RecordError(path, line, None, "not a stdin/stdout problem: expected the fields 'statement' "
+                                            "(ours), 'question' (APPS) or 'description' (CodeContests)")
+    statement, statement_field, tests, tests_field, n_public, solution = read(rec, path, line)
+    if not statement.strip():
+        raise RecordError(path, line, statement_field, "empty (expected the problem statement)")
+    if not tests:
+        raise RecordError(path, line, tests_field, "no tests (a problem needs at least one)")
+    if solution is not None and not solution.strip():
+        raise RecordError(path, line, "solution" if read is _ours else "solutions",
+                          "an empty reference solution (leave it out, or null, when there is none)")
+    if n_public is None:
+        shown = [t for t in tests if t["input"].strip() and t["input"].strip() in statement]
+        if shown:  # Guided-ReST: the tests shown in the statement are the public ones, put first
+            tests = shown + [t for t in tests if t not in shown]
+        n_public = len(shown) or min(2, len(tests))
+    if not 0 <= n_public <= len(tests):
+        raise RecordError(path, line, "n_public", f"expected an integer in 0..{len(tests)}, got {n_public}")
+    out = {"statement": statement, "tests": tests, "public_tests": tests[:n_public]}
+    if solution is not None:
+        out["solution"] = solution
+    return out
+
+
+def load_stdio(path: str | os.PathLike, lines: list[int] | None = None) -> list[dict]:
     """Read a stdin/stdout suite (JSON Lines, any layout of the module doc) into records
-    ``{"statement", "tests", "public_tests", "solution"?}`` (``public_tests`` = the first ``n_public``
-    tests, as the synthetic source writes them); a bad line raises :class:`RecordError`
-    naming the file, the line and the field."""
+    ``{"statement", "tests", "public_tests", "solution"?}`` (:func:`stdio_problem`); a bad line raises
+    :class:`RecordError` naming the file, the line and the field. ``lines``, when given, receives
+    the 1-based line of every problem."""
     out = []
     for line, rec in iter_jsonl(path):
-        if "description" in rec or "public_tests" in rec:  # CodeContests
-            tests, n_public = [], None
-            for name in ("public_tests", "private_tests", "generated_tests"):
-                block = rec.get(name)
-                if block is None:
-                    continue
-                if not isinstance(block, dict) or "input" not in block or "output" not in block:
-                    raise RecordError(path, line, name, "expected an object with 'input' and 'output' lists")
-                tests += _tests(block["input"], block["output"], path, line, name)
-                if name == "public_tests":
-                    n_public = len(tests)
-            statement = rec.get("description")
-            sols = rec.get("solutions") or {}
-            solution = next((s for lang, s in zip(sols.get("language", []), sols.get("solution", [])) if lang == 3), None)
-        elif "question" in rec:  # APPS
-            if "input_output" not in rec:
-                raise RecordError(path, line, "input_output", "missing")
-            io = _json_field(rec, "input_output", path, line)
-            if not isinstance(io, dict) or "inputs" not in io or "outputs" not in io:
-                raise RecordError(path, line, "input_output", "expected an object with 'inputs' and 'outputs'")
-            tests = _tests(io["inputs"], io["outputs"], path, line, "input_output")
-            statement, n_public = rec["question"], None
-            sols = _json_field(rec, "solutions", path, line) if rec.get("solutions") else []
-            solution = sols[0] if isinstance(sols, list) and sols and isinstance(sols[0], str) else None
-        elif "statement" in rec:  # ours
-            if not isinstance(rec.get("tests"), list):
-                raise RecordError(path, line, "tests", "missing or not a list")
-            tests = _tests([t.get("input") if isinstance(t, dict) else None for t in rec["tests"]],
-                           [t.get("output") if isinstance(t, dict) else None for t in rec["tests"]], path, line, "tests")
-            statement, n_public, solution = rec["statement"], rec.get("n_public"), rec.get("solution")
-        else:
-            raise RecordError(path, line, None, "not a stdin/stdout problem: expected the fields 'statement' "
-                                                "(ours), 'question' (APPS) or 'description' (CodeContests)")
-        if not isinstance(statement, str) or not statement.strip():
-            raise RecordError(path, line, "statement", "missing or empty problem statement")
-        if not tests:
-            raise RecordError(path, line, "tests", "a problem needs at least one test")
-        if n_public is None:
-            shown = [t for t in tests if t["input"].strip() and t["input"].strip() in statement]
-            if shown:  # Guided-ReST: the tests shown in the statement are the public ones, put first
-                tests = shown + [t for t in tests if t not in shown]
-            n_public = len(shown) or min(2, len(tests))
-        if not isinstance(n_public, int) or not 0 <= n_public <= len(tests):
-            raise RecordError(path, line, "n_public", f"must be an integer in 0..{len(tests)}")
-        rec_out = {"statement": statement, "tests": tests, "public_tests": tests[:n_public]}
-        if isinstance(solution, str):
-            rec_out["solution"] = solution
-        out.append(rec_out)
+        out.append(stdio_problem(rec, path, line))
+        if lines is not None:
+            lines.append(line)
     return out
 
 
@@ -245,4 +347,4 @@ def grade_stdio(problems: Sequence[dict], codes: Sequence[str | None], timeout: 
 
 
 __all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants", "load_stdio",
-           "outputs_match", "grade_stdio"]
+           "stdio_problem", "outputs_match", "grade_stdio"]

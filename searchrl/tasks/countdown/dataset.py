@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import InputError, RecordError, iter_jsonl, write_json, write_jsonl
+from ...data import InputError, RecordError, iter_jsonl, type_name, write_json, write_jsonl
 from .core import solve
 from .grader import grade
 from .traces import sos_trace
@@ -261,7 +261,10 @@ def _is_int(x: Any) -> bool:
 
 
 def validate_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
-    """Normalise one record to ``{"nums", "target", "solution", ...}`` or raise RecordError."""
+    """One record as ``{"nums", "target", "solution"?, "trace"?, ...}`` or a RecordError naming the file,
+    line and field (``missing (expected an integer)``, ``expected an integer, got str '12'``). Nothing is
+    coerced: the only change is that the published layout's ``extra_info`` fields move to the top (its
+    other fields stay); a ``solution`` that is ``null`` counts as absent."""
     if "target" not in rec and isinstance(rec.get("extra_info"), dict):
         src, prefix = rec["extra_info"], "extra_info."
     else:
@@ -272,15 +275,18 @@ def validate_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
             raise RecordError(path, line, prefix + name, f"missing (expected {expected})")
         value = src[name]
         if not check(value):
-            raise RecordError(path, line, prefix + name, f"expected {expected}, got {value!r:.80}")
+            shown = "" if value is None else f" {value!r:.60}"
+            raise RecordError(path, line, prefix + name, f"expected {expected}, got {type_name(value)}{shown}")
         return value
 
     target = get("target", _is_int, "an integer")
     nums = get("nums", lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(n) and n >= 0 for n in v),
                  "a list of at least 2 non-negative integers")
     out = {k: v for k, v in rec.items() if k != "extra_info"}
-    out.update({"target": target, "nums": [int(n) for n in nums]})
-    if "solution" in src and src["solution"] is not None:
+    out.update({"target": target, "nums": list(nums)})
+    if src.get("solution") is None:
+        out.pop("solution", None)
+    else:
         out["solution"] = list(get("solution", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
                                      "a list of operation strings like '14+15=29'"))
     if "trace" in src:

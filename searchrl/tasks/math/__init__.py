@@ -10,7 +10,16 @@
   ReST-MCTS*'s ``{"content", "answer"}`` (ours too, with an optional ``"solution"``); GSM8K's
   ``{"question", "answer"}`` where the answer's text ends ``#### <answer>`` (the lines before it
   become the solution); MATH's ``{"problem", "solution"}`` (the answer is the solution's last
-  ``\\boxed{}``).
+  ``\\boxed{}``, unless an ``answer`` field gives it).
+
+Every record is checked when its file is read (when the task's data are prepared), each error
+naming the file, its 1-based line (a ``.json`` list: the line its item starts on) and the field,
+and saying what was expected (``field 'solution': expected a string, got int``). Nothing is
+dropped or coerced quietly; what a record becomes is only this: the layout's fields are mapped
+to ``content``/``answer``/``solution`` (other fields are not carried over), an answer given as a
+JSON number is its decimal text, a GSM8K answer is the text after ``####`` without its thousands
+commas (``4,003`` is 4003, as GSM8K writes it), and an optional field that is ``null`` counts
+as absent.
 
 Grading: the response's final answer (:func:`extract_answer`: the last ``\\boxed{...}``, else
 "The answer is ...") against the gold one by ``math-verify`` (:func:`is_equivalent`); reward 1
@@ -25,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data import InputError, RecordError, iter_jsonl, read_json
+from ...data import RecordError, field_value, iter_json_list, iter_jsonl, type_name
 from ..base import MissingField, Score
-from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits, files_as_splits
+from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits
 from .answer import are_equivalent, extract_answer, is_equivalent
 
 SOURCES = ("synthetic", "jsonl")
@@ -60,6 +69,8 @@ class MathConfig:
     timeout: float = _f(5.0, "seconds math-verify may take per answer (then: not equivalent)")
 
     NOT_DATA = ("name", "timeout")
+    #: settings that change grades, not the problems: stages and shards of graded samples depend on them
+    SCORING = ("timeout",)
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -77,50 +88,72 @@ def _gsm8k_answer(text: str) -> tuple[str, str] | None:
     return ans.strip().replace(",", ""), steps.strip()
 
 
-def load_problems(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Problems ``{"content", "answer", "solution"?}`` from a JSON Lines (or JSON list) file in any layout of
-    the module doc; a bad record raises :class:`~searchrl.data.RecordError` naming file, line and field."""
-    path = Path(path)
-    if path.suffix == ".json":
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON list of problems")
-        rows = list(enumerate(data, 1))
+def _answer_text(value: str | int | float) -> str:
+    """A gold answer as text: a number given as a JSON number is its decimal text (``42`` -> ``"42"``;
+    a float keeps Python's shortest text for the same number), which math-verify reads as that number."""
+    return value if isinstance(value, str) else str(value)
+
+
+#: the types a gold ``answer`` field may have (a number is read as its text, :func:`_answer_text`)
+ANSWER = (str, int, float)
+
+
+def math_problem(rec: Any, path: str | os.PathLike, line: int) -> dict[str, Any]:
+    """One problem of any layout of the module doc as ``{"content", "answer", "solution"?}``, or a
+    :class:`~searchrl.data.RecordError` naming ``path``, ``line`` and the layout's field (``missing``,
+    ``expected a string, got int``, ...). Nothing the record gives is dropped quietly: a ``solution``
+    that is not a string, or a MATH ``answer`` that is neither text nor a number, is an error."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, line, None, f"expected a JSON object (a problem), got {type_name(rec)}")
+    solution_field = "solution"
+    if "content" in rec:  # ReST-MCTS* / ours
+        question_field = "content"
+        question = field_value(rec, "content", str, path, line)
+        answer = _answer_text(field_value(rec, "answer", ANSWER, path, line, what="a string or a number"))
+        solution = field_value(rec, "solution", str, path, line, required=False)
+    elif "question" in rec:  # GSM8K
+        question_field = "question"
+        question = field_value(rec, "question", str, path, line)
+        parsed = _gsm8k_answer(field_value(rec, "answer", str, path, line))
+        if parsed is None:
+            raise RecordError(path, line, "answer", "a GSM8K answer ends with '#### <answer>'")
+        answer, solution = parsed
+        solution = solution or None  # "#### 5" alone: the answer without steps
+        solution_field = "answer"
+    elif "problem" in rec:  # MATH
+        question_field = "problem"
+        question = field_value(rec, "problem", str, path, line)
+        solution = field_value(rec, "solution", str, path, line)
+        given = field_value(rec, "answer", ANSWER, path, line, required=False, what="a string or a number")
+        answer = _answer_text(given) if given is not None else extract_answer(solution)
+        if answer is None:
+            raise RecordError(path, line, "solution", "no \\boxed{} answer in it (and no 'answer' field)")
     else:
-        rows = list(iter_jsonl(path))
+        raise RecordError(path, line, None, "not a math problem: expected 'content' (ReST-MCTS*), 'question' "
+                                            "(GSM8K) or 'problem' (MATH)")
+    if not question.strip():
+        raise RecordError(path, line, question_field, "empty (expected the question)")
+    if not answer.strip():
+        raise RecordError(path, line, "answer", "empty (expected the final answer)")
+    if solution is not None and not solution.strip():
+        raise RecordError(path, line, solution_field, "an empty solution (leave it out, or null, when there is none)")
+    out = {"content": question, "answer": answer}
+    if solution is not None:
+        out["solution"] = solution
+    return out
+
+
+def load_problems(path: str | os.PathLike, lines: list[int] | None = None) -> list[dict[str, Any]]:
+    """Problems ``{"content", "answer", "solution"?}`` from a JSON Lines (or JSON list) file in any layout of
+    the module doc (:func:`math_problem`); a bad record raises :class:`~searchrl.data.RecordError` naming
+    file, line and field. ``lines``, when given, receives the 1-based line every problem starts on."""
+    path = Path(path)
+    rows = iter_json_list(path, "problems") if path.suffix == ".json" else iter_jsonl(path)
     out = []
     for line, rec in rows:
-        if not isinstance(rec, dict):
-            raise RecordError(path, line, None, "a problem is a JSON object")
-        if "content" in rec:  # ReST-MCTS* / ours
-            question, answer, solution = rec["content"], rec.get("answer"), rec.get("solution")
-            if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
-                raise RecordError(path, line, "answer", "missing or not a string/number")
-            answer = str(answer)
-        elif "question" in rec:  # GSM8K
-            if not isinstance(rec.get("answer"), str):
-                raise RecordError(path, line, "answer", "missing or not a string")
-            parsed = _gsm8k_answer(rec["answer"])
-            if parsed is None:
-                raise RecordError(path, line, "answer", "a GSM8K answer ends with '#### <answer>'")
-            question, (answer, solution) = rec["question"], parsed
-        elif "problem" in rec:  # MATH
-            solution = rec.get("solution")
-            if not isinstance(solution, str):
-                raise RecordError(path, line, "solution", "missing or not a string")
-            answer = rec["answer"] if isinstance(rec.get("answer"), str) else extract_answer(solution)
-            if answer is None:
-                raise RecordError(path, line, "solution", "no \\boxed{} answer in it")
-            question = rec["problem"]
-        else:
-            raise RecordError(path, line, None, "not a math problem: expected 'content' (ReST-MCTS*), 'question' "
-                                                "(GSM8K) or 'problem' (MATH)")
-        if not isinstance(question, str) or not question.strip():
-            raise RecordError(path, line, "content", "missing or empty question")
-        rec_out = {"content": question, "answer": answer}
-        if isinstance(solution, str) and solution.strip():
-            rec_out["solution"] = solution
-        out.append(rec_out)
+        out.append(math_problem(rec, path, line))
+        if lines is not None:
+            lines.append(line)
     return out
 
 
@@ -140,7 +173,7 @@ class MathTask(SplitFiles):
     def _make_splits(self) -> dict[str, list[dict]]:
         cfg = self.config
         if cfg.source == "jsonl":
-            return files_as_splits(cfg.path, ("*.jsonl", "*.json"), load_problems, ".jsonl/.json")
+            return self._splits_from_files(cfg.path, ("*.jsonl", "*.json"), load_problems, ".jsonl/.json")
         from .synthetic import generate
 
         return generate(composition_splits(cfg), seed=cfg.seed, held_fraction=cfg.held_fraction,
@@ -148,8 +181,8 @@ class MathTask(SplitFiles):
 
     def _validate(self, rec: dict, path: Path, line: int) -> dict:
         for name in ("content", "answer"):
-            if not isinstance(rec.get(name), str):
-                raise RecordError(path, line, name, "missing or not a string")
+            field_value(rec, name, str, path, line)
+        field_value(rec, "solution", str, path, line, required=False)
         return rec
 
     # ---- model-facing
@@ -203,5 +236,6 @@ class MathTask(SplitFiles):
                                       extra_patterns=[r"(?<![0-9])[0-9]{1,3}(?![0-9])"])
 
 
-__all__ = ["MathTask", "MathConfig", "extract_answer", "is_equivalent", "are_equivalent", "load_problems", "SOURCES",
+__all__ = ["MathTask", "MathConfig", "extract_answer", "is_equivalent", "are_equivalent", "load_problems",
+           "math_problem", "SOURCES",
            "INSTRUCTION"]
