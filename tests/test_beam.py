@@ -179,7 +179,7 @@ def test_problems_advance_in_lockstep_one_call_per_step():
         return j if i == 5 else 2
 
     res, gen, scorer = run(script, values, cfg, problems=problems, choose=choose, indices=[5, 7])
-    assert gen.batches == [["", ""], ["ab"]] and scorer.batches == 2
+    assert gen.batches == [["", ""], ["ab"]] and scorer.batches == 3  # value calls: one per problem and step
     assert [r.index for r in res] == [5, 7]
     assert [texts(r) for r in res] == [["abd"], ["c"]]
     assert [r.generated_tokens for r in res] == [2 + 2 + 2 + 2, 2 + 2]

@@ -233,7 +233,7 @@ def test_two_problems_advance_in_lockstep_with_batched_calls():
     # it 1: expansion, 2 rollout steps for both; it 2: problem "r" gated (C .95), "q" expands A and rolls out once;
     # it 3: "q" expands Ay; it 4: "q" gated; then one completion ("r"'s C)
     assert gen.batches == [2, 2, 2, 1, 1, 1, 1]
-    assert scorer.batches == [6, 2, 2, 2, 1, 1, 1]
+    assert scorer.batches == [3, 3, 1, 1, 1, 1, 2, 1, 1, 1]  # one value call per problem
     assert [p.seed for t, p in gen.calls[:2]] == [request_seed(0, 5, 0, 0), request_seed(0, 9, 0, 0)]
     assert [r.index for r in both] == [5, 9]
     assert both[1].meta["gated"] and both[1].meta["iterations"] == 2 and both[1].response == "C\nD\nE\nF\n"

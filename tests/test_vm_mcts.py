@@ -212,7 +212,7 @@ def test_decode_batches_all_problems_in_one_call_per_iteration():
     cfg = VMMCTSConfig(iterations=3, n=3)
     res = vm_mcts(gen, scorer, task, problems, cfg, indices=[7, 9])
     assert gen.batches == [2, 2]  # iteration 3 selects end states only
-    assert scorer.batches == [10, 2]  # 5 new states per problem, then "a\ny$" for each
+    assert scorer.batches == [5, 5, 1, 1]  # per problem: 5 new states, then "a\ny$"
     assert task.batches == []  # decoding never asks the verifier
     assert [p.seed for _, p in gen.calls[:2]] == [request_seed(0, 7, 0, 0), request_seed(0, 9, 0, 0)]
     assert [r.index for r in res] == [7, 9] and [r.generated_tokens for r in res] == [18, 18]
@@ -241,7 +241,7 @@ def test_prm_min_scores_the_worst_step_in_one_call():
     got = prm_min_scores(scorer, ActionSplitter(tok, "\n"), [prompt, prompt],
                          [tok.encode("a\nb\nc$"), tok.encode("d$")], counter=counter, owners=[1, 0])
     assert got == [0.3, 0.4]
-    assert scorer.batches == [4] and scorer.calls == ["a\n", "a\nb\n", "a\nb\nc$", "d$"]
+    assert scorer.batches == [3, 1] and scorer.calls == ["a\n", "a\nb\n", "a\nb\nc$", "d$"]
     assert counter.value == [4 + 2, 3 * 4 + 2 + 4 + 6]
     with pytest.raises(ValueError, match="prompts"):
         prm_min_scores(scorer, ActionSplitter(tok, "\n"), [prompt], [])

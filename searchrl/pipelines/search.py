@@ -161,7 +161,7 @@ class Searcher:
         samples that the largest budget reads, cached for every budget up to it."""
         top = max(*self.cfg.budgets, budget)
         if (need, how, top) not in self._scores:
-            from ..search.common import ActionSplitter
+            from ..search.common import ActionSplitter, score_by_owner
             from ..search.vm_mcts import prm_min_scores
 
             scorer = self.scorer(need)
@@ -169,11 +169,13 @@ class Searcher:
             flat = [r for rs in pool for r in rs]
             prompts = [r["prompt_ids"] for r in flat]
             states = [r["response_ids"] for r in flat]
+            # one value call per problem, so a problem's scores do not depend on the others in the split
+            owners = [p for p, rs in enumerate(pool) for _ in rs]
             if how == "min":
                 splitter = ActionSplitter(self.tokenizer, self.run.task.action_stop)
-                vals = prm_min_scores(scorer, splitter, prompts, states)
+                vals = prm_min_scores(scorer, splitter, prompts, states, owners=owners)
             else:
-                vals = scorer.score(prompts, states)
+                vals = score_by_owner(scorer, prompts, states, owners)
             it = iter(vals)
             self._scores[(need, how, top)] = [[next(it) for _ in rs] for rs in pool]
         return self._scores[(need, how, top)]

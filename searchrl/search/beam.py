@@ -34,10 +34,12 @@ vote), each output scored by the value of its last token.
 Here
 ----
 * All problems and all repetitions advance in lockstep: one :func:`generate_counted` and one
-  :func:`score_counted` call per step, over every active beam of every problem and repetition.
+  :func:`score_counted` call per step, over every active beam of every problem and repetition
+  (the latter asks the value model once per problem, for all of its repetitions' candidates).
   The request of beam ``b`` of repetition ``r`` of problem ``i`` at step ``t`` is seeded with
-  ``request_seed(seed, i, r, t, b)`` (so a problem's samples do not depend on the batch); the
-  survivors of a step take the active beams' slots in candidate order.
+  ``request_seed(seed, i, r, t, b)``, and a problem's values come from calls of its own, so a
+  problem's samples and its top-k do not depend on the batch; the survivors of a step take the
+  active beams' slots in candidate order.
 * ``block_size`` defaults to 32 tokens (VGS: 4096 with a 16384-token limit) and ``max_tokens``
   to 512: our policies are tiny and their responses short, and a block should still hold a
   few lines so the value model sees meaningful progress between decisions.

@@ -19,13 +19,33 @@ they pick what to expand and how they credit values, and in nothing else. They a
   (:class:`TokenCounter`), so searches are compared at equal generated-token budgets and a
   search stops a problem once its budget is spent;
 * run **many problems at once**: each search advances all its trees in lockstep and sends
-  one batched :meth:`Generator.generate` and one batched :meth:`Scorer.score` per step for
-  all nodes of all problems (:func:`generate_counted`, :func:`score_counted`);
+  one batched :meth:`Generator.generate` per step for all nodes of all problems
+  (:func:`generate_counted`), and one :meth:`Scorer.score` call *per problem* per step for
+  all of that problem's nodes (:func:`score_counted`; see below why not one for all);
 * return one :class:`SearchResult` per problem: every complete response it produced
   (:class:`Candidate`, with its value) and the final response.
 
-Sampling seeds are derived from names (:func:`request_seed`: run seed, problem index, node,
-iteration), never from a shared stream, so batching and budgets do not change samples.
+Results do not depend on batching
+---------------------------------
+A problem's result is a function of the config, the seed, the problem and its index in the
+split, not of which problems share its batch or shard (up to the generator's arithmetic: the
+last point):
+
+* sampling seeds are derived from names (:func:`request_seed`: run seed, problem index, node,
+  iteration), never from a shared stream, so batching and budgets do not change samples;
+* a value model sorts the sequences of one call by length, chunks them and pads each chunk to
+  its longest, so a state's value changes in its last bits with the other sequences of the
+  call (by up to 4e-7 in float32 on CPU, measured with
+  :class:`~searchrl.models.value.ValueModel`). That is enough to decide a tie (two states of
+  equal value, or one state met twice) one way in one batch and the other way in another,
+  and a search then goes elsewhere. So :func:`score_counted` calls the scorer once per problem,
+  with that problem's states only, in the problem's own order: the call, and so every value,
+  is the same whatever else is being searched. Ties are then broken by each search's fixed
+  order (the candidate, child or leaf that came first);
+* what remains is the generator's own batching: a sampler's logits also move slightly with
+  the rows decoded alongside (the shipped Countdown policy's logprobs by up to 1e-5 on CPU;
+  :mod:`searchrl.engine.sampler`, "Per-sample randomness"), which can change a token only at
+  a near-tie of its uniform with a cumulative probability, or of two logits when greedy.
 """
 
 from __future__ import annotations
@@ -130,15 +150,35 @@ def generate_counted(generator, prompts: Sequence[Sequence[int]], params, owners
     return outs
 
 
+def score_by_owner(scorer: Scorer, prompt_ids: Sequence[Sequence[int]], states: Sequence[Sequence[int]],
+                   owners: Sequence[int]) -> list[float]:
+    """``V(prompt_ids[i] + states[i])`` for every i, from one ``scorer.score`` call per owner (problem)
+    over that owner's states in their order, so no owner's values depend on another's (see module docs)."""
+    if not len(prompt_ids) == len(states) == len(owners):
+        raise ValueError(f"{len(prompt_ids)} prompts, {len(states)} states, {len(owners)} owners")
+    rows: dict[int, list[int]] = {}
+    for i, owner in enumerate(owners):
+        rows.setdefault(owner, []).append(i)
+    values = [0.0] * len(states)
+    for owner, mine in rows.items():
+        got = scorer.score([list(prompt_ids[i]) for i in mine], [list(states[i]) for i in mine])
+        if len(got) != len(mine):
+            raise ValueError(f"the scorer returned {len(got)} values for {len(mine)} states")
+        for i, v in zip(mine, got):
+            values[i] = float(v)
+    return values
+
+
 def score_counted(scorer: Scorer, prompt_ids: Sequence[Sequence[int]], states: Sequence[Sequence[int]],
                   owners: Sequence[int], counter: TokenCounter) -> list[float]:
-    """``scorer.score(prompt_ids, states)``, adding the tokens each value call reads to its owner problem."""
+    """:func:`score_by_owner` (one scorer call per owner problem), adding the tokens each value call reads
+    to its owner problem."""
     if not states:
         return []
-    values = scorer.score([list(p) for p in prompt_ids], [list(s) for s in states])
+    values = score_by_owner(scorer, prompt_ids, states, owners)
     for owner, p, s in zip(owners, prompt_ids, states):
         counter.value[owner] += len(p) + len(s)
-    return [float(v) for v in values]
+    return values
 
 
 @dataclass
@@ -174,4 +214,4 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
 
 
 __all__ = ["Scorer", "problem_prompts", "request_seed", "eos_ids", "ActionSplitter", "TokenCounter",
-           "generate_counted", "score_counted", "Candidate", "SearchResult", "decode"]
+           "generate_counted", "score_by_owner", "score_counted", "Candidate", "SearchResult", "decode"]

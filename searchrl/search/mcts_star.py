@@ -44,12 +44,15 @@ One iteration (``executeRound``), for every problem still searching
    ``V = sum(V_c n_c) / sum(n_c)`` over its visited children.
 
 All problems advance in lockstep: per iteration one :meth:`generate` call for the
-expansions of all problems, then one per rollout step, and one :meth:`Scorer.score` call per
-batch of new states. Prompts are token ids (``prompt_ids + state_ids``) so the sampler's
-prefix cache serves them. Seeds are named (:func:`request_seed`): ``(seed, problem index,
-node id, iteration)`` for an expansion, plus ``("roll", step)`` for rollouts, and
-``(seed, problem index, node id, "complete")`` for the final completion; batching and
-budgets therefore never change what is sampled.
+expansions of all problems, then one per rollout step, and, per batch of new states, one
+:meth:`Scorer.score` call for each problem with states in it (:func:`score_counted`: a
+problem's values never depend on the states of other problems scored alongside). Prompts
+are token ids (``prompt_ids + state_ids``) so the sampler's prefix cache serves them. Seeds
+are named (:func:`request_seed`): ``(seed, problem index, leaf id, iteration)`` for an
+expansion, plus ``("line", sample, line)`` for a step's further lines; ``(seed, problem
+index, child id, iteration, "roll", step, line)`` for a rollout; and ``(seed, problem index,
+node id, "complete")`` for the final completion; batching and budgets therefore never change
+what is sampled.
 
 A problem stops at the end gate, after ``iterations``, or, with ``budget_tokens``, once it
 has generated that many tokens (checked before each iteration; the iteration in flight

@@ -34,9 +34,10 @@ One iteration (line numbers: Alg. 2 / Alg. 3)
   ever gets is its own value, so it stays there).
 
 All problems advance in lockstep: per iteration one :func:`.common.generate_counted` call for the
-expansions of all problems, one ``task.score`` (Alg. 2) or one :func:`.common.score_counted`
-(Alg. 3) call for everything to grade. Prompts go to the generator as token ids (prompt +
-state), so the sampler's prefix cache serves the shared path. Seeds are
+expansions of all problems, one ``task.score`` call (Alg. 2) for everything to grade, or (Alg. 3)
+one :func:`.common.score_counted` call, which asks the value model once per problem for that
+problem's new states (so values, like samples, do not depend on the batch). Prompts go to the
+generator as token ids (prompt + state), so the sampler's prefix cache serves the shared path. Seeds are
 ``request_seed(cfg.seed, problem index, node id, iteration)``.
 
 Outputs
@@ -256,19 +257,30 @@ def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequenc
                    owners: Sequence[int] | None = None) -> list[float]:
     """PRM-BoN's score (paper A.2, "PRM"): per response, the minimum of the scorer's values of its prefixes
     after each action (the empty response: the value of the bare prompt). ``prompt_ids[i]`` is response
-    ``i``'s prompt; one batched scorer call (a scorer with ``values_at``, as
-    :class:`~searchrl.models.value.ValueModel`, reads all prefixes of a response from one pass over it);
-    value tokens go to ``counter`` under ``owners`` (default: i)."""
+    ``i``'s prompt and ``owners[i]`` its problem (default: i, every response on its own). One batched
+    scorer call per owner, over that owner's responses only, so a problem's scores do not depend on the
+    other problems scored with it (:mod:`.common`, "Results do not depend on batching"); a scorer with
+    ``values_at``, as :class:`~searchrl.models.value.ValueModel`, reads all prefixes of a response from
+    one pass over it. Value tokens go to ``counter`` under ``owners``."""
     if len(prompt_ids) != len(responses_ids):
         raise ValueError(f"{len(prompt_ids)} prompts for {len(responses_ids)} responses")
     owners = list(range(len(responses_ids))) if owners is None else list(owners)
+    if len(owners) != len(responses_ids):
+        raise ValueError(f"{len(owners)} owners for {len(responses_ids)} responses")
     counter = counter if counter is not None else TokenCounter.zeros(max(owners, default=-1) + 1)
     cuts = [[end for _, end in splitter.actions(ids)] or [0] for ids in responses_ids]
     values_at = getattr(scorer, "values_at", None)
     if values_at is not None:  # a value model reads every prefix's value from one pass over the response
-        for o, pr, ids in zip(owners, prompt_ids, responses_ids):
-            counter.value[o] += len(pr) + len(ids)
-        return [min(vs) for vs in values_at(prompt_ids, responses_ids, cuts)]
+        rows: dict[int, list[int]] = {}
+        for i, o in enumerate(owners):
+            rows.setdefault(o, []).append(i)
+            counter.value[o] += len(prompt_ids[i]) + len(responses_ids[i])
+        out: list[float] = [0.0] * len(responses_ids)
+        for mine in rows.values():
+            got = values_at([prompt_ids[i] for i in mine], [responses_ids[i] for i in mine], [cuts[i] for i in mine])
+            for i, vs in zip(mine, got):
+                out[i] = min(vs)
+        return out
     values = iter(score_counted(scorer, [pr for pr, cs in zip(prompt_ids, cuts) for _ in cs],
                                 [list(ids[:e]) for ids, cs in zip(responses_ids, cuts) for e in cs],
                                 [o for o, cs in zip(owners, cuts) for _ in cs], counter))
