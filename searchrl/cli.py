@@ -69,11 +69,11 @@ def _task_help() -> str:
 # ----------------------------------------------------------------------------- commands
 
 
-def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda cfg: ()):
+def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda cfg: {}):
     """The command's run, opened: settings, stages and models checked before anything is recorded.
 
     ``sampling``: the command samples ``--model`` (default: the run's base policy);
-    ``value_models(cfg)``: the value models it will load. A command with ``--preset NAME`` starts
+    ``value_models(cfg)``: the value models it will load (setting -> directory; empty ones are unset). A command with ``--preset NAME`` starts
     from ``searchrl/presets/search-NAME.yaml``, then ``--config``. The run is kept in ``args`` so
     that :func:`main` can take back its config record if the command fails.
     """
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda c
         recipes.insert(0, str(resources.files("searchrl") / "presets" / f"search-{args.preset}.yaml"))
     cfg = config_for_run_dir(args.run_dir, recipes, args.overrides)
     run = Run(cfg, progress=not args.quiet)
-    values = [v for v in value_models(cfg) if v]
+    values = {k: v for k, v in value_models(cfg).items() if v}
     if sampling:
         from .pipelines.commands import policy_path
 
@@ -108,9 +108,8 @@ def _positive(args: argparse.Namespace, **bounds: int) -> None:
             raise InputError(f"--{name.replace('_', '-')} {value}: must be >= {lo}")
 
 
-def _search_values(cfg) -> list[str]:
-    s = cfg.search
-    return [s.value, s.orm, s.classifier, s.mcts_star_value]
+def _search_values(cfg) -> dict[str, str]:
+    return {f"search.{k}": getattr(cfg.search, k) for k in ("value", "orm", "classifier", "mcts_star_value")}
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -167,7 +166,7 @@ def cmd_value_data(args: argparse.Namespace) -> int:
         from .data import InputError
 
         raise InputError("value-data --source mcts-star: needs --value, the value model that guides the search")
-    run = _run(args, sampling=True, value_models=lambda cfg: [args.value])
+    run = _run(args, sampling=True, value_models=lambda cfg: {"--value": args.value})
     out, records = make_value_data(run, args.source, args.model, args.value)
     print((out / "summary.json").read_text(encoding="utf-8"))
     print(f"value data: {out} ({len(records)} records)")
@@ -273,7 +272,7 @@ def cmd_rest_mcts(args: argparse.Namespace) -> int:
     from .pipelines.rest_mcts import run_rest_mcts_command
     from .selftrain.rest_mcts import read_iterations
 
-    run = _run(args, sampling=True, value_models=lambda cfg: [cfg.rest_mcts.value_init])
+    run = _run(args, sampling=True, value_models=lambda cfg: {"rest_mcts.value_init": cfg.rest_mcts.value_init})
     name = args.name or "rest-mcts"
     last = run_rest_mcts_command(run, args.model, name)
     for it, rec in enumerate(read_iterations(run.dir / name), 1):

@@ -109,7 +109,7 @@ def make_run(run_dir: Path, value: Path | None, workers: int):
     from searchrl.pipelines.run import Run
 
     over = [f"run_dir={run_dir}", f"engine.workers={workers}", "search.n_problems=4", "search.shard_problems=2",
-            "eval.splits=[test_seen]", "eval.n_problems=4", "eval.n_samples=2", "eval.max_tokens=96",
+            "eval.splits=[test_seen]", "eval.n_problems=4", "eval.n_samples=2", "eval.ks=[1,2]", "eval.max_tokens=96",
             "eval.shard_problems=2", "eval.batch_size=8", "search.mcts_star.iterations=2"]
     if value is not None:
         over.append(f"search.value={value}")

@@ -95,4 +95,5 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     # a value-model setting that is not one is refused, naming it
     assert main(["search", "--method", "vm-mcts", "--budget", "200", "--run-dir", str(run_dir), "--quiet",
                  f"search.value={run_dir / 'data'}"]) == 2
-    assert "not a value model directory (search.value)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: search.value: ") and "no 'model_type' field" in err

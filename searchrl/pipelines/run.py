@@ -60,17 +60,23 @@ class Run:
         self._workers = None
 
     # ---- config record and stages
-    def open(self, stages: list[Stage] = (), models: list = (), value_models: list = ()) -> Run:
+    def open(self, stages: list[Stage] = (), models: list = (), value_models: dict | None = None) -> Run:
         """Check the settings (:meth:`check_settings`), the run directory, the run's data and SFT stages
-        and ``stages`` against it, the ``models`` (policies) and ``value_models`` it will load, then record
+        and ``stages`` against it, the ``models`` (policies) and ``value_models`` (setting -> directory) it
+        will load, then record
         the config. A refused command records nothing; :meth:`restore_config` undoes the record of a
         command that fails later."""
         self.check_settings()
         check_run_dir(self.dir)
         for name in models:
             self.check_model(name)
-        for name in value_models:
-            self.check_model(name, preset_ok=False, kind="value")
+        from ..data import InputError
+
+        for key, name in (value_models or {}).items():
+            try:
+                self.check_model(name, preset_ok=False, kind="value")
+            except (InputError, FileNotFoundError) as e:
+                raise InputError(f"{key}: {e}") from None
         for st in [self.data_stage(), self.sft_stage(), *stages]:
             if st is not None:
                 st.check()
