@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from searchrl.data import read_jsonl
-from searchrl.train.core import resolve_mixed_precision
+from searchrl.train.accel import resolve_mixed_precision
 from searchrl.train.sft import SFTConfig, train_sft
 
 

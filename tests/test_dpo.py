@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from searchrl.data import read_jsonl
+from searchrl.train.checkpoint import is_complete
 from searchrl.train.config import DPOConfig
-from searchrl.train.core import is_complete
 from searchrl.train.dpo import collate_pairs, pair_logps, tokenize_pairs, train_dpo
 from searchrl.train.losses import get_loss, sequence_logps
 

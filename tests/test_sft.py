@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from searchrl.data import read_jsonl
-from searchrl.train.sft import (SFTConfig, collate, is_complete, make_batches, sft_loss,
-                                tokenize_examples, train_sft)
+from searchrl.train.checkpoint import is_complete
+from searchrl.train.sft import SFTConfig, collate, make_batches, sft_loss, tokenize_examples, train_sft
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -171,7 +171,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tokenizer):
 
 def test_grad_accum_step_is_the_mean_over_all_its_batches(tmp_path, tokenizer):
     """One step with grad_accum=3 = one AdamW step on the mean loss over the plan's first 3 batches."""
-    from searchrl.train.sft import lr_lambda
+    from searchrl.train.optim import lr_lambda
 
     examples = reverse_examples(40)
     cfg = cfg_for(tmp_path, grad_accum=3, max_steps=1, grad_clip=0.0, lr=1e-2, warmup_steps=1)

@@ -1,4 +1,4 @@
-"""Trainer core: a second, non-SFT trainer built only from searchrl.train.core (optimizer, accumulation,
+"""Trainer core: a second, non-SFT trainer built only from the core (TrainRun, optimizer, accumulation,
 checkpoints, exact resume, metrics), checkpoint atomicity, trajectory refusal, trackers, loss registry."""
 
 import hashlib
@@ -14,9 +14,13 @@ import pytest
 import torch
 
 from searchrl.data import read_jsonl
-from searchrl.train.core import (Checkpointer, Stopwatch, TrainConfig, TrainRun, accumulation_step, build_optimizer,
-                                 is_complete, load_finished, make_accelerator)
+from searchrl.train.accel import make_accelerator
+from searchrl.train.checkpoint import Checkpointer, is_complete, load_finished
+from searchrl.train.config import TrainConfig
+from searchrl.train.core import TrainRun
 from searchrl.train.losses import get_loss, register_loss
+from searchrl.train.metrics import Stopwatch
+from searchrl.train.optim import accumulation_step, build_optimizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -121,7 +121,7 @@ class SFTConfig(TrainConfig):
     """Settings of one SFT run. Units are in brackets at the end of each help text.
 
     The optimizer and run settings (``output_dir``, ``lr``, ``seed``, ``save_every``, ...)
-    are inherited from :class:`~searchrl.train.core.TrainConfig`.
+    are inherited from :class:`~searchrl.train.config.TrainConfig`.
     """
 
     max_steps: int | None = field(default=None, metadata={

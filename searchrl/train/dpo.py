@@ -66,8 +66,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import make_accelerator
+from .checkpoint import load_finished
 from .config import DPOConfig
-from .core import load_finished, make_accelerator
 from .losses import IGNORE_INDEX, get_loss, sequence_logps
 from .sft import Objective, TokenizedData, fit_batches
 

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from searchrl.train.adapters import transformers_in
+
 
 def _units(model: nn.Module) -> list[nn.Module]:
     """What is sharded as one unit, innermost first (``model`` itself comes last, not listed): every
@@ -46,13 +48,11 @@ def _units(model: nn.Module) -> list[nn.Module]:
     own (the critic's values) and find that part's weights gathered."""
     from transformers import PreTrainedModel
 
-    from searchrl.train.core import _transformers_in
-
     names: set[str] = set()
     for m in model.modules():
         names.update(getattr(m, "_no_split_modules", None) or ())
     units = {id(m): m for m in model.modules() if type(m).__name__ in names}
-    units.update({id(m): m for m in _transformers_in(model) if m is not model})
+    units.update({id(m): m for m in transformers_in(model) if m is not model})
     if not isinstance(model, PreTrainedModel):
         units.update({id(m): m for m in model.children() if any(True for _ in m.parameters())})
     depth = {id(m): name.count(".") + 1 for name, m in model.named_modules() if name}

@@ -13,7 +13,7 @@ with the list of known ones instead of deep inside a training step.
 
 Conventions: a loss takes tensors (no model, no optimizer, no accelerator) and
 returns the *sum* of its per-token or per-sequence terms together with their count.
-Summing rather than averaging lets :func:`searchrl.train.core.accumulation_step`
+Summing rather than averaging lets :func:`searchrl.train.optim.accumulation_step`
 divide once by the number of terms in the whole optimizer step (all micro-batches,
 all processes), which is what makes gradient accumulation and data parallelism
 give the gradient of one big batch.

@@ -10,8 +10,9 @@ SFT therefore has to be (1) correct about what it imitates, (2) cheap on padding
 to many GPUs without a different code path. This file is SFT's data plan and its
 loss; (3) and (4), along with the optimizer, precision, checkpoints and metrics
 files, are the trainer core shared with the other trainers
-(:mod:`searchrl.train.core`, whose docstring explains those decisions). Read top to
-bottom (nanoGPT style), with every decision written next to the code that makes it:
+(:mod:`searchrl.train.core` and the modules it names, whose docstrings explain those
+decisions). Read top to bottom (nanoGPT style), with every decision written next to the
+code that makes it:
 
 * **What is learned.** Each example is a prompt and a response. Prompt and response
   are tokenized *separately* (``add_special_tokens=False``) and concatenated, and the
@@ -39,10 +40,10 @@ bottom (nanoGPT style), with every decision written next to the code that makes 
   resume). Rows are right-padded and no attention mask is passed: with causal
   attention a real token never attends to the padding after it, so the mask would
   change nothing but would keep fused attention kernels from being used.
-* **Optimisation and precision** are the core's (:class:`~searchrl.train.core.OptimConfig`):
-  AdamW, decay on >= 2-dim tensors only, linear warmup then cosine to
-  ``min_lr_ratio * lr`` (10% by default), gradient clipping; bf16 autocast on CUDA
-  with ``mixed_precision="auto"``, fp32 weights.
+* **Optimisation and precision** are the core's (:mod:`searchrl.train.optim`,
+  :mod:`searchrl.train.accel`): AdamW, decay on >= 2-dim tensors only, linear warmup
+  then cosine to ``min_lr_ratio * lr`` (10% by default), gradient clipping; bf16
+  autocast on CUDA with ``mixed_precision="auto"``, fp32 weights.
 * **Many GPUs.** The code runs on :class:`accelerate.Accelerator`, so
   ``accelerate launch -m ...`` runs it data-parallel (DDP) unchanged. Every process
   builds the same batch plan; with ``A = grad_accum``, optimizer step ``s`` uses
@@ -50,7 +51,7 @@ bottom (nanoGPT style), with every decision written next to the code that makes 
   in its micro-step ``j`` (gradients accumulate over the A micro-steps and are
   all-reduced once, on the last). ``tokens_per_batch`` is therefore a per-process,
   per-micro-step budget (global batch = P x A budgets). The step's response tokens
-  over all processes are the normaliser of :func:`~searchrl.train.core.accumulation_step`,
+  over all processes are the normaliser of :func:`~searchrl.train.optim.accumulation_step`,
   so the gradient is that of the mean loss over *all* response tokens of the step.
   When an epoch's last step has fewer than P x A batches, the micro-steps nobody has
   a batch for are skipped and idle processes run a batch with weight 0.
@@ -59,7 +60,7 @@ bottom (nanoGPT style), with every decision written next to the code that makes 
   trajectory-relevant settings or data is refused), ``output_dir/metrics.jsonl``,
   and ``output_dir/final/`` with ``train_state.json`` (``{"done": true, ...}``)
   written last; if it is already there, :func:`train_sft` loads those weights into
-  ``model`` and returns at once. Layout and guarantees: :mod:`searchrl.train.core`.
+  ``model`` and returns at once. Layout and guarantees: :mod:`searchrl.train.checkpoint`.
 * **Metrics.** One line per ``log_every`` steps (and at the last step):
   ``losses/sft`` is the token-weighted mean loss over the steps since the previous
   line; ``charts/tokens_per_s`` counts non-padding tokens (all processes) per second
@@ -83,10 +84,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchrl.train.core import (  # noqa: F401  (also re-exported: they used to live here)
-    CHECKPOINT_DIR, FINAL_DIR, STATE_FILE, TRAINER_STATE, TrainConfig, TrainRun, is_complete, load_finished,
-    lr_lambda, make_accelerator, resolve_mixed_precision)
-from searchrl.train.config import SFTConfig  # noqa: F401
+from searchrl.train.accel import make_accelerator
+from searchrl.train.checkpoint import FINAL_DIR, load_finished
+from searchrl.train.config import SFTConfig
+from searchrl.train.core import TrainRun
 from searchrl.train.losses import IGNORE_INDEX, get_loss, sft_loss  # noqa: F401
 
 logger = logging.getLogger(__name__)

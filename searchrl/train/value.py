@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import make_accelerator
+from .checkpoint import load_finished
 from .config import ValueTrainConfig
-from .core import load_finished, make_accelerator
 from .losses import get_loss
 from .sft import Objective, TokenizedData, fit_batches
 
