@@ -9,6 +9,12 @@ seed 001: "Operation-level MDP is essential"), or group-normalised rewards witho
 (``@register_adv_est("gae_action")``, verl's style) and picked by ``RLConfig.adv_estimator``; a new
 one is one decorated function.
 
+The prepare seam of the RL step (:func:`searchrl.train.rl.compute_advantages`) calls it over the
+whole batch as ``fn(rewards [B], values [B, T], mask, starts, gamma=, lam=, whiten=, groups=,
+std_normalize=, cfg=)`` and takes ``(advantages, returns)`` ``[B, T]``; an estimator takes the
+keywords it uses and ignores the rest (``**_``), and one with settings of its own reads them from
+``cfg`` (the run's ``RLConfig``), so none is threaded through the trainer.
+
 The operation-level MDP (Guided-ReST's ``hgae``/``hppo``, reproduced exactly)
 ------------------------------------------------------------------------------
 * An **action** is one operation: one line of the trace. A response token *starts* an action if
@@ -111,7 +117,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
 
 
 # -----------------------------------------------------------------------------
-# estimators: (rewards [B], values [B, T] at response positions, mask, starts, cfg) -> (advantages, returns)
+# estimators: (rewards [B], values [B, T] at response positions, mask, starts, **settings) -> (advantages, returns)
 
 
 @register_adv_est("gae_action")

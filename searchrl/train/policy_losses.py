@@ -11,6 +11,15 @@ a pure function registered under a name (``@register_policy_loss("ppo_clip")``, 
 :func:`aggregate` and divides by counts over the whole optimizer step (see
 :mod:`searchrl.train.rl`). The value loss (clipped, PPO) and the k3 KL estimator live here too.
 
+The protocol. The update seam (:func:`searchrl.train.rl.micro_loss`) calls the loss named by
+``RLConfig.policy_loss`` as ``fn(logprobs, old_logprobs, advantages, actions, cfg)`` (``[B, T]``
+tensors over response positions, :class:`Actions`, the run's config) and reads a
+:class:`PolicyLossOut`. A loss reads its own settings from ``cfg`` (:func:`loss_settings`: its
+defaults, then ``cfg``'s attributes of those names, then keyword overrides), so a new loss, or a
+new setting of one, is a decorated function here and a field of ``RLConfig``: nothing is passed
+through the trainer by hand. Called without a config (tests, other trainers) a loss uses its
+defaults and keyword settings.
+
 Actions. ``starts`` ``[B, T]`` marks the response tokens that begin an action (see
 :func:`searchrl.train.advantages.action_starts`); every masked token belongs to the action whose
 start is the last one at or before it. An action's log-ratio is the **sum** of its tokens'
@@ -25,7 +34,9 @@ The clipped surrogate (PPO, Schulman et al. 2017 eq. 7; dual clip, Ye et al. 202
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,31 +113,47 @@ def _clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps_low: floa
     return PolicyLossOut(terms=loss, log_ratio=log_ratio, clipped=clipped, dual_clipped=dual)
 
 
+def loss_settings(cfg: Any, overrides: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+    """A policy loss's settings: its ``defaults``, replaced by the attributes of ``cfg`` (an
+    ``RLConfig``; None: none) with the same names, then by the keyword ``overrides`` of the call.
+    An override the loss does not have is a ``TypeError``, as for any unknown keyword."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown policy-loss setting(s) {', '.join(unknown)}; this loss reads {', '.join(defaults)}")
+    out = dict(defaults)
+    if cfg is not None:
+        out.update({k: getattr(cfg, k) for k in defaults if hasattr(cfg, k)})
+    out.update(overrides)
+    return out
+
+
 @register_policy_loss("ppo_clip")
-def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, actions: Actions, *,
-                  clip_low: float = 0.2, clip_high: float | None = None, dual_clip: float | None = 3.0,
-                  log_ratio_clamp: float = 20.0, **_) -> PolicyLossOut:
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, actions: Actions,
+                  cfg: Any = None, **settings: Any) -> PolicyLossOut:
     """PPO's clipped surrogate per action (module docs): ``eps_low = clip_low``, ``eps_high =
-    clip_high`` (default ``clip_low``), dual clip ``dual_clip`` on negative advantages (None: off).
+    clip_high`` (default ``clip_low``), dual clip ``dual_clip`` on negative advantages (None: off),
+    per-token log-ratios clamped to ``+-log_ratio_clamp``; each read from ``cfg`` (defaults 0.2,
+    None, 3.0, 20.0) or given as keywords.
 
     ``advantages`` ``[B, T]`` is read at the action starts (one value per action).
     """
+    s = loss_settings(cfg, settings, clip_low=0.2, clip_high=None, dual_clip=3.0, log_ratio_clamp=20.0)
     starts_adv = advantages.float()[actions.starts]  # row-major, as the actions are numbered
-    log_ratio = action_log_ratio(logprobs, old_logprobs, actions, log_ratio_clamp)
-    high = clip_low if clip_high is None else clip_high
-    return _clipped_surrogate(log_ratio, starts_adv, clip_low, high, dual_clip)
+    log_ratio = action_log_ratio(logprobs, old_logprobs, actions, s["log_ratio_clamp"])
+    high = s["clip_low"] if s["clip_high"] is None else s["clip_high"]
+    return _clipped_surrogate(log_ratio, starts_adv, s["clip_low"], high, s["dual_clip"])
 
 
 @register_policy_loss("dapo")
-def dapo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, actions: Actions, *,
-              clip_low: float = 0.2, clip_high: float | None = 0.28, dual_clip: float | None = None,
-              log_ratio_clamp: float = 20.0, **_) -> PolicyLossOut:
+def dapo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, actions: Actions,
+              cfg: Any = None, **settings: Any) -> PolicyLossOut:
     """DAPO's surrogate (Yu et al. 2025 eq. 8): the clipped ratio with *clip-higher* (``eps_low``
-    0.2, ``eps_high`` 0.28), to be aggregated by token mean over the step (``action-mean`` with
-    token actions); no dual clip by default."""
-    return ppo_clip_loss(logprobs, old_logprobs, advantages, actions, clip_low=clip_low,
-                         clip_high=0.28 if clip_high is None else clip_high, dual_clip=dual_clip,
-                         log_ratio_clamp=log_ratio_clamp)
+    0.2, ``eps_high`` 0.28 where ``clip_high`` is unset), to be aggregated by token mean over the
+    step (``action-mean`` with token actions); no dual clip unless ``cfg`` (or a keyword) sets one."""
+    s = loss_settings(cfg, settings, clip_low=0.2, clip_high=0.28, dual_clip=None, log_ratio_clamp=20.0)
+    return ppo_clip_loss(logprobs, old_logprobs, advantages, actions, clip_low=s["clip_low"],
+                         clip_high=0.28 if s["clip_high"] is None else s["clip_high"], dual_clip=s["dual_clip"],
+                         log_ratio_clamp=s["log_ratio_clamp"])
 
 
 def aggregate(terms: torch.Tensor, seq: torch.Tensor, mode: str, n_actions: float, n_seqs: float) -> torch.Tensor:
@@ -183,5 +210,5 @@ def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, want
 
 
 __all__ = ["register_policy_loss", "get_policy_loss", "policy_losses", "Actions", "action_log_ratio", "PolicyLossOut",
-           "ppo_clip_loss", "dapo_loss", "aggregate", "clipped_value_loss", "kl_k3", "token_logprobs_and_entropy",
-           "AGGREGATIONS"]
+           "loss_settings", "ppo_clip_loss", "dapo_loss", "aggregate", "clipped_value_loss", "kl_k3",
+           "token_logprobs_and_entropy", "AGGREGATIONS"]

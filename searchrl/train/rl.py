@@ -15,24 +15,41 @@ One iteration (``cfg.iterations`` of them)
 1. **Prompts.** The split's problems are a stream: pass ``e`` over them is a permutation seeded
    by ``(seed, e)``, and iteration ``i`` takes the next ``prompts_per_step`` (the position in
    the stream is checkpointed). Dynamic sampling (DAPO) keeps drawing from the stream.
-2. **Rollouts** (:func:`searchrl.rollout.rollout`): ``samples_per_prompt`` responses per prompt
-   from the sampler over the live policy, each with its own seed (a function of the stream
-   position and the sample), graded by ``task.score``. A :class:`RolloutBatch` holds prompt ids,
-   response ids, the sampler's per-token logprobs, rewards, the action-start mask and group ids.
-   DAPO's soft overlong punishment is added to the reward; dynamic sampling drops groups whose
+2. **Collect** (:func:`collect_rollouts`, over :func:`searchrl.rollout.rollout`):
+   ``samples_per_prompt`` responses per prompt from the sampler over the live policy, each with
+   its own seed (a function of the stream position and the sample), graded by ``task.score``.
+   A :class:`~searchrl.train.batch.RolloutBatch` holds prompt ids, response ids, the sampler's
+   per-token logprobs, rewards, the action-start mask and group ids. DAPO's soft overlong
+   punishment (eq. 13) is added to the reward; dynamic sampling (DAPO eq. 11) drops groups whose
    rewards are all equal and samples more prompts (up to ``max_sample_rounds`` rounds).
-3. **Advantages.** PPO: the critic's values of the batch (read at the token before each
-   action's start), then GAE over actions (``gae_action``) or tokens (``gae``), whitened over
-   action starts. GRPO/DAPO: group-normalised rewards.
-4. **Updates.** ``ppo_epochs`` passes; each shuffles the batch (seeded by ``(seed, i, epoch)``)
-   and cuts it into ``ceil(responses / minibatch_size)`` minibatches, one optimizer step each,
-   computed in micro-batches of at most ``tokens_per_batch`` padded tokens. Each loss term is
+3. **Prepare** (:func:`prepare`): with the weights the batch was sampled with, the critic's
+   values (read at the token before each action's start), the reference policy's log-probs
+   (``kl_coef > 0``) and, with ``recompute_old_logprobs``, the old ones; then
+   (:func:`compute_advantages`) the registered estimator over the whole batch. PPO: GAE over
+   actions (``gae_action``) or tokens (``gae``), ``A_k = sum_l (gamma lambda)^l delta_{k+l}``,
+   ``delta_k = r_k + gamma V_{k+1} - V_k``, whitened over action starts. GRPO/DAPO:
+   group-normalised rewards ``(R_i - mean_g) / std_g`` (DeepSeekMath eq. 3, outcome supervision).
+4. **Update** (:func:`update`; the loss of a micro-batch is :func:`micro_loss`). ``ppo_epochs``
+   passes; each shuffles the batch (seeded by ``(seed, i, epoch)``) and cuts it into
+   ``ceil(responses / minibatch_size)`` minibatches, one optimizer step each, computed in
+   micro-batches of at most ``tokens_per_batch`` padded tokens. Each loss term is
    divided by its count over the whole minibatch (actions, responses or action starts), so
    accumulation is exact. The actor's loss is the policy loss (+ ``kl_coef`` * k3 KL to the
    initial policy, - ``entropy_coef`` * entropy, both token means); the critic's is the clipped
    value loss averaged over action starts. Actor and critic are one module with two parameter
    groups at their own learning rates (``lr``, ``critic_lr``), each clipped to ``grad_clip`` on
-   its own, as two optimizers would.
+   its own, as two optimizers would. The policy loss is the function registered under
+   ``policy_loss`` (:mod:`searchrl.train.policy_losses`): PPO's clipped surrogate (Schulman et
+   al. 2017 eq. 7) ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))`` per action, with dual
+   clip ``min(., -A c)`` where ``A < 0``; DAPO's clip-higher (eq. 8) ``eps_high = 0.28``. It
+   reads its own settings from the config, so the update seam passes it nothing by hand.
+5. **Metrics** (:func:`rl_metrics`): one ``metrics.jsonl`` line from the batch, its sampling
+   statistics and the update's summed loss terms.
+
+Each seam is a function over the batch (verl's "collect -> log-probs / values -> advantages ->
+update"), tested alone in ``tests/test_rl_step.py``; :func:`train_rl` only sequences them
+around the trainer core's run, checkpoints and sampler refresh. The modules a step runs are one
+:class:`StepModels`.
 
 Old log-probabilities are the sampler's (temperature 1, the logits the policy had when it
 sampled: equal to an HF forward within 1e-4 in fp32, tested in ``tests/test_rollout.py``);
@@ -60,7 +77,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +89,12 @@ from ..engine import SamplingParams
 from ..rollout import rollout
 from ..seeding import stable_seed
 from .advantages import action_starts, get_adv_est, group_reward_std, newline_table, shift_values
+from .batch import RolloutBatch
 from .config import RLConfig
 from . import fsdp
-from .core import TrainRun, load_finished, load_weights, make_accelerator
+from .accel import make_accelerator
+from .checkpoint import load_finished, load_weights
+from .core import TrainRun
 from .sft import cut_by_budget
 from .policy_losses import Actions, aggregate, clipped_value_loss, get_policy_loss, kl_k3, token_logprobs_and_entropy
 
@@ -119,29 +139,7 @@ class ActorCritic(nn.Module):
 
 
 # -----------------------------------------------------------------------------
-# rollouts
-
-
-@dataclass
-class RolloutBatch:
-    """One iteration's graded responses, as token ids (the one rollout format of every RL trainer)."""
-
-    prompt_ids: list[list[int]]
-    response_ids: list[list[int]]
-    logprobs: list[list[float]]  # the sampler's, one per response token
-    rewards: list[float]  # task reward (+ overlong penalty)
-    correct: list[bool]
-    starts: list[np.ndarray]  # bool per response token: starts an action
-    groups: list[int]  # stream position of the prompt (GRPO groups)
-    finish: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.response_ids)
-
-    def select(self, rows: Sequence[int]) -> RolloutBatch:
-        return RolloutBatch(*([getattr(self, f)[i] for i in rows] for f in
-                              ("prompt_ids", "response_ids", "logprobs", "rewards", "correct", "starts", "groups",
-                               "finish")))
+# seam 1: collect
 
 
 def overlong_penalty(length: int, max_tokens: int, buffer: int, penalty: float) -> float:
@@ -173,7 +171,8 @@ def collect_rollouts(generator, task, problems: Sequence[dict], stream: PromptSt
                      newline: np.ndarray | None, progress: Callable[[int], Any] | None = None,
                      prefixes: Sequence[str] | None = None) -> tuple[RolloutBatch, int, dict]:
     """One iteration's rollouts from stream position ``cursor``; returns the batch, the new cursor and
-    sampling statistics (see module docs: dynamic sampling, overlong punishment).
+    sampling statistics (also the batch's ``stats``; see module docs: dynamic sampling, overlong
+    punishment).
 
     ``prefixes[i]`` (ReST-GRPO's partial-solution prompts) starts every response to ``problems[i]``:
     the task grades prefix + completion, and the prefix's tokens join the prompt, so the loss and
@@ -216,15 +215,34 @@ def collect_rollouts(generator, task, problems: Sequence[dict], stream: PromptSt
                 starts=[action_starts(t.response_ids, newline) if newline is not None
                         else np.ones(len(t.response_ids), dtype=bool) for t in group],
                 groups=[j] * len(group), finish=[t.finish_reason for t in group]))
-    batch = RolloutBatch(*([x for p in parts for x in getattr(p, f)] for f in
-                           ("prompt_ids", "response_ids", "logprobs", "rewards", "correct", "starts", "groups",
-                            "finish")))
+    batch = RolloutBatch.concat(parts)
     stats.update(rounds=rounds, sampled_prompts=sampled, kept_prompts=kept_groups)
+    batch.stats = stats
     return batch, cursor, stats
 
 
 # -----------------------------------------------------------------------------
-# tensors of a micro-batch
+# the modules of a step, and tensors of a micro-batch
+
+
+@dataclass
+class StepModels:
+    """What the seams of an RL step run.
+
+    ``model``: the module the optimizer steps (``run.model``: DDP- or FSDP-wrapped; an
+    :class:`ActorCritic` when a critic is trained); ``actor`` and ``critic``: its unwrapped parts;
+    ``reference``: the frozen initial policy (``kl_coef > 0``, else None); ``sampling``: the
+    weights the batch was sampled with (the actor, or its whole copy when sharded); ``device``
+    where tensors go; ``pad_id`` pads rows.
+    """
+
+    model: nn.Module
+    actor: nn.Module
+    critic: nn.Module | None
+    reference: nn.Module | None
+    sampling: nn.Module
+    device: Any
+    pad_id: int
 
 
 @dataclass
@@ -233,28 +251,14 @@ class Micro:
     weight: float = 1.0
 
 
-def _collate(batch: RolloutBatch, rows: Sequence[int], pad_id: int, extra: dict[str, list] | None = None):
-    """Right-padded ``input_ids`` [b, L], prompt lengths [b], response mask / starts [b, T], the
-    sampler's logprobs [b, T] and any per-token ``extra`` arrays [b, T]."""
-    P = [len(batch.prompt_ids[r]) for r in rows]
-    R = [len(batch.response_ids[r]) for r in rows]
-    L, T = max(p + r for p, r in zip(P, R)), max(R)
-    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), T), dtype=bool)
-    starts = np.zeros((len(rows), T), dtype=bool)
-    old = np.zeros((len(rows), T), dtype=np.float32)
-    ext = {k: np.zeros((len(rows), T), dtype=np.float32) for k in (extra or {})}
-    for i, r in enumerate(rows):
-        seq = batch.prompt_ids[r] + batch.response_ids[r]
-        ids[i, :len(seq)] = seq
-        mask[i, :R[i]] = True
-        starts[i, :R[i]] = batch.starts[r]
-        old[i, :R[i]] = batch.logprobs[r]
-        for k, v in (extra or {}).items():
-            ext[k][i, :R[i]] = v[r]
-    t = torch.from_numpy
-    return (t(ids), torch.tensor(P, dtype=torch.long), t(mask), t(starts), t(old),
-            {k: t(v) for k, v in ext.items()})
+@dataclass
+class StepCounts:
+    """Counts over a whole optimizer step (minibatch), the denominators of its means: every
+    micro-batch's loss terms are divided by them, so accumulation is exact."""
+
+    actions: int  # action starts (also the critic's terms)
+    tokens: int  # response tokens (KL, entropy)
+    responses: int  # sequences (seq-mean aggregation)
 
 
 def _targets(ids: torch.Tensor, prompt_lens: torch.Tensor, T: int) -> torch.Tensor:
@@ -271,7 +275,226 @@ def _response_logits(logits: torch.Tensor, prompt_lens: torch.Tensor, T: int) ->
 
 
 # -----------------------------------------------------------------------------
-# training
+# seam 2: prepare (values, old and reference logprobs, advantages)
+
+
+def prepare(batch: RolloutBatch, models: StepModels, cfg: RLConfig) -> RolloutBatch:
+    """Fill the batch's derived fields (no gradient, the weights the batch was sampled with): the
+    critic's ``values`` (0 without a critic), the reference policy's ``ref_logprobs`` (0 without
+    one), with ``cfg.recompute_old_logprobs`` the ``logprobs`` again from ``models.sampling`` at
+    ``cfg.temperature``; then ``advantages`` and ``returns`` (:func:`compute_advantages`).
+    Forward passes run in micro-batches of at most ``cfg.tokens_per_batch`` padded tokens.
+    Returns the batch."""
+    critic, n = models.critic, len(batch)
+    if critic is not None and any(not 0.0 <= r <= 1.0 for r in batch.rewards):
+        bad = next(r for r in batch.rewards if not 0.0 <= r <= 1.0)
+        raise ValueError(f"a reward of {bad} is outside [0, 1], which the critic's sigmoid value head cannot "
+                         f"fit; scale the task's reward (or the overlong penalty) into [0, 1], or train "
+                         f"without a critic (grpo)")
+    batch.values = [np.zeros(len(r), dtype=np.float32) for r in batch.response_ids]
+    batch.ref_logprobs = [np.zeros(len(r), dtype=np.float32) for r in batch.response_ids]
+    batch.advantages, batch.returns = list(batch.values), list(batch.values)
+    if not n:
+        return batch
+    recompute = models.sampling if cfg.recompute_old_logprobs else None
+    with torch.no_grad():
+        for rows in cut_by_budget(range(n), batch.lengths(), cfg.tokens_per_batch):
+            pad = batch.collate(rows, models.pad_id)
+            ids, T = pad.ids.to(models.device), pad.T
+            if critic is not None:
+                v = shift_values(critic.to_values(critic(ids)), pad.prompt_lens, T).cpu().numpy()
+                for i, r in enumerate(rows):
+                    batch.values[r] = v[i, :len(batch.response_ids[r])]
+            for frozen, dest in ((models.reference, batch.ref_logprobs), (recompute, batch.logprobs)):
+                if frozen is None:
+                    continue
+                lg = _response_logits(frozen(input_ids=ids, use_cache=False).logits, pad.prompt_lens, T)
+                lp = token_logprobs_and_entropy(lg / cfg.temperature, _targets(ids, pad.prompt_lens, T))[0]
+                lp = lp.cpu().numpy()
+                for i, r in enumerate(rows):
+                    dest[r] = lp[i, :len(batch.response_ids[r])].tolist()
+    return compute_advantages(batch, cfg)
+
+
+def compute_advantages(batch: RolloutBatch, cfg: RLConfig) -> RolloutBatch:
+    """``advantages`` and ``returns`` of every response from the estimator registered as
+    ``cfg.adv_estimator``, over the whole batch at once (whitening and groups see every response),
+    from its ``rewards``, ``values``, action ``starts`` and ``groups``. Returns the batch."""
+    n = len(batch)
+    if batch.values is None:
+        batch.values = [np.zeros(len(r), dtype=np.float32) for r in batch.response_ids]
+    if not n:
+        batch.advantages, batch.returns = list(batch.values), list(batch.values)
+        return batch
+    pad = batch.collate(list(range(n)), 0, ("values",))
+    adv, ret = get_adv_est(cfg.adv_estimator)(
+        torch.tensor(batch.rewards, dtype=torch.float32), pad.extra["values"], pad.mask, pad.starts, gamma=cfg.gamma,
+        lam=cfg.lam, whiten=cfg.whiten_advantages, groups=torch.tensor(batch.groups),
+        std_normalize=cfg.grpo_std_normalize, cfg=cfg)
+    batch.advantages = [adv[i, :len(batch.response_ids[i])].numpy() for i in range(n)]
+    batch.returns = [ret[i, :len(batch.response_ids[i])].numpy() for i in range(n)]
+    return batch
+
+
+# -----------------------------------------------------------------------------
+# seam 3: update
+
+SUM_KEYS = ("pg_loss", "vf_loss", "clipped", "dual_clipped", "actions", "kl", "entropy", "tokens", "approx_kl",
+            "vf_clipped", "starts")
+
+
+@dataclass
+class UpdateStats:
+    """What an iteration's updates did: ``sums`` of the loss terms and their counts over every
+    micro-batch (of all processes), the gradient norm of each optimizer step (one per parameter
+    group: actor, critic) and the number of optimizer steps taken."""
+
+    sums: dict[str, float]
+    grad_norms: list[torch.Tensor]
+    steps: int
+
+
+def micro_loss(batch: RolloutBatch, mc: Micro, counts: StepCounts, models: StepModels, cfg: RLConfig,
+               sums: dict[str, float], train_actor: bool = True) -> torch.Tensor:
+    """The loss of micro-batch ``mc``: its share of the step's mean (module docs, step 4), times
+    ``mc.weight`` (0 for a process's padding micro-batch). Adds its detached terms to ``sums``.
+
+    Actor: the registered ``cfg.policy_loss`` (which reads its settings from ``cfg``), aggregated
+    by ``cfg.loss_agg`` over the step's actions or responses; ``+ kl_coef * k3`` and ``-
+    entropy_coef * entropy`` over the step's tokens; all times 0 while ``train_actor`` is False
+    (critic warmup). Critic: the clipped value loss over the step's action starts."""
+    device, critic = models.device, models.critic
+    extra = ("advantages",) + (("returns", "values") if critic is not None else ()) + (
+        ("ref_logprobs",) if cfg.kl_coef > 0 else ())
+    pad = batch.collate(mc.rows, models.pad_id, extra)
+    ids, mask, starts, old = (pad.ids.to(device), pad.mask.to(device), pad.starts.to(device),
+                              pad.old_logprobs.to(device))
+    ex = {k: v.to(device) for k, v in pad.extra.items()}
+    plen, T = pad.prompt_lens, pad.T
+    tgt = _targets(ids, plen, T)
+    if critic is not None:
+        logits, raw = models.model(ids)
+    else:
+        logits, raw = models.model(input_ids=ids, use_cache=False).logits, None
+    lg = _response_logits(logits, plen, T) / cfg.temperature
+    lp, ent = token_logprobs_and_entropy(lg, tgt, want_entropy=cfg.entropy_coef > 0)
+    acts = Actions.of(mask, starts)
+    out = get_policy_loss(cfg.policy_loss)(lp, old, ex["advantages"], acts, cfg)
+    pg = aggregate(out.terms, acts.seq, cfg.loss_agg, counts.actions, counts.responses)
+    loss = pg * float(train_actor)
+    m = mask.float()
+    if cfg.kl_coef > 0:
+        kl = (kl_k3(lp, ex["ref_logprobs"]) * m).sum()
+        loss = loss + cfg.kl_coef * kl / counts.tokens * float(train_actor)
+        sums["kl"] += float(kl.detach()) * mc.weight
+    if cfg.entropy_coef > 0:
+        e = (ent * m).sum()
+        loss = loss - cfg.entropy_coef * e / counts.tokens * float(train_actor)
+        sums["entropy"] += float(e.detach()) * mc.weight
+    if critic is not None:
+        values = shift_values(critic.to_values(raw), plen, T)
+        vf, vclip = clipped_value_loss(values, ex["values"], ex["returns"], starts, cfg.value_clip)
+        loss = loss + vf / counts.actions
+        sums["vf_loss"] += float(vf.detach()) * mc.weight
+        sums["vf_clipped"] += float(vclip) * mc.weight
+    w = mc.weight
+    lr_ = out.log_ratio.detach()
+    sums["pg_loss"] += float(out.terms.detach().sum()) * w
+    sums["clipped"] += float(out.clipped.float().sum()) * w
+    sums["dual_clipped"] += float(out.dual_clipped.float().sum()) * w
+    sums["approx_kl"] += float((torch.exp(lr_) - 1 - lr_).sum()) * w
+    sums["actions"] += acts.count * w
+    sums["tokens"] += float(m.sum()) * w
+    return loss if w == 1.0 else loss * w
+
+
+def update(batch: RolloutBatch, run: TrainRun, models: StepModels, cfg: RLConfig, iteration: int) -> UpdateStats:
+    """Iteration ``iteration``'s optimizer steps on a prepared batch: ``cfg.ppo_epochs`` passes, each a
+    seeded shuffle cut into ``steps_per_iteration / ppo_epochs`` minibatches, one ``run.step``
+    each over this process's micro-batches (every P-th, padded so every process takes as many);
+    a minibatch with no rows only advances the schedule. The actor trains from iteration
+    ``cfg.critic_warmup`` on. Sums over the processes are reduced before returning."""
+    n = len(batch)
+    n_mb = cfg.steps_per_iteration // cfg.ppo_epochs
+    accelerator = run.accelerator
+    P, rank = accelerator.num_processes, accelerator.process_index
+    lengths = batch.lengths()
+    sums = dict.fromkeys(SUM_KEYS, 0.0)
+    gnorms: list[torch.Tensor] = []
+    steps = 0
+    train_actor = iteration >= cfg.critic_warmup
+    for epoch in range(cfg.ppo_epochs):
+        perm = np.random.default_rng([cfg.seed, iteration, epoch]).permutation(n) if n else np.zeros(0, int)
+        for mb in np.array_split(perm, n_mb):
+            mb = [int(r) for r in mb]
+            steps += 1
+            if not mb:  # nothing sampled that can teach (dynamic sampling found no signal)
+                run.scheduler.step()
+                continue
+            counts = StepCounts(actions=sum(int(batch.starts[r].sum()) for r in mb),
+                                tokens=sum(len(batch.response_ids[r]) for r in mb), responses=len(mb))
+            groups = cut_by_budget(mb, lengths, cfg.tokens_per_batch)
+            micro = [Micro(groups[m]) if m < len(groups) else Micro(groups[0], 0.0)
+                     for m in range(rank, math.ceil(len(groups) / P) * P, P)]
+
+            def loss_fn(mc: Micro, counts=counts) -> torch.Tensor:
+                return micro_loss(batch, mc, counts, models, cfg, sums, train_actor)
+
+            gnorms.append(run.step(micro, loss_fn, normaliser=1.0))  # terms are already means over the minibatch
+    if P > 1:  # each process summed its own micro-batches' terms: the metrics are of all of them
+        keys = sorted(sums)
+        tot = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=models.device),
+                                 "sum")
+        sums = dict(zip(keys, tot.tolist()))
+    return UpdateStats(sums=sums, grad_norms=gnorms, steps=steps)
+
+
+# -----------------------------------------------------------------------------
+# seam 4: metrics
+
+
+def rl_metrics(batch: RolloutBatch, upd: UpdateStats, cfg: RLConfig, *, lrs: Sequence[float],
+               times: dict[str, float] | None = None) -> dict[str, Any]:
+    """An iteration's metrics from its prepared batch (and its sampling ``stats``), the update's sums,
+    the learning rates of the parameter groups (``lrs``: actor first, critic last) and the seconds
+    of ``times`` (``generate_s``, ``prepare_s``, ``train_s``; omitted: no ``time/*`` keys)."""
+    n, sstats, acc = len(batch), batch.stats, upd.sums
+    gn = torch.stack([g.reshape(-1) for g in upd.grad_norms]).mean(0).tolist() if upd.grad_norms else [float("nan")]
+    stds = sstats["group_std"]
+    na = max(acc["actions"], 1)
+    logs = {"reward/mean": float(np.mean(batch.rewards)) if n else float("nan"),
+            "reward/task_mean": float(np.mean(sstats["reward_raw"])),
+            "reward/correct": float(np.mean(sstats["correct"])),
+            "response/length_mean": float(np.mean(sstats["lengths"])),
+            "response/tokens": int(sum(len(r) for r in batch.response_ids)),  # trained on (kept groups)
+            "response/truncated": sstats["truncated"] / max(len(sstats["lengths"]), 1),
+            "response/actions_mean": float(np.mean([s.sum() for s in batch.starts])) if n else 0.0,
+            "actor/pg_loss": acc["pg_loss"] / na,
+            "actor/clip_frac": acc["clipped"] / na, "actor/dual_clip_frac": acc["dual_clipped"] / na,
+            "actor/approx_kl": acc["approx_kl"] / na, "actor/grad_norm": gn[0], "charts/lr": lrs[0],
+            "groups/sampled": sstats["sampled_prompts"], "groups/kept": sstats["kept_prompts"]}
+    if times is not None:
+        t_gen, t_prep, t_train = times["generate_s"], times["prepare_s"], times["train_s"]
+        logs.update({"time/generate_s": round(t_gen, 3), "time/prepare_s": round(t_prep, 3),
+                     "time/train_s": round(t_train, 3),
+                     "time/samples_per_s": n / max(t_gen + t_prep + t_train, 1e-9)})
+    if cfg.samples_per_prompt > 1:  # the reward std of each sampled group (GRPO's signal)
+        logs.update({"groups/reward_std": stds, "groups/zero_std_frac": float(np.mean([s == 0 for s in stds]))})
+    if cfg.uses_critic:
+        ns = max(acc["actions"], 1)
+        logs.update({"critic/vf_loss": acc["vf_loss"] / ns, "critic/vf_clip_frac": acc["vf_clipped"] / ns,
+                     "critic/value_mean": float(np.mean(np.concatenate(
+                         [v[s] for v, s in zip(batch.values, batch.starts)]))) if n else float("nan"),
+                     "critic/grad_norm": gn[-1], "charts/critic_lr": lrs[-1]})
+    if cfg.kl_coef > 0:
+        logs["actor/kl_ref"] = acc["kl"] / max(acc["tokens"], 1)
+    if cfg.entropy_coef > 0:
+        logs["actor/entropy"] = acc["entropy"] / max(acc["tokens"], 1)
+    return logs
+
+
+# -----------------------------------------------------------------------------
+# training: the seams in order
 
 
 def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *, critic: nn.Module | None = None,
@@ -304,11 +527,11 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
         return {**finished, "wall_time_s": time.perf_counter() - t_call}
     if not problems:
         raise ValueError("no problems to sample")
-    if make_generator is None:
-        from ..engine import Sampler
+    if make_generator is None:  # the default backend's generator (engine.backend=searchrl)
+        from ..engine.factory import make_generator as make
 
         def make_generator(m):
-            return Sampler(m, tokenizer, max_batch_size=cfg.batch_size)
+            return make(None, m, tokenizer, cfg.batch_size)
 
     accelerator = make_accelerator(cfg, accelerator)
     P = accelerator.num_processes
@@ -316,7 +539,6 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
     newline = newline_table(tokenizer) if cfg.adv_estimator == "gae_action" else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     steps_per_it = cfg.steps_per_iteration
-    n_mb = steps_per_it // cfg.ppo_epochs
     total = cfg.iterations * steps_per_it
     if prefixes is not None and len(prefixes) != len(problems):
         raise ValueError(f"{len(prefixes)} prefixes for {len(problems)} problems")
@@ -330,185 +552,53 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
     cursor = state.get("cursor", 0)
     counters = {k: state.get(k, 0) for k in ("samples", "response_tokens")}
     stream = PromptStream(len(problems), cfg.seed)
-    loss_fn_pg = get_policy_loss(cfg.policy_loss)
-    adv_fn = get_adv_est(cfg.adv_estimator)
+    get_policy_loss(cfg.policy_loss)  # unknown names fail before anything is sampled
+    get_adv_est(cfg.adv_estimator)
     device = accelerator.device
     last: dict = {}
 
     with run, run.progress_bar(f"{cfg.adv_estimator} ({cfg.policy_loss})", enabled=progress) as bar:
-        ddp = run.model
         unwrapped = run.unwrapped
         actor = unwrapped.policy if cfg.uses_critic else unwrapped
-        critic_m = unwrapped.critic if cfg.uses_critic else None
         if reference is not None:
             reference.to(device)
         # sharded (fsdp): sample from a plain whole copy, refreshed after every update (train/fsdp.py)
         sampling = actor
         if sampling_copy is not None:
             sampling = sampling_copy.to(device)
-            fsdp.copy_weights(ddp, actor, sampling)  # the weights it resumed from
+            fsdp.copy_weights(run.model, actor, sampling)  # the weights it resumed from
+        models = StepModels(model=run.model, actor=actor, critic=unwrapped.critic if cfg.uses_critic else None,
+                            reference=reference, sampling=sampling, device=device, pad_id=pad_id)
         generator = make_generator(sampling)
         step = run.start_step
         for it in range(it0, cfg.iterations):
+            # ---- 1: collect
             t0 = time.perf_counter()
-            # ---- 1-2: rollouts
             sampling.eval()
             with torch.no_grad():
-                batch, cursor, sstats = collect_rollouts(generator, task, problems, stream, cursor, cfg, newline,
-                                                         prefixes=prefixes)
+                batch, cursor, _ = collect_rollouts(generator, task, problems, stream, cursor, cfg, newline,
+                                                    prefixes=prefixes)
             run.model.train()
             t_gen = time.perf_counter() - t0
-            n = len(batch)
-            if critic_m is not None and any(not 0.0 <= r <= 1.0 for r in batch.rewards):
-                bad = next(r for r in batch.rewards if not 0.0 <= r <= 1.0)
-                raise ValueError(f"a reward of {bad} is outside [0, 1], which the critic's sigmoid value head cannot "
-                                 f"fit; scale the task's reward (or the overlong penalty) into [0, 1], or train "
-                                 f"without a critic (grpo)")
-            lengths = [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
-
-            # ---- 3: values, reference logprobs, advantages (no grad, the weights the batch was sampled with)
+            # ---- 2: prepare (values, old and reference logprobs, advantages)
             t1 = time.perf_counter()
-            old_values = [np.zeros(len(r), dtype=np.float32) for r in batch.response_ids]
-            ref_lp = [np.zeros(len(r), dtype=np.float32) for r in batch.response_ids]
-            advantages, returns = list(old_values), list(old_values)
-            if n:
-                with torch.no_grad():
-                    for rows in cut_by_budget(range(n), lengths, cfg.tokens_per_batch):
-                        ids, plen, mask, _, _, _ = _collate(batch, rows, pad_id)
-                        ids, T = ids.to(device), mask.shape[1]
-                        if critic_m is not None:
-                            v = shift_values(critic_m.to_values(critic_m(ids)), plen, T).cpu().numpy()
-                            for i, r in enumerate(rows):
-                                old_values[r] = v[i, :len(batch.response_ids[r])]
-                        for frozen, dest in ((reference, ref_lp), (sampling if cfg.recompute_old_logprobs else None,
-                                                                    batch.logprobs)):
-                            if frozen is None:
-                                continue
-                            lg = _response_logits(frozen(input_ids=ids, use_cache=False).logits, plen, T)
-                            lp = token_logprobs_and_entropy(lg / cfg.temperature, _targets(ids, plen, T))[0]
-                            lp = lp.cpu().numpy()
-                            for i, r in enumerate(rows):
-                                dest[r] = lp[i, :len(batch.response_ids[r])].tolist()
-                # advantages over the whole batch (whitening and groups see every response)
-                ids_all, plen_all, mask_all, starts_all, _, ext = _collate(
-                    batch, list(range(n)), pad_id, {"values": old_values})
-                adv, ret = adv_fn(torch.tensor(batch.rewards, dtype=torch.float32), ext["values"], mask_all,
-                                  starts_all, gamma=cfg.gamma, lam=cfg.lam, whiten=cfg.whiten_advantages,
-                                  groups=torch.tensor(batch.groups), std_normalize=cfg.grpo_std_normalize)
-                advantages = [adv[i, :len(batch.response_ids[i])].numpy() for i in range(n)]
-                returns = [ret[i, :len(batch.response_ids[i])].numpy() for i in range(n)]
+            prepare(batch, models, cfg)
             t_prep = time.perf_counter() - t1
-
-            # ---- 4: updates
+            # ---- 3: update, then the sampler samples the new weights
             t2 = time.perf_counter()
-            acc = {k: 0.0 for k in ("pg_loss", "vf_loss", "clipped", "dual_clipped", "actions", "kl", "entropy",
-                                    "tokens", "approx_kl", "vf_clipped", "starts")}
-            gnorms: list[torch.Tensor] = []
-            train_actor = it >= cfg.critic_warmup
-            extra = {"adv": advantages, "ret": returns, "values": old_values, "ref": ref_lp}
-            for epoch in range(cfg.ppo_epochs):
-                perm = np.random.default_rng([cfg.seed, it, epoch]).permutation(n) if n else np.zeros(0, int)
-                for mb in np.array_split(perm, n_mb):
-                    mb = [int(r) for r in mb]
-                    if not mb:  # nothing sampled that can teach (dynamic sampling found no signal)
-                        run.scheduler.step()
-                        step += 1
-                        continue
-                    n_act = sum(int(batch.starts[r].sum()) for r in mb)
-                    n_tok = sum(len(batch.response_ids[r]) for r in mb)
-                    groups = cut_by_budget(mb, lengths, cfg.tokens_per_batch)
-                    rank = accelerator.process_index
-                    micro = [Micro(groups[m]) if m < len(groups) else Micro(groups[0], 0.0)
-                             for m in range(rank, math.ceil(len(groups) / P) * P, P)]
-
-                    def loss_fn(mc: Micro) -> torch.Tensor:
-                        ids, plen, mask, starts, old, ex = _collate(batch, mc.rows, pad_id, extra)
-                        ids, mask, starts, old = ids.to(device), mask.to(device), starts.to(device), old.to(device)
-                        ex = {k: v.to(device) for k, v in ex.items()}
-                        T = mask.shape[1]
-                        tgt = _targets(ids, plen, T)
-                        if critic_m is not None:
-                            logits, raw = ddp(ids)
-                        else:
-                            logits, raw = ddp(input_ids=ids, use_cache=False).logits, None
-                        lg = _response_logits(logits, plen, T) / cfg.temperature
-                        lp, ent = token_logprobs_and_entropy(lg, tgt, want_entropy=cfg.entropy_coef > 0)
-                        acts = Actions.of(mask, starts)
-                        out = loss_fn_pg(lp, old, ex["adv"], acts, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                                         dual_clip=cfg.dual_clip, log_ratio_clamp=cfg.log_ratio_clamp)
-                        pg = aggregate(out.terms, acts.seq, cfg.loss_agg, n_act, len(mb))
-                        loss = pg * float(train_actor)
-                        m = mask.float()
-                        if cfg.kl_coef > 0:
-                            kl = (kl_k3(lp, ex["ref"]) * m).sum()
-                            loss = loss + cfg.kl_coef * kl / n_tok * float(train_actor)
-                            acc["kl"] += float(kl.detach()) * mc.weight
-                        if cfg.entropy_coef > 0:
-                            e = (ent * m).sum()
-                            loss = loss - cfg.entropy_coef * e / n_tok * float(train_actor)
-                            acc["entropy"] += float(e.detach()) * mc.weight
-                        if critic_m is not None:
-                            values = shift_values(critic_m.to_values(raw), plen, T)
-                            vf, vclip = clipped_value_loss(values, ex["values"], ex["ret"], starts, cfg.value_clip)
-                            loss = loss + vf / n_act
-                            acc["vf_loss"] += float(vf.detach()) * mc.weight
-                            acc["vf_clipped"] += float(vclip) * mc.weight
-                        w = mc.weight
-                        lr_ = out.log_ratio.detach()
-                        acc["pg_loss"] += float(out.terms.detach().sum()) * w
-                        acc["clipped"] += float(out.clipped.float().sum()) * w
-                        acc["dual_clipped"] += float(out.dual_clipped.float().sum()) * w
-                        acc["approx_kl"] += float((torch.exp(lr_) - 1 - lr_).sum()) * w
-                        acc["actions"] += acts.count * w
-                        acc["tokens"] += float(m.sum()) * w
-                        return loss if w == 1.0 else loss * w
-
-                    gnorms.append(run.step(micro, loss_fn, normaliser=1.0))  # terms are already means over the minibatch
-                    step += 1
-            if gnorms:
+            upd = update(batch, run, models, cfg, it)
+            step += upd.steps
+            if upd.grad_norms:
                 if sampling_copy is not None:
-                    fsdp.copy_weights(ddp, actor, sampling_copy)
-                generator.update_weights()  # the next rollouts sample the new weights
-            if P > 1:  # each process summed its own micro-batches' terms: the metrics are of all of them
-                keys = sorted(acc)
-                tot = accelerator.reduce(torch.tensor([acc[k] for k in keys], dtype=torch.float64, device=device),
-                                         "sum")
-                acc = dict(zip(keys, tot.tolist()))
+                    fsdp.copy_weights(run.model, actor, sampling_copy)
+                generator.update_weights()
             t_train = time.perf_counter() - t2
-
-            # ---- metrics, checkpoint
-            counters["samples"] += n
+            # ---- 4: metrics, checkpoint
+            counters["samples"] += len(batch)
             counters["response_tokens"] += sum(len(r) for r in batch.response_ids)
-            gn = torch.stack([g.reshape(-1) for g in gnorms]).mean(0).tolist() if gnorms else [float("nan")]
-            stds = sstats["group_std"]
-            na = max(acc["actions"], 1)
             logs = {"step": step, "iteration": it + 1, "samples": counters["samples"],
-                    "reward/mean": float(np.mean(batch.rewards)) if n else float("nan"),
-                    "reward/task_mean": float(np.mean(sstats["reward_raw"])),
-                    "reward/correct": float(np.mean(sstats["correct"])),
-                    "response/length_mean": float(np.mean(sstats["lengths"])),
-                    "response/tokens": int(sum(len(r) for r in batch.response_ids)),  # trained on (kept groups)
-                    "response/truncated": sstats["truncated"] / max(len(sstats["lengths"]), 1),
-                    "response/actions_mean": float(np.mean([s.sum() for s in batch.starts])) if n else 0.0,
-                    "actor/pg_loss": acc["pg_loss"] / na,
-                    "actor/clip_frac": acc["clipped"] / na, "actor/dual_clip_frac": acc["dual_clipped"] / na,
-                    "actor/approx_kl": acc["approx_kl"] / na, "actor/grad_norm": gn[0], "charts/lr": run.lr,
-                    "groups/sampled": sstats["sampled_prompts"], "groups/kept": sstats["kept_prompts"],
-                    "time/generate_s": round(t_gen, 3), "time/prepare_s": round(t_prep, 3),
-                    "time/train_s": round(t_train, 3), "time/samples_per_s": n / max(t_gen + t_prep + t_train, 1e-9)}
-            if cfg.samples_per_prompt > 1:  # the reward std of each sampled group (GRPO's signal)
-                logs.update({"groups/reward_std": stds,
-                             "groups/zero_std_frac": float(np.mean([s == 0 for s in stds]))})
-            if critic_m is not None:
-                ns = max(acc["actions"], 1)
-                logs.update({"critic/vf_loss": acc["vf_loss"] / ns, "critic/vf_clip_frac": acc["vf_clipped"] / ns,
-                             "critic/value_mean": float(np.mean(np.concatenate(
-                                 [v[s] for v, s in zip(old_values, batch.starts)]))) if n else float("nan"),
-                             "critic/grad_norm": gn[-1], "charts/critic_lr": run.scheduler.get_last_lr()[-1]})
-            if cfg.kl_coef > 0:
-                logs["actor/kl_ref"] = acc["kl"] / max(acc["tokens"], 1)
-            if cfg.entropy_coef > 0:
-                logs["actor/entropy"] = acc["entropy"] / max(acc["tokens"], 1)
+                    **rl_metrics(batch, upd, cfg, lrs=run.scheduler.get_last_lr(),
+                                 times={"generate_s": t_gen, "prepare_s": t_prep, "train_s": t_train})}
             last = logs
             if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations:
                 run.log(logs)
@@ -528,5 +618,6 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
     return run.finish(summary, started=t_call)
 
 
-__all__ = ["train_rl", "ActorCritic", "RolloutBatch", "collect_rollouts", "overlong_penalty", "PromptStream",
+__all__ = ["train_rl", "ActorCritic", "RolloutBatch", "collect_rollouts", "prepare", "compute_advantages", "update",
+           "micro_loss", "rl_metrics", "StepModels", "StepCounts", "UpdateStats", "overlong_penalty", "PromptStream",
            "CRITIC_DIR"]
