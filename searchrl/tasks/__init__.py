@@ -36,10 +36,18 @@ def task_config_class(name: str) -> type:
     return task_class(name).Config
 
 
+def named_task_config(section: Any) -> type | None:
+    """The settings dataclass of the task a raw ``task`` section of a config names (the default task when
+    it names none); ``None`` for a name not in ``TASKS``, which loading the config reports."""
+    name = section.get("name") if isinstance(section, dict) else None
+    name = DEFAULT_TASK if name is None else str(name)
+    return task_config_class(name) if name in TASKS else None
+
+
 def make_task(config: Any, data_dir: str | os.PathLike) -> Task:
     """The task named by ``config.name``, reading (and preparing) its data in ``data_dir``."""
     return task_class(config.name)(config, data_dir)
 
 
 __all__ = ["TASKS", "DEFAULT_TASK", "Task", "GuidedTask", "Score", "MissingField", "task_class", "task_config_class",
-           "make_task"]
+           "named_task_config", "make_task"]

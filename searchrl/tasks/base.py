@@ -39,7 +39,16 @@ directory keys its stages and shards by it:
 * ``SCORING``: those of ``NOT_DATA`` that change prompts, rewards or grades (reward shaping,
   sandbox limits, a grader's timeout); every stage and shard of graded samples depends on them,
   so changing one refuses a finished stage instead of reusing its old grades;
-* ``RECORDED_DEFAULTS``: settings added later, at the values that reproduce older run directories.
+* ``RECORDED_DEFAULTS``: settings added later, at the values that reproduce older run directories;
+* optional classmethod ``migrate(raw) -> raw``: a raw config (a recipe, the command line or a
+  recorded config, as a dict of sections) with the task's settings that older versions wrote
+  elsewhere moved to where they are now (Countdown: ``model.number_digits`` ->
+  ``task.number_digits``), so a task renames or moves its own settings and old recipes and run
+  directories keep loading; it returns a new dict and leaves ``raw`` as it was. The config loader
+  calls the hook of the task a layer names (the default task when it names none).
+
+Vocabularies of tasks for models created from scratch are built by
+:func:`searchrl.tasks.vocab.build_phrase_tokenizer`, so no task imports ``searchrl.models``.
 """
 
 from __future__ import annotations

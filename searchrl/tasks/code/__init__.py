@@ -21,18 +21,15 @@ correct). ReST-RL's training reward (eq. 8) adds ``stop_bonus`` when the respons
 block with the closing fence and subtracts ``after_penalty`` per character after it; both are 0
 by default so that rewards are pass rates (the paper's values: ``task.stop_bonus=1e-3
 task.after_penalty=1e-6``). The code runs only in the sandbox (:mod:`searchrl.tasks.code.sandbox`), one batched call per
-``score``; nothing of a response is evaluated in this process.
-
-Reward hacking: the synthetic harness prints a random marker followed by one digit per test
-after the response's code has run; code that inspects the harness's frame could forge it. A
-policy trained here never sees the harness, so this is a documented limit, not a defence.
+``score``; nothing of a response is evaluated in this process. Every grader and the self-repair
+feedback go through one loop and the synthetic problems through one harness program
+(:mod:`searchrl.tasks.code.harness`, which also says the harness's limits against reward hacking).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +38,7 @@ from typing import Any
 from ...data import RecordError, field_value, type_name
 from ..base import MissingField, Score
 from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits
-from .sandbox import Program, run_batch
+from .harness import cases_program, grade_cases, passed_cases
 
 SOURCES = ("synthetic", "humaneval", "stdio")
 #: how reports title the synthetic splits
@@ -136,26 +133,6 @@ def format_terms(response: str) -> tuple[bool, int]:
     if end < 0 or response.count(FENCE) < 2:
         return False, 0
     return True, len(response) - end - len(FENCE)
-
-
-def cases_program(code: str, entry_point: str, tests: Sequence[dict[str, Any]], marker: str) -> str:
-    """A program that runs ``code``, then calls ``entry_point`` on each test's input and prints
-    ``marker`` followed by one ``1``/``0`` per test (an exception or a wrong value is a ``0``)."""
-    cases = [(t["input"], t["output"]) for t in tests]
-    return (f"{code}\n\n\ndef __searchrl_check():\n    out = []\n"
-            f"    for arg, want in {cases!r}:\n"
-            f"        try:\n            out.append('1' if {entry_point}(arg) == want else '0')\n"
-            f"        except BaseException:\n            out.append('0')\n    return ''.join(out)\n\n\n"
-            f"print('\\n{marker}' + __searchrl_check())\n")
-
-
-def passed_cases(stdout: str, marker: str, n: int) -> int:
-    """How many tests the harness's marker line reports passed (0 when it never printed)."""
-    pos = stdout.rfind(marker)
-    if pos < 0:
-        return 0
-    digits = stdout[pos + len(marker):pos + len(marker) + n]
-    return digits.count("1") if len(digits) == n and set(digits) <= {"0", "1"} else 0
 
 
 class CodeTask(SplitFiles):
@@ -259,13 +236,10 @@ class CodeTask(SplitFiles):
         and stdio sources; HumanEval's tests are one assert block)."""
         from .repair import feedback, function_outcomes, stdio_outcomes
 
-        cfg = self.config
-        if cfg.source == "humaneval":
+        if self.config.source == "humaneval":
             raise ValueError("self-repair feedback needs per-test cases: task.source=synthetic or stdio")
-        run = stdio_outcomes if cfg.source == "stdio" else function_outcomes
-        outcomes = run(problems, [code_block(r) for r in responses], timeout=cfg.timeout, memory_mb=cfg.memory_mb,
-                       workers=cfg.workers or None)
-        return [feedback(o) for o in outcomes]
+        run = stdio_outcomes if self.config.source == "stdio" else function_outcomes
+        return [feedback(o) for o in run(problems, [code_block(r) for r in responses], **self._limits())]
 
     def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
         if len(problems) != len(responses):
@@ -273,17 +247,14 @@ class CodeTask(SplitFiles):
         codes = [code_block(r) for r in responses]
         cfg = self.config
         if cfg.source == "synthetic":
-            passed, totals, statuses = self._run_cases(problems, codes)
+            grade = grade_cases
         else:
             from .suites import grade_function, grade_stdio
 
             grade = grade_stdio if cfg.source == "stdio" else grade_function
-            results = grade(problems, codes, timeout=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers or None)
-            passed = [r.passed for r in results]
-            totals = [r.total for r in results]
-            statuses = [r.statuses for r in results]
         out = []
-        for response, code, p, n, st in zip(responses, codes, passed, totals, statuses):
+        for response, code, r in zip(responses, codes, grade(problems, codes, **self._limits())):
+            p, n = r.passed, r.total
             rate = p / n if n else 0.0
             reward = rate
             if cfg.stop_bonus or cfg.after_penalty:
@@ -291,29 +262,13 @@ class CodeTask(SplitFiles):
                 reward += cfg.stop_bonus * closed - cfg.after_penalty * after
             out.append(Score(reward=reward, correct=bool(n) and p == n,
                              info={"passed": p, "tests": n, "pass_rate": rate, "has_code": code is not None,
-                                   "status": st}))
+                                   "status": r.statuses}))
         return out
 
-    def _run_cases(self, problems: Sequence[dict], codes: Sequence[str | None]):
-        """Synthetic problems: one sandboxed program per response with code, all tests inside it."""
+    def _limits(self) -> dict[str, Any]:
+        """The sandbox limits of every program this task runs (``task.timeout``, ``memory_mb``, ``workers``)."""
         cfg = self.config
-        jobs, marker = [], secrets.token_hex(8)
-        for p, code in zip(problems, codes):
-            if code is not None:
-                jobs.append(Program(cases_program(code, p["entry_point"], p["tests"], marker)))
-        results = iter(run_batch(jobs, timeout=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers or None))
-        passed, totals, statuses = [], [], []
-        for p, code in zip(problems, codes):
-            n = len(p["tests"])
-            totals.append(n)
-            if code is None:
-                passed.append(0)
-                statuses.append("no-code")
-                continue
-            r = next(results)
-            passed.append(passed_cases(r.stdout, marker, n))
-            statuses.append(r.status)
-        return passed, totals, statuses
+        return {"timeout": cfg.timeout, "memory_mb": cfg.memory_mb, "workers": cfg.workers or None}
 
     def answer(self, problem: dict[str, Any], response: str) -> str | None:
         """The program a response claims (its last code block, whitespace at line ends removed): what

@@ -30,14 +30,14 @@ a wrong first attempt (the reference with one step mutated), the feedback on it,
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .sandbox import Program, Result, run_batch
+from .harness import cases_program, outcome_rows, run_responses
+from .sandbox import Program, Result
 
 TRUNCATE = 300
 NO_CODE = "No code found. Please output your final code."
@@ -109,78 +109,49 @@ def _failure(r: Result) -> str:
     return f"Runtime Error: {lines[-1].strip()}" if lines else "Runtime Error"
 
 
-def feedback_program(code: str, entry_point: str, tests: Sequence[dict[str, Any]], marker: str) -> str:
-    """A program that runs ``code``, then calls ``entry_point`` on each test's input and prints ``marker``
-    and a JSON list of ``[passed, repr(value) or None, error or None]`` per test."""
-    cases = [(t["input"], t["output"]) for t in tests]
-    return (f"{code}\n\n\ndef __searchrl_feedback():\n    import json\n    out = []\n"
-            f"    for arg, want in {cases!r}:\n"
-            f"        try:\n            got = {entry_point}(arg)\n"
-            f"            out.append([bool(got == want), repr(got)[:4000], None])\n"
-            f"        except BaseException as e:\n"
-            f"            out.append([False, None, 'Runtime Error: ' + type(e).__name__ + ': ' + str(e)[:1000]])\n"
-            f"    return json.dumps(out)\n\n\n"
-            f"print('\\n{marker}' + __searchrl_feedback())\n")
-
-
-def _parse(stdout: str, marker: str, n: int) -> list | None:
-    pos = stdout.rfind(marker)
-    if pos < 0:
-        return None
-    try:
-        rows = json.loads(stdout[pos + len(marker):].split("\n", 1)[0])
-    except ValueError:
-        return None
-    ok = (isinstance(rows, list) and len(rows) == n
-          and all(isinstance(r, list) and len(r) == 3 and isinstance(r[0], bool) for r in rows))
-    return rows if ok else None
-
-
 def function_outcomes(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
                       memory_mb: int = 1024, workers: int | None = None) -> list[list[Outcome] | None]:
-    """Public-test outcomes of function problems (``entry_point`` called on each input), one sandboxed
-    program per response with code; ``None`` for a response without code."""
+    """Public-test outcomes of function problems (``entry_point`` called on each input): one sandboxed
+    program per response with code (the harness's ``outcomes`` report,
+    :func:`~searchrl.tasks.code.harness.cases_program`); ``None`` for a response without code."""
     marker = secrets.token_hex(8)
-    jobs = [Program(feedback_program(c, p["entry_point"], p["public_tests"], marker))
-            for p, c in zip(problems, codes) if c is not None and p["public_tests"]]
-    results = iter(run_batch(jobs, timeout=timeout, memory_mb=memory_mb, workers=workers))
-    out: list[list[Outcome] | None] = []
-    for p, c in zip(problems, codes):
+
+    def programs(p: dict, code: str) -> list[Program]:
+        if not p["public_tests"]:
+            return []
+        return [Program(cases_program(code, p["entry_point"], p["public_tests"], marker, report="outcomes"))]
+
+    def judge(p: dict, code: str, results: list[Result]) -> list[Outcome]:
         tests = p["public_tests"]
-        if c is None or not tests:
-            out.append(None if c is None else [])
-            continue
-        r = next(results)
-        rows = _parse(r.stdout, marker, len(tests)) if r.status == "ok" else None
+        if not tests:
+            return []
+        [r] = results
+        rows = outcome_rows(r.stdout, marker, len(tests)) if r.status == "ok" else None
         if rows is None:  # it never got to the tests (syntax error, crash, timeout): every test failed
             why = _failure(r) if r.status != "ok" else "Runtime Error: the program did not report its results"
-            out.append([Outcome(repr(t["input"]), repr(t["output"]), None, why, False) for t in tests])
-            continue
-        out.append([Outcome(repr(t["input"]), repr(t["output"]), got, err if err or passed else "Wrong Answer",
-                            passed) for t, (passed, got, err) in zip(tests, rows)])
-    return out
+            return [Outcome(repr(t["input"]), repr(t["output"]), None, why, False) for t in tests]
+        return [Outcome(repr(t["input"]), repr(t["output"]), got, err if err or passed else "Wrong Answer", passed)
+                for t, (passed, got, err) in zip(tests, rows)]
+
+    return run_responses(problems, codes, programs, judge, lambda p: None, timeout=timeout, memory_mb=memory_mb,
+                         workers=workers)
 
 
 def stdio_outcomes(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
                    memory_mb: int = 1024, workers: int | None = None) -> list[list[Outcome] | None]:
     """Public-test outcomes of stdin/stdout problems: one sandboxed run per public test."""
-    from .suites import outputs_match
+    from .suites import outputs_match, stdin_programs
 
-    jobs = [Program(c, t["input"]) for p, c in zip(problems, codes) if c is not None for t in p["public_tests"]]
-    results = iter(run_batch(jobs, timeout=timeout, memory_mb=memory_mb, workers=workers))
-    out: list[list[Outcome] | None] = []
-    for p, c in zip(problems, codes):
-        if c is None:
-            out.append(None)
-            continue
+    def judge(p: dict, code: str, results: list[Result]) -> list[Outcome]:
         rows = []
-        for t in p["public_tests"]:
-            r = next(results)
+        for t, r in zip(p["public_tests"], results):
             passed = r.status == "ok" and outputs_match(r.stdout, t["output"])
             error = None if passed else ("Wrong Answer" if r.status == "ok" else _failure(r))
             rows.append(Outcome(t["input"], t["output"], r.stdout, error, passed))
-        out.append(rows)
-    return out
+        return rows
+
+    return run_responses(problems, codes, lambda p, c: stdin_programs(p, c, "public_tests"), judge, lambda p: None,
+                         timeout=timeout, memory_mb=memory_mb, workers=workers)
 
 
 def mutated_steps(family: str, steps: list[tuple[str, Any]], public_tests: Sequence[dict],
@@ -232,6 +203,6 @@ def repair_demonstration(problem: dict[str, Any], rng: random.Random) -> list[di
             {"role": "assistant", "content": problem["solution"]}]
 
 
-__all__ = ["Outcome", "Feedback", "feedback", "truncate", "function_outcomes", "stdio_outcomes", "feedback_program",
+__all__ = ["Outcome", "Feedback", "feedback", "truncate", "function_outcomes", "stdio_outcomes",
            "mutated_steps", "repair_demonstration", "PHRASES", "NO_CODE", "NO_TESTS", "PASSED", "FAILED_HEAD",
            "FAILED_TAIL", "TRUNCATE"]

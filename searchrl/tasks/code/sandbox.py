@@ -9,7 +9,7 @@ What every program gets (``Result.isolation`` lists what was in force):
 
 * ``fresh-interpreter``: ``python -I -S`` (no user site, no ``PYTHON*`` variables, no script dir on
   the path, and no ``site``: the program imports the standard library only, never the packages
-  of our environment, and starts in ~15 ms instead of ~55 ms in an editable install) on a file in
+  of our environment, and starts several times faster than with ``site`` in an editable install) on a file in
   a new temporary working directory (``tempdir``), removed afterwards;
 * ``scrubbed-env``: an environment built from nothing (``PATH``, ``LANG``, ``HOME`` = the work
   dir), so no token or key of the parent's environment reaches it; stdin is ``/dev/null``
@@ -18,8 +18,8 @@ What every program gets (``Result.isolation`` lists what was in force):
   can print), open files (64), processes (64, counted per user: effective when the program runs
   as an unprivileged user, and shared by the programs running at the same time), no core dumps;
   set by util-linux's ``prlimit`` at the head of the command, so the parent starts it with
-  ``vfork`` (a ``preexec_fn`` would force a ``fork`` of the whole parent: ~25 ms in a process
-  holding a model, against ~2 ms), or by a ``preexec_fn`` where there is no ``prlimit``;
+  ``vfork`` (a ``preexec_fn`` would force a ``fork`` of the whole parent, an order of magnitude
+  slower in a process holding a model), or by a ``preexec_fn`` where there is no ``prlimit``;
 * ``process-group``: its own session; the parent's wall-clock timeout kills the whole group;
 * output goes to files, not pipes, so a program printing gigabytes stops at the file-size limit.
   The parent reads all of the stdout of a program that exited 0 (up to ``max_output``, default
@@ -299,8 +299,9 @@ def _limits(memory_mb: int, cpu_s: int):
 
 def _prlimit(memory_mb: int, cpu_s: int) -> list[str]:
     """The limits as a ``prlimit`` command prefix (empty where there is no ``prlimit``). A ``preexec_fn``
-    forces ``fork()`` of the whole parent, which costs ~25 ms in a process holding a model; without one
-    ``subprocess`` uses ``vfork()`` (~2 ms), so the limits are set by an exec'd ``prlimit`` instead."""
+    forces ``fork()`` of the whole parent, which is slow in a process holding a model; without one
+    ``subprocess`` uses ``vfork()``, so the limits are set by an exec'd ``prlimit`` instead
+    (``benchmarks/sandbox.py`` measures the sandbox's throughput)."""
     if not _has_prlimit():
         return []
     return ["prlimit", *(f"{opt}={value}" for _, opt, value in _limit_values(memory_mb, cpu_s)), "--"]

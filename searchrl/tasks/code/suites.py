@@ -47,20 +47,11 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ...data import RecordError, field_value, is_kind, iter_jsonl, type_name
-from .sandbox import Program, run_batch
-
-
-@dataclass(frozen=True)
-class GradeResult:
-    """One response's verdict: tests passed of ``total`` and the sandbox status of each run."""
-
-    passed: int
-    total: int
-    statuses: list[str]
+from .harness import GradeResult, run_responses
+from .sandbox import Program
 
 
 def load_humaneval() -> list[dict]:
@@ -84,16 +75,10 @@ def function_tests_program(problem: dict, code: str) -> str:
 def grade_function(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
                    memory_mb: int = 1024, workers: int | None = None) -> list[GradeResult]:
     """Run every response's program in one sandboxed batch; a response without code passes nothing."""
-    jobs = [Program(function_tests_program(p, c)) for p, c in zip(problems, codes) if c is not None]
-    results = iter(run_batch(jobs, timeout=timeout, memory_mb=memory_mb, workers=workers))
-    out = []
-    for c in codes:
-        if c is None:
-            out.append(GradeResult(0, 1, ["no-code"]))
-            continue
-        r = next(results)
-        out.append(GradeResult(int(r.status == "ok"), 1, [r.status]))
-    return out
+    return run_responses(problems, codes, lambda p, c: [Program(function_tests_program(p, c))],
+                         lambda p, c, results: GradeResult(int(results[0].status == "ok"), 1, [results[0].status]),
+                         lambda p: GradeResult(0, 1, ["no-code"]), timeout=timeout, memory_mb=memory_mb,
+                         workers=workers)
 
 
 class _Flip(ast.NodeTransformer):
@@ -322,6 +307,11 @@ def load_stdio(path: str | os.PathLike, lines: list[int] | None = None) -> list[
     return out
 
 
+def stdin_programs(problem: dict, code: str, tests: str = "tests") -> list[Program]:
+    """A stdin/stdout problem's programs for ``code``: one run per test of ``problem[tests]``, its input on stdin."""
+    return [Program(code, t["input"]) for t in problem[tests]]
+
+
 def outputs_match(got: str, want: str) -> bool:
     """Whether a program's output equals the expected one token by token (see the module doc)."""
     return got.split() == want.split()
@@ -330,21 +320,13 @@ def outputs_match(got: str, want: str) -> bool:
 def grade_stdio(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
                 memory_mb: int = 1024, workers: int | None = None) -> list[GradeResult]:
     """Run every response's code once per test (its input on stdin) in one sandboxed batch."""
-    jobs = [Program(c, t["input"]) for p, c in zip(problems, codes) if c is not None for t in p["tests"]]
-    results = iter(run_batch(jobs, timeout=timeout, memory_mb=memory_mb, workers=workers))
-    out = []
-    for p, c in zip(problems, codes):
-        if c is None:
-            out.append(GradeResult(0, len(p["tests"]), ["no-code"]))
-            continue
-        passed, statuses = 0, []
-        for t in p["tests"]:
-            r = next(results)
-            passed += r.status == "ok" and outputs_match(r.stdout, t["output"])
-            statuses.append(r.status)
-        out.append(GradeResult(passed, len(p["tests"]), statuses))
-    return out
+    def judge(p: dict, code: str, results: list) -> GradeResult:
+        passed = sum(r.status == "ok" and outputs_match(r.stdout, t["output"]) for r, t in zip(results, p["tests"]))
+        return GradeResult(passed, len(p["tests"]), [r.status for r in results])
+
+    return run_responses(problems, codes, stdin_programs, judge, lambda p: GradeResult(0, len(p["tests"]), ["no-code"]),
+                         timeout=timeout, memory_mb=memory_mb, workers=workers)
 
 
 __all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants", "load_stdio",
-           "stdio_problem", "outputs_match", "grade_stdio"]
+           "stdio_problem", "stdin_programs", "outputs_match", "grade_stdio"]

@@ -11,7 +11,7 @@ contains ``"\\n"`` ends an action, :func:`searchrl.train.advantages.action_start
 
 from __future__ import annotations
 
-from ...models.tokenizer import build_phrase_tokenizer
+from ..vocab import build_phrase_tokenizer
 
 PHRASES = [
     "```python\n", "```", "def f(", "):\n", "    ", "return ", " for x in xs", "[x", " if x ", " % 2 == ",

@@ -48,6 +48,20 @@ class CountdownConfig(CountdownDataConfig):
     #: settings added later, at the values that reproduce data recorded before they existed
     RECORDED_DEFAULTS = {"n_selftrain": 0, "n_valid_unseen": 0, "max_number": 0}
 
+    @classmethod
+    def migrate(cls, raw: dict) -> dict:
+        """A raw config (a recipe, the command line, a recorded config) with Countdown's settings where
+        older searchrl wrote them moved to where they are now: ``model.number_digits`` (before tasks had a
+        config section) -> ``task.number_digits`` (a value already in ``task`` wins). ``raw`` is not changed."""
+        model = raw.get("model")
+        if not (isinstance(model, dict) and "number_digits" in model):
+            return raw
+        model = dict(model)
+        number_digits = model.pop("number_digits")
+        task = dict(raw.get("task") or {})
+        task.setdefault("number_digits", number_digits)
+        return {**raw, "model": model, "task": task}
+
     def __post_init__(self):
         super().__post_init__()  # the data settings
         if not 0 <= self.number_digits <= 4:

@@ -15,7 +15,7 @@ they are split is a setting:
 Pieces are cut by one regex (phrases first, then numbers, then any single character),
 decoded by plain concatenation, so ``decode(encode(t)) == t`` for every ASCII text
 (characters outside printable ASCII and newline map to ``<|unk|>``). The
-result (built by :func:`searchrl.models.tokenizer.build_phrase_tokenizer`, which code tasks
+result (built by :func:`searchrl.tasks.vocab.build_phrase_tokenizer`, which the other tasks
 share) is a ``transformers.PreTrainedTokenizerFast`` with BOS/EOS/PAD/UNK and a chat
 template (``<|user|>...<|assistant|>...<|eos|>``) and is saved with every checkpoint.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerFast
 
-from ...models.tokenizer import CHAT_TEMPLATE, ROLES, SPECIAL, build_phrase_tokenizer
+from ..vocab import CHAT_TEMPLATE, ROLES, SPECIAL, build_phrase_tokenizer
 
 #: Fixed phrases of the Stream-of-Search trace format, each a single token.
 PHRASES = [

@@ -227,7 +227,7 @@ class MathTask(SplitFiles):
         return [Score(reward=float(c), correct=c, info={"answer": p}) for p, c in zip(preds, ok)]
 
     def tokenizer(self):
-        from ...models.tokenizer import build_phrase_tokenizer
+        from ..vocab import build_phrase_tokenizer
         from .synthetic import PHRASES
 
         chars = ["\n"] + [chr(c) for c in range(32, 127)]
