@@ -1,24 +1,18 @@
 """The search commands: ``searchrl search`` (one method at one budget) and ``searchrl compare-search``
 (every method at the same token budgets, with intervals).
 
-Methods (``METHODS``) and what they need:
+The methods, what each scores with, its settings and how a budget becomes them, are the registry's
+(:mod:`searchrl.search.registry`; the methods themselves are declared in their files under
+``searchrl/search/``). This module runs the two kinds the registry knows, and names no method:
 
-* from one **pool** of ``search.pool_samples`` samples per problem (temperature
-  ``search.temperature``, seeded per problem): at budget B a problem uses its first samples whose
-  tokens add up to at most B (always at least one), so every pool method at every budget reads
-  the same samples. ``bon-oracle`` (best-of-N by the task's verifier: an *oracle*, an upper bound
-  no real search has), ``bon-value`` / ``bon-orm`` (best-of-N by the value model / the ORM),
-  ``vote`` (majority vote, self-consistency), ``weighted-vote`` (value-weighted majority vote; ReST-MCTS*'s
-  "SC + value"), ``orm-vote`` (ORM-weighted majority vote: "SC + ORM"),
-  ``prm-min`` (best-of-N by the minimum step value, ReST-RL's PRM baseline);
-* **tree searches** run once per budget (``budget_tokens`` = B per problem): ``vm-mcts`` and
-  ``orm-mcts`` (ReST-RL Algorithm 3 with the value model / the ORM), ``mcts-star`` (ReST-MCTS*);
-* **VGS**: ``beam`` (block beam search, width ``search.beam.width``, final weighted vote) with
-  ``num_blocks`` N chosen so that N full responses fit the budget (N = B / mean pool response
-  length, rounded down to a multiple of the width, at least one beam), and ``dvts``
-  (``search.beam.num_blocks`` per repetition, as many repetitions as fit the budget). Both use the
-  3-class classifier (``search.classifier``), else the scalar value model. ``mcts-star`` reads
-  ``search.mcts_star_value`` (a value model trained on MCTS* targets), else ``search.value``.
+* **pool methods** choose among one **pool** of ``search.pool_samples`` samples per problem
+  (temperature ``search.temperature``, seeded per problem): at budget B a problem uses its first
+  samples whose tokens add up to at most B (always at least one), so every pool method at every
+  budget reads the same samples (:meth:`Searcher.run_pool`: best-of-N, votes, PRM-min);
+* **tree methods** run once per budget, on every problem in resumable shards
+  (:meth:`Searcher.run_tree`: VM-MCTS, ORM-MCTS, MCTS*, VGS beam search and DVTS), with their
+  settings section, ``search.max_tokens`` as the response limit, the method's budget rule, and
+  ``budget_tokens`` = B per problem.
 
 Value models left unset (``search.value``, ``search.orm``, ``search.classifier``,
 ``search.mcts_star_value``) are made in the run directory first
@@ -40,29 +34,21 @@ from typing import Any
 
 from ..data import read_json, resumable_shards, write_json, write_text
 from ..rundir import problems_digest, rel, shard_key
+from ..search import registry
+from ..search.registry import PoolMethod, SearchMethod, TreeMethod
 from ..seeding import stable_seed
-from ..search.config import ALIASES, METHODS, POOL_METHODS, TREE_METHODS
 from .run import Run, logger
-
-#: the model each method scores with: "value", "orm", "classifier" (falls back to value) or None
-NEEDS = {"bon-oracle": None, "vote": None, "bon-value": "value", "weighted-vote": "value", "orm-vote": "orm",
-         "prm-min": "value",
-         "bon-orm": "orm", "vm-mcts": "value", "orm-mcts": "orm", "mcts-star": "mcts_star_value",
-         "beam": "classifier", "dvts": "classifier"}
-LABELS = {"bon-oracle": "BoN, verifier (oracle)", "vote": "majority vote", "bon-value": "BoN, value model",
-          "bon-orm": "BoN, ORM", "weighted-vote": "value-weighted vote", "orm-vote": "ORM-weighted vote",
-          "prm-min": "BoN, min step value (PRM)",
-          "vm-mcts": "VM-MCTS", "orm-mcts": "ORM-MCTS", "mcts-star": "MCTS*", "beam": "VGS beam (w=2)",
-          "dvts": "VGS DVTS"}
 
 
 def resolve_method(name: str) -> str:
     """The method ``name`` (or its alias) names; an unknown name is an :class:`~searchrl.data.InputError`."""
     from ..data import InputError
 
-    name = ALIASES.get(name, name)
-    if name not in METHODS:
-        raise InputError(f"--method {name}: unknown search method; known: {' | '.join(METHODS)} (bon = bon-value)")
+    name = registry.resolve(name)
+    if not registry.known(name):
+        aliases = ", ".join(f"{a} = {m}" for a, m in registry.aliases().items())
+        raise InputError(f"--method {name}: unknown search method; known: {' | '.join(registry.names())}"
+                         + (f" ({aliases})" if aliases else ""))
     return name
 
 
@@ -71,16 +57,15 @@ class Searcher:
 
     def __init__(self, run: Run, methods: list[str], policy: str | os.PathLike | None = None,
                  out_dir: str | os.PathLike | None = None):
-        from .commands import policy_path
 
         self.run, self.cfg = run, run.cfg.search
         self.methods = [resolve_method(m) for m in methods]
         self.out = Path(out_dir) if out_dir is not None else run.dir / "compare-search"
-        self.policy = policy_path(run, policy)
+        self.policy = run.policy_path(policy)
         from ..models.value import is_value_dir
         from .value import ensure_value_models
 
-        needs = list(dict.fromkeys(NEEDS[m] for m in self.methods if NEEDS[m] is not None))
+        needs = list(dict.fromkeys(n for n in (registry.get(m).needs for m in self.methods) if n is not None))
         self.paths = ensure_value_models(run, needs, policy)
         for need, path in self.paths.items():
             if not is_value_dir(path):
@@ -101,11 +86,9 @@ class Searcher:
         return self._tokenizer
 
     def scorer(self, need: str):
-        from .value import load_value_model
-
         path = self.paths[need]
         if path not in self._scorers:
-            self._scorers[path] = load_value_model(path, self.run)
+            self._scorers[path] = self.run.load_value(path)
         return self._scorers[path]
 
     def key(self, need: str | None = None, **what: Any) -> str:
@@ -181,53 +164,36 @@ class Searcher:
         return self._scores[(need, how, top)]
 
     # ---- one method at one budget
-    def run_pool_method(self, method: str, budget: int) -> list[dict]:
-        from ..search import bon
-
+    def run_pool(self, method: PoolMethod, budget: int, out: Path) -> list[dict]:
+        """A pool method: on every problem, its choice among the pool samples that fit ``budget``
+        (nothing kept in ``out``: the pool and the scores are)."""
         pool = self.pool()
-        scores = None
-        if NEEDS[method] is not None:
-            scores = self._pool_scores(NEEDS[method], "min" if method == "prm-min" else "last", budget)
+        scores = self._pool_scores(method.needs, method.score, budget) if method.needs is not None else None
         per = []
         for p, rs in enumerate(pool):
             k = self._fitting(rs, budget)
             used = sum(len(r["response_ids"]) for r in rs[:k])
-            texts = [r["response"] for r in rs[:k]]
-            if method == "bon-oracle":
-                chosen = bon.best_of_n([r["reward"] for r in rs[:k]])
-            else:
-                how = {"vote": "vote", "weighted-vote": "weighted-vote", "orm-vote": "weighted-vote"}.get(method, "best")
-                answers = bon.answers_of(self.run.task, self.problems[p], texts)
-                sc = scores[p][:k] if scores is not None else None
-                chosen = bon.select(how, answers, sc)
+            sc = scores[p][:k] if scores is not None else None
+            chosen = method.choose(self.run.task, self.problems[p], rs[:k], sc)
             value_tokens = 0
-            if NEEDS[method] is not None:
+            if method.needs is not None:
                 value_tokens = sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in rs[:k])
             per.append({"index": p, "correct": bool(rs[chosen]["correct"]) if chosen is not None else False,
                         "generated_tokens": used, "value_tokens": value_tokens, "samples": k})
         return per
 
-    def run_tree_method(self, method: str, budget: int, out: Path) -> list[dict]:
+    def run_tree(self, method: TreeMethod, budget: int, out: Path) -> list[dict]:
         """A tree search on every problem, ``search.shard_problems`` at a time (resumable shards in
-        ``out``, made by the run's workers)."""
-        from ..search.beam import beam_search
-        from ..search.mcts_star import mcts_star
-        from ..search.vm_mcts import vm_mcts
-
-        c, problems, policy, scorer_path = self.cfg, self.problems, self.policy, self.paths[NEEDS[method]]
-        mcfg = self.method_cfg(method)
-        if method == "beam":
-            mean = max(self.mean_response_tokens(), 1.0)
-            mcfg = dataclasses.replace(mcfg, num_blocks=max(mcfg.width, int(budget / mean) // mcfg.width * mcfg.width),
-                                       reps=1)
-        elif method == "dvts":
-            mean = max(self.mean_response_tokens(), 1.0)
-            mcfg = dataclasses.replace(mcfg, reps=max(1, round(budget / (mcfg.num_blocks * mean))))
-        search = {"vm-mcts": vm_mcts, "orm-mcts": vm_mcts, "mcts-star": mcts_star}.get(method, beam_search)
+        ``out``, made by the run's workers), with the settings its budget rule makes of ``budget``."""
+        c, problems, policy = self.cfg, self.problems, self.policy
+        scorer_path = self.paths[method.needs] if method.needs is not None else None
+        mcfg = method.budget_rule(self.method_cfg(method.name), budget, self.mean_response_tokens)
+        search = method.search
 
         def produce(res, start: int, end: int, advance) -> list[dict]:
             chunk, task = problems[start:end], res.task
-            results = search(res.generator(policy, c.batch_size), res.scorer(scorer_path), task, chunk, mcfg,
+            scorer = res.scorer(scorer_path) if scorer_path is not None else None
+            results = search(res.generator(policy, c.batch_size), scorer, task, chunk, mcfg,
                              budget_tokens=budget, indices=list(range(start, end)))
             scores = task.score(chunk, [r.response for r in results])
             advance(end - start)
@@ -236,40 +202,42 @@ class Searcher:
                     for r, s in zip(results, scores)]
 
         return resumable_shards(len(problems), c.shard_problems, lambda s, e: out / f"{s:06d}-{e - 1:06d}.jsonl",
-                                produce, desc=f"{method} @ {budget} tokens", progress=self.run.progress,
+                                produce, desc=f"{method.name} @ {budget} tokens", progress=self.run.progress,
                                 workers=self.run.workers())
 
     def method_cfg(self, method: str):
-        """A tree method's settings, with the one response limit every method shares (``search.max_tokens``)."""
-        section = {"vm-mcts": "vm_mcts", "orm-mcts": "vm_mcts", "mcts-star": "mcts_star", "beam": "beam",
-                   "dvts": "beam"}[method]
-        return dataclasses.replace(getattr(self.cfg, section), max_tokens=self.cfg.max_tokens)
+        """A tree method's settings section, with the one response limit every method shares (``search.max_tokens``)."""
+        return dataclasses.replace(getattr(self.cfg, registry.get(method).section), max_tokens=self.cfg.max_tokens)
 
     def run_method(self, method: str, budget: int) -> dict:
         """One method at one budget: per-problem records and the row (kept on disk, resumable)."""
         from ..eval.metrics import bootstrap_ci
 
-        method = resolve_method(method)
+        spec: SearchMethod = registry.get(resolve_method(method))
+        method = spec.name
         settings = {"pool": [self.cfg.pool_samples, self.cfg.temperature, self.cfg.max_tokens, self.cfg.seed]}
-        if method in TREE_METHODS:
+        if isinstance(spec, TreeMethod):
             settings["cfg"] = dataclasses.asdict(self.method_cfg(method))
-        key = self.key(NEEDS[method], method=method, budget=budget, **settings)
+        key = self.key(spec.needs, method=method, budget=budget, **settings)
         path = self.out / "methods" / f"{method}-{budget}-{key}.json"
         if path.exists():
             return read_json(path)
         t0 = time.perf_counter()
-        per = (self.run_pool_method(method, budget) if method in POOL_METHODS
-               else self.run_tree_method(method, budget, path.with_suffix("")))
+        per = RUNNERS[spec.kind](self, spec, budget, path.with_suffix(""))
         correct = [float(r["correct"]) for r in per]
         ci = bootstrap_ci(correct) or (None, None)
         n = max(len(per), 1)
-        row = {"method": method, "label": LABELS[method], "budget_tokens": budget,
+        row = {"method": method, "label": spec.label, "budget_tokens": budget,
                "generated_tokens": sum(r["generated_tokens"] for r in per) / n,
                "value_tokens": sum(r["value_tokens"] for r in per) / n,
                "accuracy": sum(correct) / n, "ci_low": ci[0], "ci_high": ci[1], "n_problems": len(per),
-               "oracle": method == "bon-oracle", "seconds": round(time.perf_counter() - t0, 1)}
+               "oracle": spec.oracle, "seconds": round(time.perf_counter() - t0, 1)}
         write_json(path, {"row": row, "problems": per})
         return {"row": row, "problems": per}
+
+
+#: how each kind of method runs (``SearchMethod.kind`` -> the Searcher's runner)
+RUNNERS = {PoolMethod.kind: Searcher.run_pool, TreeMethod.kind: Searcher.run_tree}
 
 
 def run_search(run: Run, method: str, budget: int, policy: str | os.PathLike | None = None) -> dict:
@@ -319,9 +287,13 @@ def results_markdown(rows: list[dict], meta: dict) -> str:
             r = by.get((m, b))
             cells.append("–" if r is None else f"{100 * r['accuracy']:.1f} ({100 * r['ci_low']:.1f}..{100 * r['ci_high']:.1f}), "
                          f"{r['generated_tokens']:.0f} tok")
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {registry.label(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METHODS", "POOL_METHODS", "TREE_METHODS", "Searcher", "run_search", "run_compare_search",
-           "results_markdown", "resolve_method"]
+def method_choices() -> tuple[list[str], str]:
+    """What ``searchrl search --method`` accepts (every registered name and alias) and its help text."""
+    return [*registry.names(), *registry.aliases()], registry.listing()
+
+
+__all__ = ["Searcher", "run_search", "run_compare_search", "results_markdown", "resolve_method", "method_choices"]

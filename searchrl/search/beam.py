@@ -50,14 +50,27 @@ Here
   unscored). A step may overshoot the budget by at most one step's blocks.
 * A block shorter than asked that does not end with EOS means the generator could go no
   further (its context is full): that beam is finished too, with finish reason ``"length"``.
+
+As search methods (:mod:`.registry`)
+------------------------------------
+Both use the 3-class classifier (``search.classifier``), else the scalar value model, and the
+settings ``search.beam``. VGS states its budget in whole responses, so a token budget B becomes
+one through the mean response length L of the comparison's pool:
+
+* ``beam``: one search with ``num_blocks`` N = B / L rounded down to a multiple of the width
+  (at least one beam) (:func:`blocks_for_budget`);
+* ``dvts``: ``search.beam.num_blocks`` per search and ``reps`` = round(B / (N L)) searches, at
+  least one (:func:`reps_for_budget`).
+
+Both also get B as ``budget_tokens``, so a problem stops once it spent it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..engine.sampler import SamplingParams
 from . import bon
 from .config import BeamConfig
 from .common import (
@@ -71,6 +84,7 @@ from .common import (
     request_seed,
     score_counted,
 )
+from .registry import TreeMethod
 
 
 @dataclass
@@ -91,6 +105,9 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
     ``indices``: each problem's index (seeds and :attr:`SearchResult.index`; default ``0..``).
     ``budget_tokens``: generated tokens per problem after which it is no longer extended (see module docs).
     """
+    # imported here: the engine imports torch (see .common)
+    from ..engine.sampler import SamplingParams
+
     idx = list(range(len(problems))) if indices is None else list(indices)
     if len(idx) != len(problems):
         raise ValueError(f"{len(idx)} indices for {len(problems)} problems")
@@ -158,4 +175,25 @@ def _result(task, tok, problem: dict, index: int, search: list[list[_Beam]], ste
                         value_tokens=counter.value[p], meta={"steps": steps})
 
 
-__all__ = ["BeamConfig", "beam_search"]
+def blocks_for_budget(cfg: BeamConfig, budget: int, mean_response_tokens: Callable[[], float]) -> BeamConfig:
+    """``beam`` at budget B: as many blocks per step as whole responses fit B (a multiple of the width,
+    at least one beam), one search."""
+    mean = max(mean_response_tokens(), 1.0)
+    return dataclasses.replace(cfg, num_blocks=max(cfg.width, int(budget / mean) // cfg.width * cfg.width), reps=1)
+
+
+def reps_for_budget(cfg: BeamConfig, budget: int, mean_response_tokens: Callable[[], float]) -> BeamConfig:
+    """``dvts`` at budget B: as many searches of ``num_blocks`` whole responses as fit B, at least one."""
+    mean = max(mean_response_tokens(), 1.0)
+    return dataclasses.replace(cfg, reps=max(1, round(budget / (cfg.num_blocks * mean))))
+
+
+SEARCH_METHODS = (
+    TreeMethod(name="beam", label="VGS beam (w=2)", needs="classifier", search=beam_search, section="beam",
+               budget_rule=blocks_for_budget),
+    TreeMethod(name="dvts", label="VGS DVTS", needs="classifier", search=beam_search, section="beam",
+               budget_rule=reps_for_budget),
+)
+
+
+__all__ = ["BeamConfig", "SEARCH_METHODS", "beam_search", "blocks_for_budget", "reps_for_budget"]

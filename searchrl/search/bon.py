@@ -15,11 +15,27 @@ The winning group is represented by its highest-scored member (its first member 
 unscored). Ties go to the group whose first member came first, so results do not depend on
 dictionary order. With no answer at all, the vote falls back to best-of-N (or the first
 candidate when unscored).
+
+As search methods (:mod:`.registry`)
+------------------------------------
+The comparison's **pool methods** choose among a problem's samples from one shared pool (at
+budget B its first samples whose tokens add up to at most B; see :mod:`.registry`), so every pool
+method at every budget reads the same samples:
+
+* ``bon-oracle``: best-of-N by the task's verifier (the reward; the oracle);
+* ``bon-value`` (alias ``bon``) / ``bon-orm``: best-of-N by the value model / the ORM;
+* ``vote``: majority vote (self-consistency);
+* ``weighted-vote``: value-weighted majority vote (ReST-MCTS*'s "SC + value");
+* ``orm-vote``: ORM-weighted majority vote ("SC + ORM");
+* ``prm-min``: best-of-N by the minimum step value (ReST-RL's PRM-BoN baseline;
+  :func:`.vm_mcts.prm_min_scores`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+from .registry import PoolMethod
 
 SELECTIONS = ("best", "vote", "weighted-vote")
 
@@ -119,4 +135,32 @@ def select(how: str, answers: Sequence[str | None], scores: Sequence[float | Non
     raise ValueError(f"unknown selection {how!r}; known: {', '.join(SELECTIONS)}")
 
 
-__all__ = ["SELECTIONS", "answers_of", "group_answers", "best_of_n", "majority_vote", "weighted_vote", "select"]
+def by_verifier(task, problem: dict, samples: Sequence[dict], scores: Sequence[float] | None) -> int | None:
+    """The oracle's choice: best-of-N by each sample's reward from the task's verifier."""
+    return best_of_n([s["reward"] for s in samples])
+
+
+def choose_by(how: str) -> Callable[[object, dict, Sequence[dict], Sequence[float] | None], int | None]:
+    """A pool method's choice by :func:`select` ``how`` over the samples' answers and scores."""
+
+    def choose(task, problem: dict, samples: Sequence[dict], scores: Sequence[float] | None) -> int | None:
+        return select(how, answers_of(task, problem, [s["response"] for s in samples]), scores)
+
+    choose.__qualname__ = f"choose_by({how!r})"
+    return choose
+
+
+#: the pool methods (see module docs), in the order the comparison lists them
+SEARCH_METHODS = (
+    PoolMethod(name="bon-oracle", label="BoN, verifier (oracle)", choose=by_verifier, oracle=True),
+    PoolMethod(name="bon-value", label="BoN, value model", needs="value", choose=choose_by("best"), aliases=("bon",)),
+    PoolMethod(name="bon-orm", label="BoN, ORM", needs="orm", choose=choose_by("best")),
+    PoolMethod(name="vote", label="majority vote", choose=choose_by("vote")),
+    PoolMethod(name="weighted-vote", label="value-weighted vote", needs="value", choose=choose_by("weighted-vote")),
+    PoolMethod(name="orm-vote", label="ORM-weighted vote", needs="orm", choose=choose_by("weighted-vote")),
+    PoolMethod(name="prm-min", label="BoN, min step value (PRM)", needs="value", choose=choose_by("best"), score="min"),
+)
+
+
+__all__ = ["SELECTIONS", "SEARCH_METHODS", "by_verifier", "choose_by", "answers_of", "group_answers", "best_of_n",
+           "majority_vote", "weighted_vote", "select"]

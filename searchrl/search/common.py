@@ -54,7 +54,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..rollout import chat_prompt
 from ..seeding import stable_seed
 
 
@@ -70,6 +69,9 @@ class Scorer(Protocol):
 
 def problem_prompts(tokenizer, task, problems: Sequence[dict]) -> list[list[int]]:
     """The prompt ids each problem's states extend (the task's prompt in the chat template)."""
+    # imported here, not above: the rollout layer imports torch (see module docs)
+    from ..rollout import chat_prompt
+
     return [list(tokenizer(chat_prompt(tokenizer, task, p), add_special_tokens=False)["input_ids"])
             for p in problems]
 

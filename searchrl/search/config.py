@@ -1,7 +1,8 @@
-"""Settings of the searches and of their comparison, as dataclasses without importing torch.
+"""Settings of the searches, as dataclasses without importing torch.
 
 The run config (:mod:`searchrl.config`) nests them (``search.vm_mcts.c_decode=...``) and
-``searchrl <command> --help`` lists them, so they live apart from the search code.
+``searchrl <command> --help`` lists them, so they live apart from the search code. Which methods
+exist, and which of these sections each reads, is the registry's (:mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,6 @@ from ..settings import SettingError, at_least
 from . import bon
 
 ROLLOUT_CHILDREN = ("best", "all")  # MCTS*: which new children are rolled out
-
-#: the methods ``searchrl search`` / ``compare-search`` run (``searchrl.pipelines.search`` runs them): the ones
-#: that draw from one pool of samples per problem, and the tree searches
-POOL_METHODS = ("bon-oracle", "bon-value", "bon-orm", "vote", "weighted-vote", "orm-vote", "prm-min")
-TREE_METHODS = ("vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts")
-METHODS = POOL_METHODS + TREE_METHODS
-ALIASES = {"bon": "bon-value"}
 
 
 @dataclass

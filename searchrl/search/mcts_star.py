@@ -95,6 +95,12 @@ This is the code's convention. The paper's eq. 2 writes ``w_k = (1 - v_{k-1}) / 
 (1 - 2 r_k)``, i.e. ``m_code = m_paper + 1`` and ``r_code = 1 - 2 r_paper``, while its text
 calls ``r_k`` a sigmoid "correctness" score, which flips the sign (authors' issue #12).
 With the code's signs a correct end state gets exactly 1 and its ancestors climb to it.
+
+As a search method (:mod:`.registry`)
+-------------------------------------
+``mcts-star`` runs :func:`mcts_star` with the settings ``search.mcts_star`` and the value model
+``search.mcts_star_value`` (ReST-MCTS* trains its own on MCTS* targets; else ``search.value``);
+the token budget B is ``budget_tokens``, the settings stay as they are.
 """
 
 from __future__ import annotations
@@ -102,9 +108,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine.sampler import SamplingParams
 from .bon import answers_of, select
 from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
@@ -118,6 +123,10 @@ from .common import (
     request_seed,
     score_counted,
 )
+from .registry import TreeMethod
+
+if TYPE_CHECKING:  # the engine imports torch; the functions import it when they run (see .common)
+    from ..engine.sampler import SamplingParams
 
 
 @dataclass(eq=False)
@@ -238,6 +247,8 @@ class _Roll:
 
 def _step_params(cfg: MCTSStarConfig, stop: str, state: Sequence[int], seed: int, *, n: int = 1,
                  greedy: bool = False) -> SamplingParams:
+    from ..engine.sampler import SamplingParams
+
     return SamplingParams(n=n, temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
                           max_tokens=min(cfg.max_line_tokens, cfg.max_tokens - len(state)), stop=[stop], seed=seed)
 
@@ -253,6 +264,8 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
     ``tree`` (the :class:`Tree`), ``final_node`` (id of the node the answer came from),
     ``gated`` (it passed the end gate) and ``iterations`` (run for this problem).
     """
+    from ..engine.sampler import SamplingParams
+
     tok = generator.tokenizer
     indices = list(range(len(problems))) if indices is None else list(indices)
     if len(indices) != len(problems):
@@ -443,7 +456,13 @@ def collect_value_targets(generator, scorer, task, problems: Sequence[dict], cfg
                                           indices=indices)]
 
 
+SEARCH_METHODS = (
+    TreeMethod(name="mcts-star", label="MCTS*", needs="mcts_star_value", search=mcts_star, section="mcts_star"),
+)
+
+
 __all__ = [
+    "SEARCH_METHODS",
     "MCTSStarConfig",
     "Node",
     "Tree",

@@ -63,6 +63,12 @@ Readings of the paper
   iteration may overshoot it); the paper's budget is T (n T samples).
 * The paper's c (0.4 collecting, 0.1 decoding, A.2) are two fields of one config,
   ``c_collect`` and ``c_decode``.
+
+As search methods (:mod:`.registry`)
+------------------------------------
+``vm-mcts`` (the value model, ``search.value``) and ``orm-mcts`` (the ORM, ``search.orm``) are
+Algorithm 3 with the settings ``search.vm_mcts``; the token budget B is ``budget_tokens``, the
+settings stay as they are.
 """
 
 from __future__ import annotations
@@ -72,11 +78,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.sampler import SamplingParams
 from . import bon
 from .config import VMMCTSConfig
 from .common import (ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode, generate_counted,
                      problem_prompts, request_seed, score_counted)
+from .registry import TreeMethod
 
 
 def uct(value: float, parent_visits: int, visits: int, c: float, eps: float) -> float:
@@ -146,6 +152,9 @@ def _sample(generator, trees: list[_Tree], prompts: list[list[int]], active: Seq
             c: float, t: int, indices: list[int], splitter: ActionSplitter, counter: TokenCounter):
     """Selection for every active problem, then one batched expansion of those not at an end state:
     ``([(p, selected end state)], [(p, node, outputs, traces, first-action children)])``."""
+    # imported here: the engine imports torch (see .common)
+    from ..engine.sampler import SamplingParams
+
     selected = [(p, trees[p].select(c, cfg.eps)) for p in active]
     grow = [(p, node) for p, node in selected if not node.end]
     params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -287,4 +296,10 @@ def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequenc
     return [min(next(values) for _ in cs) for cs in cuts]
 
 
-__all__ = ["VMMCTSConfig", "uct", "collect_value_targets", "vm_mcts", "prm_min_scores"]
+SEARCH_METHODS = (
+    TreeMethod(name="vm-mcts", label="VM-MCTS", needs="value", search=vm_mcts, section="vm_mcts"),
+    TreeMethod(name="orm-mcts", label="ORM-MCTS", needs="orm", search=vm_mcts, section="vm_mcts"),
+)
+
+
+__all__ = ["VMMCTSConfig", "SEARCH_METHODS", "uct", "collect_value_targets", "vm_mcts", "prm_min_scores"]
