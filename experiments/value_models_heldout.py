@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from searchrl.data import write_json
     from searchrl.models.value import is_value_dir
     from searchrl.pipelines.run import Run, config_for_run_dir
-    from searchrl.pipelines.value import load_value_model, make_value_data
+    from searchrl.pipelines.value import make_value_data
 
     cfg = config_for_run_dir(args.run_dir, [args.config] if args.config else [],
                              [*args.overrides, f"value_data.split={args.split}",
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
            "complete_correct": sum(r["target"] == 1.0 for r in complete), "partial_states": len(partial),
            "partial_correct": sum(r["label"] == 1 for r in partial), "auc": {}}
     for path in models:
-        vm = load_value_model(path, run)
+        vm = run.load_value(path)
         s_complete = vm.score([r["prompt_ids"] for r in complete], [r["state_ids"] for r in complete])
         s_partial = vm.score([r["prompt_ids"] for r in partial], [r["state_ids"] for r in partial])
         out["auc"][path.parent.name] = {

@@ -88,10 +88,8 @@ def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda c
     run = Run(cfg, progress=not args.quiet)
     values = {k: v for k, v in value_models(cfg).items() if v}
     if sampling:
-        from .pipelines.commands import policy_path
-
         run.check_settings()  # before the model: a missing package says so first
-        policy_path(run, args.model)
+        run.policy_path(args.model)
         args.opened = run.open(value_models=values)
     else:
         args.opened = run.open(models=[cfg.model.name], value_models=values)
@@ -227,7 +225,7 @@ def cmd_rl(args: argparse.Namespace) -> int:
 
 
 def cmd_rest_grpo(args: argparse.Namespace) -> int:
-    from .pipelines.rl import run_rest_grpo_command
+    from .pipelines.selftrain import run_rest_grpo_command
 
     run = _run(args, sampling=True)
     final = run_rest_grpo_command(run, args.model, args.name)
@@ -244,19 +242,12 @@ def cmd_rest_grpo(args: argparse.Namespace) -> int:
 
 
 def cmd_selftrain(args: argparse.Namespace) -> int:
-    from .pipelines.demo import selftrain_depends
-    from .pipelines.commands import policy_path
-    from .selftrain.rest import read_stats, run_selftrain
+    from .pipelines.selftrain import run_selftrain_command, selftrain_name, selftrain_stats
 
     run = _run(args, sampling=True)
-    cfg = run.cfg
-    name = args.name or ("guided-rest" if cfg.selftrain.guidance_rounds else "rest")
-    base = policy_path(run, args.model)
-    run.ensure_data()
-    final = run_selftrain(run.task, run.load, cfg.rest_sft, run.dir / name, base, cfg.selftrain, run.progress,
-                          make_generator=run.generator, depends=selftrain_depends(run),
-                          depends_defaults=run.graded_defaults(), workers=run.workers())
-    for it, st in enumerate(read_stats(run.dir / name), 1):
+    name = selftrain_name(run, args.name)
+    final = run_selftrain_command(run, args.model, name)
+    for it, st in enumerate(selftrain_stats(run, name), 1):
         print(f"iteration {it}: kept {st['kept']} of {st['problems']} (solved by round: {st['solved_by_round']})")
     if args.eval:
         from .pipelines.commands import run_eval
@@ -269,37 +260,33 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
 
 
 def cmd_rest_mcts(args: argparse.Namespace) -> int:
-    from .pipelines.rest_mcts import run_rest_mcts_command
-    from .selftrain.rest_mcts import read_iterations
+    from .pipelines.selftrain import rest_mcts_iterations, run_rest_mcts_command
 
     run = _run(args, sampling=True, value_models=lambda cfg: {"rest_mcts.value_init": cfg.rest_mcts.value_init})
     name = args.name or "rest-mcts"
-    last = run_rest_mcts_command(run, args.model, name)
-    for it, rec in enumerate(read_iterations(run.dir / name), 1):
+    made = run_rest_mcts_command(run, args.model, name)
+    for it, rec in enumerate(rest_mcts_iterations(run, name), 1):
         print(f"iteration {it}: solved {rec['solved']} of {rec['questions']} questions, {rec['policy_examples']} "
               f"policy examples, {rec['value_records']} value targets")
-    policy = last / "policy" / "final" if (last / "policy" / "final").exists() else None
-    if args.eval and policy is not None:
+    if args.eval and run.cfg.rest_mcts.iterations:
         from .pipelines.commands import run_eval
 
-        run_eval(run, policy, out_name=f"{name}-eval", method="ReST-MCTS*" if name == "rest-mcts" else name)
+        run_eval(run, made["policy"], out_name=f"{name}-eval", method="ReST-MCTS*" if name == "rest-mcts" else name)
         print((run.dir / f"{name}-eval" / "results.md").read_text(encoding="utf-8"))
     if run.cfg.rest_mcts.iterations == 0:
-        print(f"rest-mcts: rest_mcts.iterations=0, so only the initial value model V0 was trained: "
-              f"{last / 'v0' / 'final'}")
+        print(f"rest-mcts: rest_mcts.iterations=0, so only the initial value model V0 was trained: {made['value']}")
     else:
-        print(f"rest-mcts: last iteration in {last}")
+        print(f"rest-mcts: last iteration in {made['last']}; policy {made['policy']}, value model {made['value']}")
     return 0
 
 
 def cmd_export_verl(args: argparse.Namespace) -> int:
-    from .tasks.verl import export_parquet
+    from .pipelines.commands import run_export_verl
 
     _positive(args, n=0)
     run = _run(args)
-    run.ensure_data()
-    out = export_parquet(run.task, args.split, args.out, args.n)
-    print(f"{out}: {len(run.task.problems(args.split)) if not args.n else args.n} rows of {run.task.name}/{args.split}; "
+    out, rows = run_export_verl(run, args.split, args.out, args.n)
+    print(f"{out}: {rows} rows of {run.task.name}/{args.split}; "
           f"reward: custom_reward_function.path=<searchrl>/tasks/verl.py custom_reward_function.name=compute_score")
     return 0
 
@@ -343,6 +330,8 @@ def _trainer_args(p: argparse.ArgumentParser, verb: str, default_name: str, whic
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipelines.search import method_choices
+
     parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyEpilogParser)
 
@@ -386,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--name", help="output name under <run_dir>/value/ (default: the kind)")
     se = _sub(sub, "search", "run one search method at one token budget on search.split; prints its accuracy "
               "(results in <run_dir>/search)", cmd_search)
-    se.add_argument("--method", required=True, help="bon (= bon-value) | bon-oracle | bon-orm | vote | "
-                    "weighted-vote | orm-vote | prm-min | vm-mcts | orm-mcts | mcts-star | beam | dvts")
+    choices, listing = method_choices()
+    se.add_argument("--method", required=True, metavar="METHOD", help=listing, choices=choices)
     se.add_argument("--budget", required=True, type=int, help="generated tokens per problem")
     se.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     cs = _sub(sub, "compare-search", "every search.methods at every search.budgets on search.split; value models "

@@ -27,7 +27,8 @@ from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import InputError
-from .search.config import ALIASES, METHODS, BeamConfig, MCTSStarConfig, VMMCTSConfig
+from .search import registry as search_methods
+from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
 from .settings import SettingError, at_least, one_of
 from .train.config import DPOConfig, RLConfig, SFTConfig, ValueTrainConfig
 
@@ -231,7 +232,7 @@ class SearchConfig:
     n_problems: int = _f(100, "first N problems of the split (0 = all)")
     budgets: list[int] = _f([1024, 2048, 4096], "token budgets compared: generated tokens per problem")
     methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
-                             "orm-mcts", "mcts-star", "beam", "dvts"], "methods compared (searchrl.search.METHODS)")
+                             "orm-mcts", "mcts-star", "beam", "dvts"], "methods compared (searchrl.search.registry)")
     value: str = _f("", "scalar value model (bon-value, weighted-vote, prm-min, vm-mcts, mcts-star)")
     mcts_star_value: str = _f("", "value model of mcts-star ('' = search.value): ReST-MCTS* trains its own on "
                                   "MCTS* value targets")
@@ -254,9 +255,10 @@ class SearchConfig:
             raise SettingError("budgets", list(self.budgets), "must be positive token counts")
         at_least(self, pool_samples=1, max_tokens=1, batch_size=1, shard_problems=1, n_problems=(0, "0 = all"),
                  temperature=0.0)
-        unknown = [m for m in self.methods if ALIASES.get(m, m) not in METHODS]
+        unknown = [m for m in self.methods if not search_methods.known(m)]
         if unknown or not self.methods:
-            raise SettingError("methods", list(self.methods), f"each must be one of {' | '.join(METHODS)}")
+            raise SettingError("methods", list(self.methods),
+                               f"each must be one of {' | '.join(search_methods.names())}")
 
 
 @dataclass
@@ -332,23 +334,18 @@ def _yaml_line(text: str, keys: list[str]) -> int | None:
 
 
 def _migrate(d: Any) -> Any:
-    """Settings written by searchrl before tasks had a config section: ``data`` -> ``task``,
-    ``model.number_digits`` -> ``task.number_digits``."""
-    from .tasks import DEFAULT_TASK
+    """Settings in an older layout moved to where they are now: ``data`` -> ``task`` (written before
+    tasks had a config section), then the task's own old settings, by its config's ``migrate`` hook
+    (the task this layer names, else the default one; see :mod:`searchrl.tasks.base`)."""
+    from .tasks import DEFAULT_TASK, named_task_config
 
     if not isinstance(d, dict):
         return d
     d = dict(d)
     if "data" in d and "task" not in d:
         d["task"] = {"name": DEFAULT_TASK, **(d.pop("data") or {})}
-    if isinstance(d.get("model"), dict) and "number_digits" in d["model"]:
-        model = dict(d["model"])
-        nd = model.pop("number_digits")
-        d["model"] = model
-        task = dict(d.get("task") or {})
-        task.setdefault("number_digits", nd)
-        d["task"] = task
-    return d
+    migrate = getattr(named_task_config(d.get("task")), "migrate", None)
+    return migrate(d) if migrate is not None else d
 
 
 def _migrate_recorded(d: Any) -> Any:
@@ -364,11 +361,11 @@ def _migrate_recorded(d: Any) -> Any:
         d["selftrain"] = {**SelfTrainConfig.RECORDED_DEFAULTS, **st}
     task = d.get("task")
     if isinstance(task, dict):
-        from .tasks import DEFAULT_TASK, TASKS, task_config_class
+        from .tasks import named_task_config
 
-        name = str(task.get("name", DEFAULT_TASK))
-        if name in TASKS:  # settings the task added later, at the value that reproduces the old run
-            d["task"] = {**getattr(task_config_class(name), "RECORDED_DEFAULTS", {}), **task}
+        task_cls = named_task_config(task)
+        if task_cls is not None:  # settings the task added later, at the value that reproduces the old run
+            d["task"] = {**getattr(task_cls, "RECORDED_DEFAULTS", {}), **task}
     return d
 
 

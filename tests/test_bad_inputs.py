@@ -109,7 +109,6 @@ CASES = [
     ("grpo-one-sample", _S("grpo", "grpo.samples_per_prompt=1"), "grpo needs samples_per_prompt >= 2"),
     ("grpo-temperature-zero", _S("grpo", "grpo.temperature=0"), "RL samples at temperature > 0"),
     # search
-    ("search-unknown-method", _S("search", "--method", "nonsense", "--budget", "100"), "--method nonsense: unknown search method"),
     ("search-negative-budget", _S("search", "--method", "vote", "--budget", "-5"), "--budget -5: must be >= 1"),
     ("search-zero-budget", _S("search", "--method", "bon-oracle", "--budget", "0"), "--budget 0: must be >= 1"),
     ("search-missing-value-model", _S("search", "--method", "bon-value", "--budget", "100", "search.value=/no/such"),
@@ -187,12 +186,15 @@ def test_run_dir_that_cannot_be_one_is_one_line(where, env, capsys):
 
 
 def test_argparse_errors_exit_2_without_traceback(env, capsys):
-    for argv in (["ppo", "--modle", BASE], ["train-value", "--kind", "bogus", "--data", "x"], ["search", "--budget", "x"]):
+    for argv in (["ppo", "--modle", BASE], ["train-value", "--kind", "bogus", "--data", "x"], ["search", "--budget", "x"],
+                 ["search", "--method", "nonsense", "--budget", "100"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and "Traceback" not in err
         assert "error:" in err.strip().splitlines()[-1]  # argparse: its usage lines, then the error
+        if "nonsense" in argv:  # the search registry's names are the choices
+            assert "invalid choice: 'nonsense'" in err and "vm-mcts" in err
 
 
 def test_key_value_overrides_may_stand_between_options(env, tmp_path):

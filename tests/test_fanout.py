@@ -136,8 +136,7 @@ def test_two_ray_workers_write_the_shards_one_process_writes(ray_cluster, tmp_pa
     for run in (local, remote):
         run.ensure_data()
         run.evaluate(base, run.dir / "eval")
-        run_selftrain(run.task, run.load, sft, run.dir / "guided-rest", base, st, progress=False,
-                      make_generator=run.generator, workers=run.workers())
+        run_selftrain(run.selftrain_context(), cfg=st, sft_cfg=sft, method_dir=run.dir / "guided-rest", base_model=base)
         s = Searcher(run, ["vote", "vm-mcts", "mcts-star", "beam"], policy=base)
         for m in s.methods:
             s.run_method(m, 200)

@@ -13,6 +13,7 @@ import pytest
 
 from searchrl.config import RestGRPOConfig
 from searchrl.models.policy import load_policy
+from searchrl.selftrain import Context
 from searchrl.selftrain.rest_grpo import assemble, partial_states, preference_pairs, reward_std_by_step, run_rest_grpo
 from searchrl.tasks import Score
 from searchrl.tasks.countdown import CountdownConfig, CountdownTask
@@ -105,6 +106,8 @@ def test_rest_grpo_loop_runs_resumes_and_logs_reward_std(task, tmp_path):
     def make_gen(model, tok, batch_size):
         return Sampler(model, tok, max_batch_size=batch_size)
 
+    ctx = Context(task, load, make_gen, progress=False)
+
     model, tok = load_policy("micro", task.tokenizer(), max_seq_len=512, seed=0)
     model.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
@@ -113,8 +116,8 @@ def test_rest_grpo_loop_runs_resumes_and_logs_reward_std(task, tmp_path):
                     save_every=0, batch_size=16)
     cfg = RestGRPOConfig(iterations=2, samples=4, r0=0.9, sigma0=0.05)
     problems = task.problems("selftrain")[:12]
-    final = run_rest_grpo(task, problems, load, make_gen, cfg, grpo, tmp_path / "rg", tmp_path / "base",
-                          progress=False)
+    final = run_rest_grpo(ctx, cfg=cfg, grpo_cfg=grpo, problems=problems,
+                  method_dir=tmp_path / "rg", policy=tmp_path / "base")
     assert final == tmp_path / "rg" / "iter2" / "grpo" / "final" and (final / "config.json").exists()
     from searchrl.data import read_json, read_jsonl
 
@@ -126,24 +129,24 @@ def test_rest_grpo_loop_runs_resumes_and_logs_reward_std(task, tmp_path):
     assert [s for s, _ in steps] == sorted(s for s, _ in steps) and len(steps) == 6
     # the same call again is done; other settings into the same directory are refused
     mtime = (final / "model.safetensors").stat().st_mtime_ns
-    assert run_rest_grpo(task, problems, load, make_gen, cfg, grpo, tmp_path / "rg", tmp_path / "base",
-                         progress=False) == final
+    assert run_rest_grpo(ctx, cfg=cfg, grpo_cfg=grpo, problems=problems,
+                  method_dir=tmp_path / "rg", policy=tmp_path / "base") == final
     assert (final / "model.safetensors").stat().st_mtime_ns == mtime
     from searchrl.rundir import RunDirError
 
     with pytest.raises(RunDirError, match="sigma0"):
-        run_rest_grpo(task, problems, load, make_gen, replace(cfg, sigma0=0.1), grpo, tmp_path / "rg",
-                      tmp_path / "base", progress=False)
+        run_rest_grpo(ctx, cfg=replace(cfg, sigma0=0.1), grpo_cfg=grpo, problems=problems,
+                  method_dir=tmp_path / "rg", policy=tmp_path / "base")
     # plain GRPO on the same loop: every question, no sampling stage
-    final_g = run_rest_grpo(task, problems, load, make_gen, replace(cfg, method="grpo"), grpo, tmp_path / "g",
-                            tmp_path / "base", progress=False)
+    final_g = run_rest_grpo(ctx, cfg=replace(cfg, method="grpo"), grpo_cfg=grpo, problems=problems,
+                  method_dir=tmp_path / "g", policy=tmp_path / "base")
     assert (final_g / "config.json").exists() and not (tmp_path / "g" / "iter1" / "prompts.jsonl").exists()
     assert np.isfinite(read_json(final_g / "train_state.json").get("steps", 0))
     # ReST-DPO on the same loop: pairs from the samples, DPO from the previous policy
     from searchrl.train.config import DPOConfig
 
-    final_d = run_rest_grpo(task, problems, load, make_gen, replace(cfg, method="rest-dpo", iterations=1), grpo,
-                            tmp_path / "d", tmp_path / "base", progress=False,
+    final_d = run_rest_grpo(ctx, cfg=replace(cfg, method="rest-dpo", iterations=1), grpo_cfg=grpo, problems=problems,
+                            method_dir=tmp_path / "d", policy=tmp_path / "base",
                             dpo_cfg=DPOConfig(output_dir="", max_steps=2, lr=1e-3, warmup_steps=0))
     pairs = read_jsonl(tmp_path / "d" / "iter1" / "prompts.jsonl")
     assert all(p["chosen"][:1].isdigit() and not p["rejected"][:1].isdigit() for p in pairs)

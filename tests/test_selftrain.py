@@ -15,6 +15,7 @@ import pytest
 from searchrl.data import read_json, read_jsonl
 from searchrl.models import load_policy
 from searchrl.rundir import resolve
+from searchrl.selftrain import Context
 from searchrl.selftrain.rest import SelfTrainConfig, run_selftrain
 from searchrl.tasks.countdown import CountdownConfig, CountdownTask, build_countdown_tokenizer, grade
 from searchrl.train.sft import SFTConfig
@@ -41,6 +42,10 @@ def _loader(path):
     return load_policy(str(path))
 
 
+def _ctx(task):
+    return Context(task, _loader, progress=False)
+
+
 def _sft(**kw):
     return SFTConfig(output_dir="", max_steps=3, warmup_steps=1, tokens_per_batch=2048, max_seq_len=512,
                      save_every=0, log_every=1, **kw)
@@ -51,14 +56,16 @@ def test_more_problems_than_the_split_holds_is_refused_before_anything_is_writte
 
     cfg = SelfTrainConfig(iterations=1, guidance_rounds=0, n_problems=41, max_tokens=160)
     with pytest.raises(InputError, match="split 'selftrain' has only 40 problems"):
-        run_selftrain(task, _loader, _sft(), tmp_path / "rest", base, cfg, progress=False)
+        run_selftrain(_ctx(task), cfg=cfg, sft_cfg=_sft(), method_dir=tmp_path / "rest",
+                  base_model=base)
     assert not (tmp_path / "rest").exists()
 
 
 def test_guidance_rounds_rescue_failures_with_an_untrained_model(task, base, tmp_path):
     cfg = SelfTrainConfig(iterations=1, guidance_rounds=3, n_problems=16, max_tokens=160, shard_problems=8,
                           batch_size=16)
-    final = run_selftrain(task, _loader, _sft(), tmp_path / "guided", base, cfg, progress=False)
+    final = run_selftrain(_ctx(task), cfg=cfg, sft_cfg=_sft(), method_dir=tmp_path / "guided",
+                  base_model=base)
     stats = read_json(tmp_path / "guided" / "iter1" / "gen_stats.json")
     # an untrained model solves nothing by itself; the splice forces progress: for a
     # 2-step solution round 1 resets to the root, round 2 adds the first step, round 3 the goal
@@ -82,16 +89,17 @@ def test_guidance_rounds_rescue_failures_with_an_untrained_model(task, base, tmp
 def test_rest_keeps_only_correct_and_restarts_from_base(task, base, tmp_path):
     cfg = SelfTrainConfig(iterations=2, guidance_rounds=3, n_problems=8, max_tokens=160, shard_problems=8,
                           batch_size=8)
-    run_selftrain(task, _loader, _sft(), tmp_path / "g", base, cfg, progress=False)
+    run_selftrain(_ctx(task), cfg=cfg, sft_cfg=_sft(), method_dir=tmp_path / "g",
+                  base_model=base)
     for it in (1, 2):
         assert resolve(tmp_path / "g", read_json(tmp_path / "g" / f"iter{it}" / "done.json")["initialised_from"]) == base
     # continuing from the previous iteration is an option
-    run_selftrain(task, _loader, _sft(), tmp_path / "c", base,
-                  SelfTrainConfig(**{**cfg.__dict__, "from_base": False}), progress=False)
+    run_selftrain(_ctx(task), cfg=SelfTrainConfig(**{**cfg.__dict__, "from_base": False}), sft_cfg=_sft(),
+                  method_dir=tmp_path / "c", base_model=base)
     assert read_json(tmp_path / "c" / "iter2" / "done.json")["initialised_from"] == "iter1/sft/final"
     # plain ReST with an untrained model keeps nothing: the policy stays the base, and the record says so
-    final = run_selftrain(task, _loader, _sft(), tmp_path / "r", base,
-                          SelfTrainConfig(**{**cfg.__dict__, "guidance_rounds": 0}), progress=False)
+    final = run_selftrain(_ctx(task), cfg=SelfTrainConfig(**{**cfg.__dict__, "guidance_rounds": 0}), sft_cfg=_sft(),
+                          method_dir=tmp_path / "r", base_model=base)
     assert final == base
     assert read_json(tmp_path / "r" / "iter1" / "done.json")["skipped"]
     assert read_json(tmp_path / "r" / "iter1" / "gen_stats.json")["kept"] == 0

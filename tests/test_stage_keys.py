@@ -10,7 +10,7 @@ from searchrl.config import SelfTrainConfig, load_config
 from searchrl.pipelines.rl import rl_stage
 from searchrl.pipelines.run import Run
 from searchrl.rundir import RunDirError, Stage, write_json
-from searchrl.selftrain.rest import selftrain_stage
+from searchrl.selftrain import Context, selftrain_loop
 from searchrl.tasks import TASKS, task_config_class
 from searchrl.train.config import SFTConfig
 
@@ -37,8 +37,9 @@ def test_a_changed_reward_refuses_a_finished_stage_naming_the_key(make, tmp_path
     def stage(run: Run) -> Stage:
         if make == "rl":
             return rl_stage(run, "grpo", tmp_path / "grpo", "micro")
-        return selftrain_stage(tmp_path / "rest", SelfTrainConfig(), SFTConfig(output_dir=""), tmp_path,
-                               depends=run.graded_depends(), depends_defaults=run.graded_defaults())
+        ctx = Context(run.task, run.load, depends=run.graded_depends(), depends_defaults=run.graded_defaults())
+        return selftrain_loop(ctx, cfg=SelfTrainConfig(), sft_cfg=SFTConfig(output_dir=""), method_dir=tmp_path / "rest",
+                              base_model=tmp_path).stage
 
     (tmp_path / "config.json").write_text("{}")  # selftrain's base model: fingerprinted from its files
     _finish(stage(_run(tmp_path)))

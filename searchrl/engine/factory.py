@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
+
 def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
-    """A generator over ``model`` as ``engine_cfg.backend`` says.
+    """A generator over ``model`` as ``engine_cfg.backend`` says (``engine_cfg=None``: the default,
+    ``searchrl``; for code below the run config, such as a trainer used on its own).
 
     ``searchrl``: our continuously batched sampler (static KV cache for Llama-family
     models, the HF forward for others); ``hf``: always the HF model's own forward; ``vllm``:
@@ -17,7 +19,7 @@ def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
     """
     from .sampler import Sampler
 
-    backend = engine_cfg.backend
+    backend = engine_cfg.backend if engine_cfg is not None else "searchrl"
     if backend == "searchrl":
         return Sampler(model, tokenizer, max_batch_size=batch_size, backend="auto")
     if backend == "hf":

@@ -1,14 +1,12 @@
 """A compiled CPU kernel for the decode step's attention, with a pure-torch fallback.
 
-Why: sampling Countdown traces from the tiny policy spends most of its time in
-attention, not in matmuls. Measured on the 2-core development CPU (the shipped
-1M-parameter model, 64 rows, completions up to 768 tokens): 70% of the decode
-time was ``scaled_dot_product_attention``. Two reasons:
+Why: sampling Countdown traces from the tiny policy spends most of its decode time
+in attention, not in matmuls (a profile of ``benchmarks/sampler.py`` shows
+``scaled_dot_product_attention`` on top). Two reasons:
 
 * one query token per row makes attention a batch of ``rows x kv_heads`` tiny
   GEMVs, where a generic kernel pays more in per-block overhead than in reading
-  the cache (2.7x to 7x the time of just reading K and V once, for 200 down to
-  40 keys per row, in a microbenchmark);
+  the cache (several times the time of just reading K and V once);
 * rows of a continuous batch sit at different positions, and a batched call must
   cover the longest row for all of them (the rest is masked, but still read).
 

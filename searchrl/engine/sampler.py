@@ -45,20 +45,13 @@ its own slot in a preallocated KV cache (see :mod:`searchrl.engine.llama`):
   compiled kernel (:mod:`searchrl.engine.kernels`) that walks each row over
   exactly its own length; elsewhere it is torch's SDPA over the longest row.
 
-What it buys, measured on the 2-core development CPU (``benchmarks/sampler.py``:
-the shipped 1.2M-parameter Countdown policy, 256 prompts, 64 rows, one thread):
-greedy decoding until EOS (up to 768 tokens, identical sequences on both sides)
-runs 5.2x faster than transformers' ``generate()``, sampling at temperature 1
-4.1x. Continuous batching plus the static cache account for 2.7x of it and the
-attention kernel for 1.9x. On equal-length work (every row 128 tokens, EOS
-ignored) it is only 1.26x: both are then bound by the same small matmuls and by
-reading the KV cache. Extending 64 Countdown prompts line by line for 10 rounds
-(``--workloads tree``, best of 5) takes 1.0 s with the prefix cache: about 3x
-less than without it (3.0x to 3.7x across runs on the shared machine; identical
-lines) and 3.8x less than ``generate()``. What remains is almost all decoding
-(the matmuls and the attention kernel). Its other job is the interface: per-request sampling
-settings, stop strings, ``n`` samples, logprobs, prompt logprobs and scoring of
-given continuations (:meth:`Sampler.score_continuations`).
+What it buys is measured by ``benchmarks/sampler.py``, side by side with transformers'
+``generate()`` on the same model and prompts (its JSON line, and the README's benchmarks section,
+hold the figures): on the eos workload continuous batching, the static cache and the attention
+kernel each count; on equal-length work both are bound by the same small matmuls; on the tree
+workload the prefix cache removes most of the prefill. Its other job is the interface:
+per-request sampling settings, stop strings, ``n`` samples, logprobs, prompt logprobs and scoring
+of given continuations (:meth:`Sampler.score_continuations`).
 
 Models other than Llama/Qwen2/Mistral (or with sequence-length-dependent RoPE, or
 sliding-window attention that would actually slide) use a slower but correct

@@ -72,11 +72,6 @@ def run_sft(run: Run) -> Path:
     return run.sft_dir / "final"
 
 
-def policy_path(run: Run, model_dir: str | os.PathLike | None) -> Path:
-    """The checkpoint a command samples from: ``--model``, else the run's base policy (validated)."""
-    return Path(run.check_model(model_dir or run.base_model(), preset_ok=False))
-
-
 def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str = "eval",
              method: str | None = None) -> dict:
     """Greedy and sampled pass@k of a checkpoint on the eval splits; writes the report (``method``: the
@@ -87,7 +82,7 @@ def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str
 
     cfg = run.cfg
     out = run.dir / out_name
-    path = policy_path(run, model_dir)
+    path = run.policy_path(model_dir)
     run.ensure_data()
     t0 = time.perf_counter()
     summary = run.evaluate(path, out)
@@ -107,7 +102,7 @@ def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: i
 
     cfg = run.cfg
     out = run.dir / out_name
-    path = policy_path(run, model_dir)
+    path = run.policy_path(model_dir)
     run.ensure_data()
     problems = run.task.problems(split)
     if cfg.eval.n_problems:
@@ -121,3 +116,13 @@ def run_generate(run: Run, split: str, model_dir: str | os.PathLike | None, n: i
                {"split": split, "mode": mode, "samples": len(recs), "correct": solved,
                 "accuracy": solved / max(len(recs), 1)})
     return out
+
+
+def run_export_verl(run: Run, split: str, out: str | os.PathLike, n: int = 0) -> tuple[Path, int]:
+    """``searchrl export-verl``: the first ``n`` problems (0 = all) of the run's ``split`` as a verl parquet
+    file (:func:`searchrl.tasks.verl.export_parquet`); returns the file and its number of rows."""
+    from ..tasks.verl import export_parquet
+
+    run.ensure_data()
+    path = export_parquet(run.task, split, out, n)
+    return path, (n or len(run.task.problems(split)))

@@ -98,13 +98,16 @@ def ppo_table(run: Run) -> str:
 
 def open_demo(cfg: Config, progress: bool = True) -> Run:
     """The demo's run, its stages checked against the run directory and its config recorded."""
-    from ..selftrain.rest import selftrain_stage
+    from ..selftrain.loop import Context
+    from ..selftrain.rest import selftrain_loop
 
     run = Run(cfg, progress)
     base = run.base_model()
     stages = []
-    if (base / "config.json").exists():
-        stages = [selftrain_stage(d, c, cfg.rest_sft, base, selftrain_depends(run), run.data_defaults())
+    if (base / "config.json").exists():  # what the stages depend on, without making the run's workers yet
+        ctx = Context(task=run.task, load_model=run.load, depends=run.graded_depends(),
+                      depends_defaults=run.graded_defaults())
+        stages = [selftrain_loop(ctx, cfg=c, sft_cfg=cfg.rest_sft, method_dir=d, base_model=base).stage
                   for _, d, c in _methods_plan(run)]
     else:
         made = [d for _, d, _ in _methods_plan(run) if (d / "stage.json").exists()]
@@ -113,10 +116,6 @@ def open_demo(cfg: Config, progress: bool = True) -> Run:
                               f"{', '.join(map(str, made))} to redo self-training, or use another --run-dir")
     models = [cfg.base_model] if cfg.base_model else [cfg.model.name]
     return run.open(stages, models=models)
-
-
-def selftrain_depends(run: Run) -> dict:
-    return run.graded_depends()
 
 
 def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict:
@@ -158,8 +157,7 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
         logger.info("%s: %d iterations, %d guidance rounds, %s problems", name, st_cfg.iterations,
                     st_cfg.guidance_rounds, st_cfg.n_problems or "all")
         methods[name] = stage(method_dir.name.replace("-", "_"), lambda d=method_dir, c=st_cfg: run_selftrain(
-            run.task, run.load, cfg.rest_sft, d, base, c, progress, make_generator=run.generator,
-            depends=selftrain_depends(run), depends_defaults=run.graded_defaults(), workers=run.workers()))
+            run.selftrain_context(), cfg=c, sft_cfg=cfg.rest_sft, method_dir=d, base_model=base))
 
     for label, start, name, rl_cfg in _ppo_plan(run):
         logger.info("%s: PPO (%s) from %s, %d iterations of %d prompts", label, rl_cfg.adv_estimator,

@@ -47,9 +47,8 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
     from ..models.value import ValueModel
     from ..seeding import stable_seed
     from ..train.rl import train_rl
-    from .commands import policy_path
 
-    path = policy_path(run, policy)
+    path = run.policy_path(policy)
     out = run.dir / (name or algo)
     cfg = dataclasses.replace(cfg if cfg is not None else rl_config(run, algo), output_dir=str(out))
     stage = rl_stage(run, algo, out, path, cfg)
@@ -72,7 +71,7 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
                        make_generator=lambda m: run.generator(m, tok, cfg.batch_size), progress=run.progress)
     lines = read_jsonl_log(out / "metrics.jsonl")
     plot_training_curves(lines, out / "curves.png",
-                         f"{what} from {_short(run, path)} ({cfg.prompts_per_step} prompts x "
+                         f"{what} from {run.short(path)} ({cfg.prompts_per_step} prompts x "
                          f"{cfg.samples_per_prompt} per iteration, lr {cfg.lr:g}"
                          + (f", critic lr {cfg.critic_lr:g}" if cfg.uses_critic else "") + ")")
     stage.finish(policy=rel(run.dir, path), final_reward=summary.get("final_reward"),
@@ -80,36 +79,4 @@ def run_rl(run: Run, algo: str, policy: str | os.PathLike | None = None, name: s
     return out / "final"
 
 
-def run_rest_grpo_command(run: Run, policy: str | os.PathLike | None = None, name: str | None = None) -> Path:
-    """``searchrl rest-grpo``: ReST-GRPO (or, with ``rest_grpo.method=grpo``, GRPO on the same loop and
-    steps) from ``policy`` into ``<run_dir>/<name or method>``; returns the last policy directory."""
-    from ..eval.report import plot_reward_std
-    from ..selftrain.rest_grpo import reward_std_by_step, run_rest_grpo
-    from .commands import policy_path
-
-    cfg = run.cfg.rest_grpo
-    path = policy_path(run, policy)
-    out = run.dir / (name or cfg.method)
-    run.ensure_data()
-    problems = run.task.problems(cfg.split)
-    if cfg.n_problems:
-        problems = problems[: cfg.n_problems]
-    logger.info("%s from %s on %d %s questions, %d iterations of %d GRPO steps, into %s", cfg.method, path,
-                len(problems), cfg.split, cfg.iterations, run.cfg.grpo.iterations, out)
-    final = run_rest_grpo(run.task, problems, run.load, run.generator, cfg, run.cfg.grpo, out, path,
-                          depends=run.graded_depends(), depends_defaults=run.graded_defaults(),
-                          progress=run.progress, dpo_cfg=run.cfg.dpo,
-                          workers=run.workers())
-    if cfg.method != "rest-dpo":
-            plot_reward_std({cfg.method: reward_std_by_step(out)}, out / "reward_std.png", cfg.sigma0,
-                        f"{cfg.method} from {_short(run, path)}: reward std of GRPO's groups")
-    return final
-
-
-def _short(run: Run, path: Path) -> str:
-    """A model path as a title shows it: relative inside the run directory, else its last two parts."""
-    r = rel(run.dir, path)
-    return r if not Path(r).is_absolute() else "/".join(Path(r).parts[-2:])
-
-
-__all__ = ["run_rl", "rl_stage", "rl_config", "run_rest_grpo_command", "ALGORITHMS"]
+__all__ = ["run_rl", "rl_stage", "rl_config", "ALGORITHMS"]

@@ -244,14 +244,42 @@ class Run:
 
         return load_model(self.cfg.model, name, task=self.task, seed=self.cfg.seed)
 
+    def short(self, path: str | os.PathLike) -> str:
+        """A model path as a plot title shows it: relative inside the run directory, else its last two parts."""
+        from ..rundir import rel
+
+        r = rel(self.dir, path)
+        return r if not Path(r).is_absolute() else "/".join(Path(r).parts[-2:])
+
+    def policy_path(self, model_dir: str | os.PathLike | None = None) -> Path:
+        """The checkpoint a command samples from: ``--model``, else the run's base policy (validated)."""
+        return Path(self.check_model(model_dir or self.base_model(), preset_ok=False))
+
+    def load_value(self, path: str | os.PathLike):
+        """A trained value model, in eval mode, on the run's device and dtype."""
+        import torch
+
+        from ..models.policy import resolve_device
+        from ..models.value import ValueModel
+
+        return ValueModel.from_pretrained(path, dtype=getattr(torch, self.cfg.model.dtype),
+                                          device=resolve_device(self.cfg.model.device)).eval()
+
+    def selftrain_context(self):
+        """What a self-training method gets from this run (:class:`searchrl.selftrain.loop.Context`): its
+        task and loaders, what its stages depend on (:meth:`graded_depends`), its workers."""
+        from ..selftrain.loop import Context
+
+        return Context(task=self.task, load_model=self.load, make_generator=self.generator, load_value=self.load_value,
+                       depends=self.graded_depends(), depends_defaults=self.graded_defaults(),
+                       workers=self.workers(), progress=self.progress)
+
     # ---- where shards are made (searchrl.fanout)
     def resources(self):
         """The run's task, policy generators and value models, loaded on first use (in this process)."""
         from ..fanout import Resources
-        from .value import load_value_model
 
-        return Resources(self.task, load_generator=self.policy_generator,
-                         load_scorer=lambda path: load_value_model(path, self))
+        return Resources(self.task, load_generator=self.policy_generator, load_scorer=self.load_value)
 
     def workers(self):
         """Where the run's shards are made: this process (``engine.workers=0``) or that many Ray

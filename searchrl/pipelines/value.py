@@ -41,19 +41,6 @@ from .run import Run, logger
 SUMMARY = "summary.json"
 
 
-def load_value_model(path: str | os.PathLike, run: Run | None = None):
-    """A trained value model, in eval mode, on the run's device and dtype."""
-    import torch
-
-    from ..models.policy import resolve_device
-    from ..models.value import ValueModel
-
-    if run is None:
-        return ValueModel.from_pretrained(path).eval()
-    return ValueModel.from_pretrained(path, dtype=getattr(torch, run.cfg.model.dtype),
-                                      device=resolve_device(run.cfg.model.device)).eval()
-
-
 def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:
     from ..engine import SamplingParams
     from ..rollout import rollout
@@ -141,12 +128,11 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
     """Make (or resume) ``source``'s value data from the policy ``policy`` (default: the run's base);
     returns its directory and records."""
     from ..fanout import LocalWorkers, Resources
-    from .commands import policy_path
 
     if source not in VALUE_SOURCES:
         raise ValueError(f"unknown value-data source {source!r}; known: {', '.join(VALUE_SOURCES)}")
     cfg, scfg = run.cfg.value_data, run.cfg.search
-    path = policy_path(run, policy)
+    path = run.policy_path(policy)
     if source == "mcts-star" and not value:
         raise FileNotFoundError("mcts-star value data needs a value model to guide the search (--value)")
     run.ensure_data()
@@ -291,9 +277,8 @@ def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: 
     from ..models.value import ValueModel
     from ..rundir import Stage, trajectory_settings
     from ..train.value import train_value
-    from .commands import policy_path
 
-    path = policy_path(run, policy)
+    path = run.policy_path(policy)
     out = run.dir / "value" / (name or kind)
     digest = hashlib.sha256()
     for f in _data_files(data):
@@ -357,5 +342,5 @@ def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | 
     return paths
 
 
-__all__ = ["BUILDS", "load_value_model", "make_value_data", "gold_value_records", "read_value_data", "run_train_value",
+__all__ = ["BUILDS", "make_value_data", "gold_value_records", "read_value_data", "run_train_value",
            "ensure_value_models"]

@@ -1,5 +1,9 @@
-"""Outer self-training loops (ReST, Guided-ReST); the demo that compares them is in :mod:`searchrl.pipelines.demo`."""
+"""Self-training methods on one skeleton (:mod:`.loop`): ReST / Guided-ReST (:mod:`.rest`), ReST-GRPO with
+its GRPO and ReST-DPO baselines (:mod:`.rest_grpo`), ReST-MCTS* (:mod:`.rest_mcts`). The commands that run
+them are in :mod:`searchrl.pipelines`."""
 
-from .rest import SelfTrainConfig, generate_guided, generation_stats, run_selftrain, selftrain_stage
+from .loop import Context, Iteration, Loop, MethodBase, read_records, run_loop
+from .rest import SelfTrainConfig, generate_guided, generation_stats, run_selftrain, selftrain_loop
 
-__all__ = ["SelfTrainConfig", "generate_guided", "generation_stats", "run_selftrain", "selftrain_stage"]
+__all__ = ["Context", "Iteration", "Loop", "MethodBase", "read_records", "run_loop", "SelfTrainConfig",
+           "generate_guided", "generation_stats", "run_selftrain", "selftrain_loop"]

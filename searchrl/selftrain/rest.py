@@ -38,15 +38,14 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ..config import SelfTrainConfig
-from ..data import InputError, read_json, read_jsonl, resumable_shards, write_json, write_jsonl
+from ..data import InputError, read_jsonl, write_json, write_jsonl
 from ..rollout import Trajectory, rollout, sft_example
-from ..rundir import (Stage, flat_defaults, model_fingerprint, problems_digest, rel, resolve, shard_key,
-                      trajectory_settings)
+from ..rundir import flat_defaults, model_fingerprint, problems_digest, shard_key, trajectory_settings
 from ..seeding import stable_seed
+from .loop import Context, Iteration, Loop, MethodBase, read_records, run_loop
 
 #: settings that do not change what a self-training run produces
 NOT_RESULT = ("shard_problems", "batch_size")
@@ -97,131 +96,118 @@ def generate_guided(generator, task, problems: list[dict], start: int, cfg: Self
     return trajs
 
 
-def selftrain_stage(method_dir: str | os.PathLike, cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike,
-                    depends: dict | None = None, depends_defaults: dict | None = None) -> Stage:
-    """The run-directory stage of a self-training run: what its models depend on
-    (``depends_defaults``: the values keys of ``depends`` had before they existed, see
-    :class:`~searchrl.rundir.Stage`)."""
-    sft_settings = trajectory_settings(sft_cfg)
-    return Stage(method_dir, {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
-                              "sft": sft_settings, "base_model": model_fingerprint(base_model), **(depends or {})},
-                 defaults={**flat_defaults("selftrain", SelfTrainConfig()),
-                           **{f"selftrain.{k}": v for k, v in SelfTrainConfig.RECORDED_DEFAULTS.items()},
-                           **flat_defaults("sft", type(sft_cfg)(output_dir="")), **(depends_defaults or {})})
+def selftrain_settings(cfg: SelfTrainConfig, sft_cfg, base_model: str | os.PathLike) -> tuple[dict, dict]:
+    """What a self-training run's models depend on (besides the caller's ``Context.depends``), and the
+    values its keys had before they were recorded (see :class:`~searchrl.rundir.Stage`)."""
+    settings = {"selftrain": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESULT},
+                "sft": trajectory_settings(sft_cfg), "base_model": model_fingerprint(base_model)}
+    defaults = {**flat_defaults("selftrain", SelfTrainConfig()),
+                **{f"selftrain.{k}": v for k, v in SelfTrainConfig.RECORDED_DEFAULTS.items()},
+                **flat_defaults("sft", type(sft_cfg)(output_dir=""))}
+    return settings, defaults
 
 
-def run_selftrain(task, load_model: Callable, sft_cfg, method_dir: str | os.PathLike, base_model: str | os.PathLike,
-                  cfg: SelfTrainConfig, progress: bool = True, make_generator: Callable | None = None,
-                  depends: dict | None = None, run_root: str | os.PathLike | None = None,
-                  depends_defaults: dict | None = None, workers=None) -> Path:
-    """Run the iterations into ``method_dir``; returns the last iteration's model directory.
+def selftrain_loop(ctx: Context, *, cfg: SelfTrainConfig, sft_cfg, method_dir: str | os.PathLike,
+                   base_model: str | os.PathLike, run_root: str | os.PathLike | None = None) -> Loop:
+    """The :class:`~searchrl.selftrain.loop.Loop` of a self-training run (its stage is what a command
+    checks before it starts)."""
+    settings, defaults = selftrain_settings(cfg, sft_cfg, base_model)
+    return Loop(ctx, method_dir, settings, name=Path(method_dir).name, defaults=defaults, run_root=run_root)
 
-    ``task`` is any task (guidance rounds need its ``guide``); ``load_model(path) -> (model,
-    tokenizer)``; ``make_generator(model, tokenizer, batch_size)`` (default: the default
-    ``engine`` settings' generator); ``sft_cfg`` is the
-    :class:`~searchrl.train.sft.SFTConfig` of each iteration's fine-tuning. ``depends`` adds
-    what the caller knows the run depends on (e.g. the task's data settings) to the stage
-    record, besides these settings and the base model's fingerprint (``depends_defaults``: the
-    values its keys had before they existed, for records made then). Paths written into
-    ``method_dir`` are relative when they lie inside ``run_root`` (default: its parent, the
-    run directory), so a copied run directory keeps working. ``workers`` (:mod:`searchrl.fanout`)
-    make the generation shards (default: this process, with ``load_model`` and ``make_generator``).
+
+class ReST(MethodBase):
+    """ReST / Guided-ReST on the self-training skeleton (see the module doc): collect = generate (with
+    guidance rounds, or multi-turn episodes) and keep the correct; train = SFT on what was kept."""
+
+    paths = ("model",)
+
+    def __init__(self, cfg: SelfTrainConfig, sft_cfg, problems: list[dict], base_model: Path):
+        self.cfg, self.sft_cfg, self.problems, self.base = cfg, sft_cfg, problems, base_model
+
+    def collect(self, loop: Loop, it: Iteration, state: dict) -> Path:
+        cfg, problems, policy = self.cfg, self.problems, state["model"]
+        data_path = it.dir / "data.jsonl"
+        if (it.dir / "gen_stats.json").exists():  # written after data.jsonl: the generation is done
+            return data_path
+        key = shard_key(policy=model_fingerprint(policy), iteration=it.number, temperature=cfg.temperature,
+                        max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
+                        problems=problems_digest(problems), **({"turns": cfg.turns} if cfg.turns > 1 else {}))
+        t0 = time.perf_counter()
+        if cfg.turns > 1:
+            from ..episodes import run_episodes, units
+
+            def produce(res, s, e, advance):
+                eps = run_episodes(res.generator(policy, cfg.batch_size), res.task, problems[s:e], n=1,
+                                   turns=cfg.turns, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                   guidance_rounds=cfg.guidance_rounds, seed=cfg.seed, tag=("selftrain", it.number),
+                                   indices=range(s, e), advance=advance)
+                return [ep[0].to_record() for ep in eps]
+
+            per_item, unit = units(1, cfg.turns, cfg.guidance_rounds), "turn"
+        else:
+            def produce(res, s, e, advance):
+                return [t.to_record() for t in generate_guided(res.generator(policy, cfg.batch_size), res.task,
+                                                               problems[s:e], s, cfg, it.number, advance)]
+
+            per_item = 1 + cfg.guidance_rounds
+            unit = "problem" if not cfg.guidance_rounds else "problem-round"
+        recs = loop.shards(it, "gen", key, len(problems), cfg.shard_problems, produce, desc="generate",
+                           per_item=per_item, unit=unit, prefix="shard-")
+        write_jsonl(data_path, [r for r in recs if r["correct"]])
+        write_json(it.dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds, time.perf_counter() - t0,
+                                                               loop.rel(policy)))
+        return data_path
+
+    def train(self, loop: Loop, it: Iteration, state: dict, data: Path) -> dict:
+        from ..train.sft import train_sft
+
+        policy = state["model"]
+        start = self.base if self.cfg.from_base else policy
+        kept = read_jsonl(data)
+        if not kept:  # nothing correct to learn from: the policy stays as it was (and the record says so)
+            return {"model": loop.rel(policy), "initialised_from": None, "examples": 0,
+                    "skipped": "no correct trajectory in this iteration"}
+        model, tok = loop.ctx.load_model(start)
+        if self.cfg.turns > 1:
+            from ..episodes import episode_examples
+
+            examples = [x for r in kept for x in episode_examples(tok, loop.task, self.problems[r["index"]], r)]
+        else:
+            examples = [sft_example(Trajectory.from_record(r), tok.eos_token_id) for r in kept]
+        sft_dir = it.dir / "sft"
+        train_sft(model, tok, examples, dataclasses.replace(self.sft_cfg, output_dir=str(sft_dir)),
+                  progress=loop.progress)
+        return {"model": loop.rel(sft_dir / "final"), "initialised_from": loop.rel(start),
+                "examples": len(examples), "kept": len(kept)}
+
+
+def run_selftrain(ctx: Context, *, cfg: SelfTrainConfig, sft_cfg, method_dir: str | os.PathLike,
+                  base_model: str | os.PathLike, run_root: str | os.PathLike | None = None) -> Path:
+    """Run (or resume) ``cfg.iterations`` ReST / Guided-ReST iterations into ``method_dir`` from
+    ``base_model``; returns the last iteration's model directory.
+
+    ``ctx`` (:class:`~searchrl.selftrain.loop.Context`) brings the task (guidance rounds need its
+    ``guide``, episodes its ``feedback`` and ``reference``), the loaders, what the run depends on and
+    the workers; ``sft_cfg`` is each iteration's :class:`~searchrl.train.config.SFTConfig`. Paths
+    written into ``method_dir`` are relative when they lie inside ``run_root`` (default: its parent).
     """
-    from ..train.sft import train_sft
-
-    if make_generator is None:
-        from ..config import EngineConfig
-        from ..engine.factory import make_generator as make
-
-        def make_generator(model, tok, batch_size):
-            return make(EngineConfig(), model, tok, batch_size)
-
-    name = getattr(task, "name", task)
+    task, name = ctx.task, getattr(ctx.task, "name", ctx.task)
     if cfg.turns > 1 and not hasattr(task, "feedback"):
         raise ValueError(f"task {name!r} gives no feedback(); multi-turn episodes (selftrain.turns > 1) need it")
     if cfg.guidance_rounds and not hasattr(task, "reference" if cfg.turns > 1 else "guide"):
         raise ValueError(f"task {name!r} has no {'reference' if cfg.turns > 1 else 'guide'}(); use "
                          f"guidance_rounds=0 (ReST)")
-    if workers is None:
-        from ..fanout import local_workers
-
-        workers = local_workers(task, load_model, make_generator)
-    method_dir = Path(method_dir)
-    base_model = Path(base_model)
-    root = Path(run_root) if run_root is not None else method_dir.parent
-
-    def rel_(path):
-        return rel(method_dir, path, root)
-
     problems = task.problems(cfg.split)
     if cfg.n_problems > len(problems):
         raise InputError(f"selftrain.n_problems={cfg.n_problems}, but split {cfg.split!r} has only "
                          f"{len(problems)} problems (make more, e.g. task.n_selftrain for Countdown, or lower it)")
     if cfg.n_problems:
         problems = problems[: cfg.n_problems]
-    stage = selftrain_stage(method_dir, cfg, sft_cfg, base_model, depends, depends_defaults)
-    stage.begin()
-    policy = base_model
-    for it in range(1, cfg.iterations + 1):
-        it_dir = method_dir / f"iter{it}"
-        done = it_dir / "done.json"
-        if done.exists():
-            policy = resolve(method_dir, read_json(done)["model"])
-            continue
-        sft_dir = it_dir / "sft"
-        data_path = it_dir / "data.jsonl"
-        if not (it_dir / "gen_stats.json").exists():
-            key = shard_key(policy=model_fingerprint(policy), iteration=it, temperature=cfg.temperature,
-                            max_tokens=cfg.max_tokens, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
-                            problems=problems_digest(problems), **({"turns": cfg.turns} if cfg.turns > 1 else {}))
-            t0 = time.perf_counter()
-            if cfg.turns > 1:
-                from ..episodes import run_episodes, units
-
-                def produce(res, s, e, advance):
-                    eps = run_episodes(res.generator(policy, cfg.batch_size), res.task, problems[s:e], n=1, turns=cfg.turns, max_tokens=cfg.max_tokens,
-                                       temperature=cfg.temperature, guidance_rounds=cfg.guidance_rounds, seed=cfg.seed,
-                                       tag=("selftrain", it), indices=range(s, e), advance=advance)
-                    return [ep[0].to_record() for ep in eps]
-
-                per_item, unit = units(1, cfg.turns, cfg.guidance_rounds), "turn"
-            else:
-                def produce(res, s, e, advance):
-                    return [t.to_record() for t in generate_guided(res.generator(policy, cfg.batch_size), res.task,
-                                                                   problems[s:e], s, cfg, it, advance)]
-
-                per_item = 1 + cfg.guidance_rounds
-                unit = "problem" if not cfg.guidance_rounds else "problem-round"
-            recs = resumable_shards(
-                len(problems), cfg.shard_problems,
-                lambda s, e: it_dir / "gen" / key / f"shard-{s:06d}-{e - 1:06d}.jsonl", produce,
-                desc=f"{method_dir.name} iter {it} generate", progress=progress, per_item=per_item, unit=unit,
-                workers=workers)
-            workers.release()  # the sampler's weights and caches, before training
-            write_jsonl(data_path, [r for r in recs if r["correct"]])
-            write_json(it_dir / "gen_stats.json", generation_stats(recs, cfg.guidance_rounds,
-                                                                   time.perf_counter() - t0,
-                                                                   rel_(policy)))
-        start = base_model if cfg.from_base else policy
-        kept = read_jsonl(data_path)
-        if kept:
-            model, tok = load_model(start)
-            if cfg.turns > 1:
-                from ..episodes import episode_examples
-
-                examples = [x for r in kept for x in episode_examples(tok, task, problems[r["index"]], r)]
-            else:
-                examples = [sft_example(Trajectory.from_record(r), tok.eos_token_id) for r in kept]
-            train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(sft_dir)), progress=progress)
-            policy = sft_dir / "final"
-            write_json(done, {"model": rel_(policy), "initialised_from": rel_(start),
-                              "examples": len(examples), "kept": len(kept)})
-        else:
-            # nothing correct to learn from: the policy stays as it was (and the record says so)
-            write_json(done, {"model": rel_(policy), "initialised_from": None, "examples": 0,
-                              "skipped": "no correct trajectory in this iteration"})
-    stage.finish(model=rel_(policy))
-    return policy
+    base_model = Path(base_model)
+    loop = selftrain_loop(ctx, cfg=cfg, sft_cfg=sft_cfg, method_dir=method_dir, base_model=base_model,
+                          run_root=run_root)
+    info = run_loop(loop, ReST(cfg, sft_cfg, problems, base_model), cfg.iterations, {"model": base_model})
+    return loop.resolve(info["model"])
 
 
 def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str) -> dict:
@@ -244,7 +230,5 @@ def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str)
 
 
 def read_stats(method_dir: str | os.PathLike) -> list[dict]:
-    out = []
-    for p in sorted(Path(method_dir).glob("iter*/gen_stats.json"), key=lambda p: int(p.parent.name[4:])):
-        out.append(read_json(p))
-    return out
+    """Each finished generation's statistics (``iterN/gen_stats.json``), in iteration order."""
+    return read_records(method_dir, "gen_stats.json")

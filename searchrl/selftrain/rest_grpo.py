@@ -37,14 +37,16 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+
 import numpy as np
 
-from ..data import read_json, read_jsonl, read_jsonl_log, resumable_shards, write_json, write_jsonl
-from ..rundir import Stage, model_fingerprint, problems_digest, rel, resolve, shard_key
+from ..data import read_jsonl, read_jsonl_log, write_json, write_jsonl
+from ..rundir import model_fingerprint, problems_digest, shard_key
 from ..seeding import stable_seed
+from .loop import Context, Iteration, Loop, MethodBase, run_loop
 
 METHODS = ("rest-grpo", "grpo", "rest-dpo")
 
@@ -107,103 +109,99 @@ def preference_pairs(groups: Sequence[Sequence[dict]]) -> list[dict]:
     return pairs
 
 
-def run_rest_grpo(task, problems: list[dict], load_model: Callable, make_generator: Callable, cfg, grpo_cfg,
-                  method_dir: str | Path, policy: str | Path, depends: dict | None = None,
-                  progress: bool = True, dpo_cfg=None, workers=None, depends_defaults: dict | None = None) -> Path:
-    """Run ``cfg.iterations`` iterations of ``cfg.method`` into ``method_dir``; returns the last policy.
+class ReSTGRPO(MethodBase):
+    """ReST-GRPO, GRPO and ReST-DPO on the self-training skeleton (see the module doc): collect =
+    sample, filter and assemble (or every question, for ``method=grpo``); train = GRPO or DPO from the
+    previous iteration's policy."""
+
+    paths = ("model",)
+
+    def __init__(self, cfg, grpo_cfg, dpo_cfg, problems: list[dict]):
+        self.cfg, self.grpo_cfg, self.dpo_cfg, self.problems = cfg, grpo_cfg, dpo_cfg, problems
+
+    def collect(self, loop: Loop, it: Iteration, state: dict) -> list[dict]:
+        from ..engine import SamplingParams
+        from ..rollout import rollout
+
+        cfg, grpo_cfg, problems, policy = self.cfg, self.grpo_cfg, self.problems, state["model"]
+        prompts_path = it.dir / "prompts.jsonl"
+        if cfg.method == "grpo":
+            return [{"problem": i, "prefix": ""} for i in range(len(problems))]
+        if prompts_path.exists():
+            return read_jsonl(prompts_path)
+        key = shard_key(policy=model_fingerprint(policy), n=cfg.samples, temperature=grpo_cfg.temperature,
+                        max_tokens=grpo_cfg.max_tokens, seed=cfg.seed, iteration=it.number)
+
+        def produce(res, s: int, e: int, advance) -> list[dict]:
+            params = [SamplingParams(n=cfg.samples, temperature=grpo_cfg.temperature, max_tokens=grpo_cfg.max_tokens,
+                                     seed=stable_seed("rest-grpo", cfg.seed, it.number, j)) for j in range(s, e)]
+            outs = rollout(res.generator(policy, grpo_cfg.batch_size), res.task, problems[s:e], params,
+                           indices=range(s, e), advance=advance)
+            return [{"index": t.index, "sample": t.sample, "response": t.response, "reward": t.reward,
+                     "correct": t.correct} for ts in outs for t in ts]
+
+        recs = loop.shards(it, "samples", key, len(problems), cfg.shard_problems, produce, desc="sample",
+                           per_item=cfg.samples)
+        groups: list[list[dict]] = [[] for _ in problems]
+        for r in recs:
+            groups[r["index"]].append(r)
+        if cfg.method == "rest-dpo":
+            prompts = preference_pairs(groups)
+            stats = {"questions": len(groups), "pairs": len(prompts)}
+        else:
+            prompts, stats = assemble(groups, cfg, stable_seed(cfg.seed, it.number))
+        write_json(it.dir / "assembly.json", stats)
+        write_jsonl(prompts_path, prompts)  # last: the assembled prompts are trusted once here
+        return prompts
+
+    def train(self, loop: Loop, it: Iteration, state: dict, prompts: list[dict]) -> dict:
+        from ..rollout import chat_prompt
+
+        cfg, policy = self.cfg, state["model"]
+        if not prompts:
+            return {"model": loop.rel(policy), "skipped": "no question passed the filter"}
+        model, tok = loop.ctx.load_model(policy)
+        if cfg.method == "rest-dpo":
+            from ..train.dpo import train_dpo
+
+            out = it.dir / "dpo"
+            pairs = [{"prompt": chat_prompt(tok, loop.task, self.problems[p["problem"]]), "chosen": p["chosen"],
+                      "rejected": p["rejected"]} for p in prompts]
+            train_dpo(model, None, tok, pairs, replace(self.dpo_cfg, output_dir=str(out),
+                                                       seed=stable_seed(self.dpo_cfg.seed, it.number)),
+                      progress=loop.progress)
+        else:
+            from ..train.rl import train_rl
+
+            out, grpo_cfg, make_generator = it.dir / "grpo", self.grpo_cfg, loop.ctx.generator_factory()
+            train_rl(model, tok, loop.task, [self.problems[p["problem"]] for p in prompts],
+                     replace(grpo_cfg, output_dir=str(out), seed=stable_seed(grpo_cfg.seed, it.number)),
+                     make_generator=lambda m: make_generator(m, tok, grpo_cfg.batch_size), progress=loop.progress,
+                     prefixes=[p["prefix"] for p in prompts] if cfg.method == "rest-grpo" else None)
+        return {"model": loop.rel(out / "final"), "prompts": len(prompts)}
+
+
+def run_rest_grpo(ctx: Context, *, cfg, grpo_cfg, problems: list[dict], method_dir: str | Path, policy: str | Path,
+                  dpo_cfg=None) -> Path:
+    """Run (or resume) ``cfg.iterations`` iterations of ``cfg.method`` into ``method_dir``; returns the
+    last policy.
 
     ``cfg`` is a :class:`~searchrl.config.RestGRPOConfig`, ``grpo_cfg`` the GRPO settings of each
-    iteration's training (its ``temperature`` and ``max_tokens`` also sample step 1), ``dpo_cfg``
-    the DPO settings of ``method=rest-dpo``; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
-    tokenizer, batch_size)``; ``workers`` (:mod:`searchrl.fanout`) make step 1's sampling shards (default:
-    this process, with these loaders). Each iteration continues from the previous one's policy.
-    ``depends`` adds what the caller knows the run depends on (the task's data and scoring settings) to
-    the stage record, ``depends_defaults`` the values its keys had before they were recorded.
+    iteration's training (its ``temperature`` and ``max_tokens`` also sample step 1), ``dpo_cfg`` the
+    DPO settings of ``method=rest-dpo``; ``ctx`` (:class:`~searchrl.selftrain.loop.Context`) brings the
+    task, the loaders, what the run depends on and the workers of step 1's sampling. Each iteration
+    continues from the previous one's policy.
     """
-    from ..engine import SamplingParams
-    from ..rollout import rollout
-    from ..rollout import chat_prompt
-    from ..train.dpo import train_dpo
-    from ..train.rl import train_rl
-
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {cfg.method!r}")
     if cfg.method == "rest-dpo" and dpo_cfg is None:
         raise ValueError("method=rest-dpo needs dpo_cfg")
-    method_dir = Path(method_dir)
     trainer = ("dpo", dpo_cfg) if cfg.method == "rest-dpo" else ("grpo", grpo_cfg)
-    stage = Stage(method_dir, {"rest_grpo": asdict(cfg), trainer[0]: {k: v for k, v in asdict(trainer[1]).items()
-                                                                      if k != "output_dir"},
-                               "policy": model_fingerprint(policy), "problems": problems_digest(problems),
-                               **(depends or {})}, name=f"{cfg.method} ({method_dir.name})",
-                  defaults=depends_defaults)
-    stage.check()
-    if stage.done:
-        return resolve(method_dir, stage.record()["model"])
-    stage.begin()
-    if workers is None:
-        from ..fanout import local_workers
-
-        workers = local_workers(task, load_model, make_generator)
-    for it in range(1, cfg.iterations + 1):
-        it_dir = method_dir / f"iter{it}"
-        done = it_dir / "done.json"
-        if done.exists():
-            policy = resolve(method_dir, read_json(done)["model"])
-            continue
-        prompts_path = it_dir / "prompts.jsonl"
-        if cfg.method == "grpo":
-            prompts = [{"problem": i, "prefix": ""} for i in range(len(problems))]
-        elif prompts_path.exists():
-            prompts = read_jsonl(prompts_path)
-        else:
-            key = shard_key(policy=model_fingerprint(policy), n=cfg.samples, temperature=grpo_cfg.temperature,
-                            max_tokens=grpo_cfg.max_tokens, seed=cfg.seed, iteration=it)
-
-            def produce(res, s: int, e: int, advance) -> list[dict]:
-                params = [SamplingParams(n=cfg.samples, temperature=grpo_cfg.temperature,
-                                         max_tokens=grpo_cfg.max_tokens, seed=stable_seed("rest-grpo", cfg.seed, it, j))
-                          for j in range(s, e)]
-                outs = rollout(res.generator(policy, grpo_cfg.batch_size), res.task, problems[s:e], params,
-                               indices=range(s, e), advance=advance)
-                return [{"index": t.index, "sample": t.sample, "response": t.response, "reward": t.reward,
-                         "correct": t.correct} for ts in outs for t in ts]
-
-            recs = resumable_shards(len(problems), cfg.shard_problems,
-                                    lambda s, e: it_dir / "samples" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
-                                    desc=f"{method_dir.name} iter {it} sample", progress=progress,
-                                    per_item=cfg.samples, workers=workers)
-            workers.release()  # the sampler's weights, before training
-            groups: list[list[dict]] = [[] for _ in problems]
-            for r in recs:
-                groups[r["index"]].append(r)
-            if cfg.method == "rest-dpo":
-                prompts = preference_pairs(groups)
-                stats = {"questions": len(groups), "pairs": len(prompts)}
-            else:
-                prompts, stats = assemble(groups, cfg, stable_seed(cfg.seed, it))
-            write_json(it_dir / "assembly.json", stats)
-            write_jsonl(prompts_path, prompts)  # last: the assembled prompts are trusted once here
-        if not prompts:
-            write_json(done, {"model": rel(method_dir, policy), "skipped": "no question passed the filter"})
-            continue
-        model, tok = load_model(policy)
-        if cfg.method == "rest-dpo":
-            out = it_dir / "dpo"
-            pairs = [{"prompt": chat_prompt(tok, task, problems[p["problem"]]), "chosen": p["chosen"],
-                      "rejected": p["rejected"]} for p in prompts]
-            train_dpo(model, None, tok, pairs, replace(dpo_cfg, output_dir=str(out), seed=stable_seed(dpo_cfg.seed, it)),
-                      progress=progress)
-        else:
-            out = it_dir / "grpo"
-            train_rl(model, tok, task, [problems[p["problem"]] for p in prompts],
-                     replace(grpo_cfg, output_dir=str(out), seed=stable_seed(grpo_cfg.seed, it)),
-                     make_generator=lambda m: make_generator(m, tok, grpo_cfg.batch_size), progress=progress,
-                     prefixes=[p["prefix"] for p in prompts] if cfg.method == "rest-grpo" else None)
-        policy = out / "final"
-        write_json(done, {"model": rel(method_dir, policy), "prompts": len(prompts)})
-    stage.finish(model=rel(method_dir, policy))
-    return policy
+    settings = {"rest_grpo": asdict(cfg), trainer[0]: {k: v for k, v in asdict(trainer[1]).items() if k != "output_dir"},
+                "policy": model_fingerprint(policy), "problems": problems_digest(problems)}
+    loop = Loop(ctx, method_dir, settings, name=f"{cfg.method} ({Path(method_dir).name})")
+    info = run_loop(loop, ReSTGRPO(cfg, grpo_cfg, dpo_cfg, problems), cfg.iterations, {"model": Path(policy)})
+    return loop.resolve(info["model"])
 
 
 def reward_std_by_step(method_dir: str | Path) -> list[tuple[int, list[float]]]:

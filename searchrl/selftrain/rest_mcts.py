@@ -34,9 +34,10 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from ..data import read_json, read_jsonl, resumable_shards, write_json, write_jsonl
-from ..rundir import Stage, model_fingerprint, problems_digest, rel, resolve, shard_key
+from ..data import read_jsonl, write_json, write_jsonl
+from ..rundir import model_fingerprint, problems_digest, shard_key
 from ..seeding import stable_seed
+from .loop import Context, Iteration, Loop, MethodBase, read_records, run_loop
 
 
 def policy_examples(collected: list[dict], per_problem: int, min_value: float, eos: int | None) -> list[dict]:
@@ -58,71 +59,48 @@ def policy_examples(collected: list[dict], per_problem: int, min_value: float, e
     return out
 
 
-def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generator: Callable, load_value: Callable,
-                  cfg, search_cfg, sft_cfg, value_cfg, method_dir: str | Path, base: str | Path,
-                  v0_records: Callable[[], list[dict]], depends: dict | None = None, progress: bool = True,
-                  workers=None, depends_defaults: dict | None = None) -> Path:
-    """Run ReST-MCTS* (see the module doc) into ``method_dir``; returns the last iteration's directory
-    (``policy/final`` and ``value/final`` in it, or as ``done.json`` names them).
+class ReSTMCTS(MethodBase):
+    """ReST-MCTS* on the self-training skeleton (see the module doc): start = V0; collect = MCTS* data
+    collection with the current policy and value model; train = the policy's SFT (continuing) and the
+    value model's retraining on every target so far."""
 
-    ``cfg``: :class:`~searchrl.config.RestMCTSConfig`; ``search_cfg``: the MCTS* settings (its
-    ``iterations`` and ``max_tokens`` are ``cfg``'s); ``sft_cfg`` / ``value_cfg``: each iteration's
-    policy and value training; ``load_model(path) -> (model, tokenizer)``; ``make_generator(model,
-    tokenizer, batch_size)``; ``load_value(path)``: a value model as a scorer; ``v0_records()``: D_V0
-    (called only when V0 is trained here); ``workers`` (:mod:`searchrl.fanout`) make the MCTS* shards
-    (default: this process, with these loaders). ``depends`` adds what the caller knows the run depends on
-    (the task's data and scoring settings) to the stage record, ``depends_defaults`` the values its keys had
-    before they were recorded.
-    """
-    from ..models.value import ValueModel
-    from ..search.mcts_star import collect
-    from ..train.sft import train_sft
-    from ..train.value import train_value
+    paths = ("policy", "value")
 
-    if workers is None:
-        from ..fanout import local_workers
+    def __init__(self, cfg, tree_cfg, sft_cfg, value_cfg, problems: list[dict], base: Path,
+                 v0_records: Callable[[], list[dict]]):
+        self.cfg, self.tree_cfg, self.sft_cfg, self.value_cfg = cfg, tree_cfg, sft_cfg, value_cfg
+        self.problems, self.base, self.v0_records = problems, base, v0_records
+        self.value_data: list[dict] = []
 
-        workers = local_workers(task, load_model, make_generator, load_value)
-    method_dir = Path(method_dir)
-    tree_cfg = dataclasses.replace(search_cfg, iterations=cfg.search_iterations, max_tokens=cfg.max_tokens,
-                                   seed=cfg.seed)
-    settings = {"rest_mcts": dataclasses.asdict(cfg), "search": dataclasses.asdict(tree_cfg),
-                "sft": {k: v for k, v in dataclasses.asdict(sft_cfg).items() if k != "output_dir"},
-                "value": {k: v for k, v in dataclasses.asdict(value_cfg).items() if k != "output_dir"},
-                "base": model_fingerprint(base), "problems": problems_digest(problems), **(depends or {})}
-    stage = Stage(method_dir, settings, name=f"rest-mcts ({method_dir.name})", defaults=depends_defaults)
-    stage.check()
-    if stage.done:
-        return resolve(method_dir, stage.record()["last"])
-    stage.begin()
+    def train_value_model(self, loop: Loop, records: list[dict], out: Path) -> Path:
+        from ..models.value import ValueModel
+        from ..train.value import train_value
 
-    def train_value_model(records: list[dict], out: Path) -> Path:
-        model, tok = load_model(base)
-        vm = ValueModel.from_policy(model, "scalar", value_cfg.dropout,
-                                    seed=stable_seed("value-head", "scalar", value_cfg.seed))
-        train_value(vm, tok, records, dataclasses.replace(value_cfg, kind="scalar", output_dir=str(out)),
-                    progress=progress)
+        model, tok = loop.ctx.load_model(self.base)
+        vm = ValueModel.from_policy(model, "scalar", self.value_cfg.dropout,
+                                    seed=stable_seed("value-head", "scalar", self.value_cfg.seed))
+        train_value(vm, tok, records, dataclasses.replace(self.value_cfg, kind="scalar", output_dir=str(out)),
+                    progress=loop.progress)
         return out / "final"
 
-    v0_path = method_dir / "v0-data.jsonl"
-    if cfg.value_init:
-        value = Path(cfg.value_init)
-        value_data = []
-    else:
+    def start(self, loop: Loop, state: dict) -> None:
+        if self.cfg.value_init:
+            state["value"] = Path(self.cfg.value_init)
+            return
+        v0_path = loop.dir / "v0-data.jsonl"
         if not v0_path.exists():
-            write_jsonl(v0_path, v0_records())
-        value_data = read_jsonl(v0_path)
-        value = train_value_model(value_data, method_dir / "v0")
-    policy, last = Path(base), method_dir
-    for it in range(1, cfg.iterations + 1):
-        it_dir = method_dir / f"iter{it}"
-        done = it_dir / "done.json"
-        if done.exists():
-            rec = read_json(done)
-            policy, value, last = resolve(method_dir, rec["policy"]), resolve(method_dir, rec["value"]), it_dir
-            value_data += read_jsonl(it_dir / "value-data.jsonl")
-            continue
-        key = shard_key(policy=model_fingerprint(policy), value=model_fingerprint(value), iteration=it,
+            write_jsonl(v0_path, self.v0_records())
+        self.value_data = read_jsonl(v0_path)
+        state["value"] = self.train_value_model(loop, self.value_data, loop.dir / "v0")
+
+    def resumed(self, loop: Loop, it: Iteration, record: dict, state: dict) -> None:
+        self.value_data += read_jsonl(it.dir / "value-data.jsonl")
+
+    def collect(self, loop: Loop, it: Iteration, state: dict) -> list[dict]:
+        from ..search.mcts_star import collect
+
+        policy, value, cfg, tree_cfg, problems = state["policy"], state["value"], self.cfg, self.tree_cfg, self.problems
+        key = shard_key(policy=model_fingerprint(policy), value=model_fingerprint(value), iteration=it.number,
                         search=dataclasses.asdict(tree_cfg))
 
         def produce(res, s: int, e: int, advance) -> list[dict]:
@@ -131,39 +109,61 @@ def run_rest_mcts(task, problems: list[dict], load_model: Callable, make_generat
             advance(e - s)
             return got
 
-        collected = resumable_shards(len(problems), cfg.shard_problems,
-                                     lambda s, e: it_dir / "search" / key / f"{s:06d}-{e - 1:06d}.jsonl", produce,
-                                     desc=f"{method_dir.name} iter {it} MCTS*", progress=progress, workers=workers)
-        workers.release()  # the policy's and value model's weights, before training
+        return loop.shards(it, "search", key, len(problems), cfg.shard_problems, produce, desc="MCTS*")
+
+    def train(self, loop: Loop, it: Iteration, state: dict, collected: list[dict]) -> dict:
+        from ..train.sft import train_sft
+
+        cfg, policy, value = self.cfg, state["policy"], state["value"]
         model = tok = None
         if any(c["correct"] for c in collected):  # the model SFT starts from (its tokenizer gives the EOS)
-            model, tok = load_model(Path(base) if cfg.from_base else policy)
+            model, tok = loop.ctx.load_model(self.base if cfg.from_base else policy)
         examples = policy_examples(collected, cfg.per_problem, cfg.min_value, tok.eos_token_id if tok else None)
         targets = [t for c in collected for t in c["targets"]]
-        stats = {"questions": len(problems), "solved": sum(bool(c["correct"]) for c in collected),
+        stats = {"questions": len(self.problems), "solved": sum(bool(c["correct"]) for c in collected),
                  "correct_ends": sum(len(c["correct"]) for c in collected),
                  "ends": sum(c["ends"] for c in collected), "policy_examples": len(examples),
                  "value_records": len(targets)}
-        write_json(it_dir / "stats.json", stats)
+        write_json(it.dir / "stats.json", stats)
         if examples:
-            train_sft(model, tok, examples, dataclasses.replace(sft_cfg, output_dir=str(it_dir / "policy")),
-                      progress=progress)
-            policy = it_dir / "policy" / "final"
-        write_jsonl(it_dir / "value-data.jsonl", targets)
-        value_data += targets
-        value = train_value_model(value_data, it_dir / "value") if targets else value
-        write_json(done, {"policy": rel(method_dir, policy), "value": rel(method_dir, value), **stats})
-        last = it_dir
-    stage.finish(last=rel(method_dir, last), policy=rel(method_dir, policy), value=rel(method_dir, value))
-    return last
+            train_sft(model, tok, examples, dataclasses.replace(self.sft_cfg, output_dir=str(it.dir / "policy")),
+                      progress=loop.progress)
+            policy = it.dir / "policy" / "final"
+        write_jsonl(it.dir / "value-data.jsonl", targets)
+        self.value_data += targets
+        value = self.train_value_model(loop, self.value_data, it.dir / "value") if targets else value
+        return {"policy": loop.rel(policy), "value": loop.rel(value), **stats}
+
+    def summary(self, loop: Loop, state: dict, last: Path) -> dict:
+        return {"last": loop.rel(last), "policy": loop.rel(state["policy"]), "value": loop.rel(state["value"])}
+
+
+def run_rest_mcts(ctx: Context, *, cfg, search_cfg, sft_cfg, value_cfg, problems: list[dict],
+                  method_dir: str | Path, base: str | Path, v0_records: Callable[[], list[dict]]) -> Path:
+    """Run (or resume) ReST-MCTS* (see the module doc) into ``method_dir``; returns the last iteration's
+    directory (``policy/final`` and ``value/final`` in it, or as ``done.json`` names them).
+
+    ``cfg``: :class:`~searchrl.config.RestMCTSConfig`; ``search_cfg``: the MCTS* settings (its
+    ``iterations`` and ``max_tokens`` are ``cfg``'s); ``sft_cfg`` / ``value_cfg``: each iteration's
+    policy and value training; ``v0_records()``: D_V0 (called only when V0 is trained here); ``ctx``
+    (:class:`~searchrl.selftrain.loop.Context`) brings the task, the loaders (``load_value``: a value
+    model as a scorer), what the run depends on and the workers of the MCTS* shards.
+    """
+    tree_cfg = dataclasses.replace(search_cfg, iterations=cfg.search_iterations, max_tokens=cfg.max_tokens,
+                                   seed=cfg.seed)
+    settings = {"rest_mcts": dataclasses.asdict(cfg), "search": dataclasses.asdict(tree_cfg),
+                "sft": {k: v for k, v in dataclasses.asdict(sft_cfg).items() if k != "output_dir"},
+                "value": {k: v for k, v in dataclasses.asdict(value_cfg).items() if k != "output_dir"},
+                "base": model_fingerprint(base), "problems": problems_digest(problems)}
+    loop = Loop(ctx, method_dir, settings, name=f"rest-mcts ({Path(method_dir).name})")
+    method = ReSTMCTS(cfg, tree_cfg, sft_cfg, value_cfg, problems, Path(base), v0_records)
+    info = run_loop(loop, method, cfg.iterations, {"policy": Path(base)})
+    return loop.resolve(info["last"])
 
 
 def read_iterations(method_dir: str | Path) -> list[dict]:
     """Each finished iteration's ``done.json`` (models and data counts), in order."""
-    out = []
-    for p in sorted(Path(method_dir).glob("iter*/done.json"), key=lambda p: int(p.parent.name[4:])):
-        out.append(read_json(p))
-    return out
+    return read_records(method_dir)
 
 
 __all__ = ["run_rest_mcts", "policy_examples", "read_iterations"]
