@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -81,23 +82,30 @@ def _clean(obj):
 def fingerprint(run_dir: Path, src: Path) -> dict[str, object]:
     """Every result file of a run directory: JSON records without volatile fields, weights as hashes.
     Paths of the source tree (a shipped checkpoint's) and of the run directory read as ``<src>`` and
-    ``<run>``, since the two versions run from different places."""
+    ``<run>``, since the two versions run from different places. Shard keys in file names read as
+    ``<key>``: a key digests model fingerprints, and a model's ``config.json`` records the path it was
+    initialised from (the shipped checkpoint's, in the other source tree); the files' contents are
+    compared all the same."""
     out: dict[str, object] = {}
 
-    def text(p: Path) -> str:
-        return p.read_text().replace(str(run_dir.resolve()), "<run>").replace(str(src.resolve()), "<src>")
+    def text(p: Path) -> str:  # paths of the two places, and shard keys in paths named inside records
+        t = p.read_text().replace(str(run_dir.resolve()), "<run>").replace(str(src.resolve()), "<src>")
+        return re.sub(r"(?<=-)[0-9a-f]{12}(?![0-9a-z])", "<key>", t)
 
     for p in sorted(run_dir.rglob("*")):
         if not p.is_file() or p.name in SKIP or p.name.startswith("."):
             continue
-        rel = str(p.relative_to(run_dir))
+        rel = re.sub(r"(?<![0-9a-z])[0-9a-f]{12}(?![0-9a-z])", "<key>", str(p.relative_to(run_dir)))
         if p.suffix == ".json":
-            out[rel] = _clean(json.loads(text(p)))
+            value = _clean(json.loads(text(p)))
         elif p.suffix == ".jsonl":
-            out[rel] = [_clean(json.loads(line)) for line in text(p).splitlines() if line.strip()]
+            value = [_clean(json.loads(line)) for line in text(p).splitlines() if line.strip()]
         elif p.suffix in (".safetensors", ".bin"):
-            out[rel] = "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+            value = "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            continue
+        out.setdefault(rel, []).append(value)
+    return {k: sorted(v, key=lambda x: json.dumps(x, sort_keys=True)) for k, v in out.items()}
 
 
 def run_smoke(src: Path, name: str, run_dir: Path) -> float:

@@ -151,7 +151,9 @@ class Loop:
         return rel(self.dir, path, self.root)
 
     def resolve(self, stored: str | os.PathLike) -> Path:
-        return resolve(self.dir, stored)
+        """A path the method directory's records store, as a path to load (``iter1/../sft/final``
+        normalised: a model's recorded ``_name_or_path`` should not depend on how it was reached)."""
+        return Path(os.path.normpath(resolve(self.dir, stored)))
 
     def shards(self, it: Iteration, subdir: str, key: str, n: int, shard_size: int, produce: Callable, *,
                desc: str, per_item: int = 1, unit: str = "problem", prefix: str = "") -> list[dict]:
