@@ -1,5 +1,8 @@
 """Sampling many completions from a small causal LM, fast, behind a vLLM-shaped API.
 
+(A long module: the API types, the per-sequence bookkeeping, the continuous batch and the HF
+fallback share one row state; splitting it by job belongs with the work on the engine's speed.)
+
 Why this exists
 ---------------
 Search and self-training (ReST, MCTS, value-guided search) sample *thousands* of

@@ -1,5 +1,8 @@
 """The Guided-ReST results as a reader sees them: a markdown table and two figures.
 
+(One module of ~600 lines on purpose: every table and plot a results directory holds is written
+here, in one style, so a reader finds them all in one place.)
+
 Why this module exists
 ----------------------
 :mod:`searchrl.eval.metrics` produces numbers; this module renders them the way the

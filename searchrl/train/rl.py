@@ -1,5 +1,8 @@
 """On-policy RL on the trainer core: PPO (operation- or token-level, with a critic), GRPO and DAPO.
 
+(Over 500 lines on purpose: the step's seams, collect -> prepare -> update -> metrics, read top to
+bottom as one algorithm, as CleanRL's files do; the batch, the estimators and the losses live apart.)
+
 Why this file exists
 --------------------
 Guided-ReST ends with PPO on an operation-level MDP (seed 001); ReST-RL (seed 004) needs GRPO, and
