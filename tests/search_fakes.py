@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from searchrl.engine.sampler import CompletionOutput, RequestOutput, SamplingParams
+from searchrl.engine.types import CompletionOutput, RequestOutput, SamplingParams
 
 EOS = "$"  # the EOS marker in scripts (decoded to nothing)
 PROMPT = "Q:"

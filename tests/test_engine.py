@@ -136,9 +136,9 @@ def test_unsupported_architecture_falls_back(tok):
 
 def test_greedy_long_run_with_eos_refills(tok, llama, monkeypatch):
     """Many requests with different max_tokens through 8 rows: refills at almost every step."""
-    from searchrl.engine import sampler as sampler_mod
+    from searchrl.engine.batch import ContinuousBatch
 
-    monkeypatch.setattr(sampler_mod._ContinuousBatch, "PREFILL_TOKENS", 24)  # several prefill chunks
+    monkeypatch.setattr(ContinuousBatch, "PREFILL_TOKENS", 24)  # several prefill chunks
     prompts = [PROMPTS[i % len(PROMPTS)] + str(i) for i in range(20)]
     params = [greedy(max_tokens=3 + (i * 7) % 19) for i in range(20)]
     outs = Sampler(llama, tok, max_batch_size=8).generate(prompts, params)

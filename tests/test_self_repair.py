@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from searchrl.engine.sampler import CompletionOutput, RequestOutput
+from searchrl.engine.types import CompletionOutput, RequestOutput
 from searchrl.episodes import GUIDANCE, PLACEHOLDER, episode_examples, run_episodes
 from searchrl.tasks.code import CodeConfig, CodeTask
 from searchrl.tasks.code.repair import (ELLIPSIS, FAILED_HEAD, NO_CODE, PASSED, Outcome, feedback,

@@ -8,7 +8,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from searchrl.engine.sampler import SamplingParams
+from searchrl.engine.types import SamplingParams
 from searchrl.engine.vllm_backend import from_vllm_output, vllm_sampling_kwargs
 
 

@@ -9,15 +9,15 @@ swappable (our sampler, the plain HF forward, later vLLM) without touching the
 callers, and lets tests substitute a scripted fake.
 
 The shapes follow vLLM (``SamplingParams`` in, ``RequestOutput`` out), so a vLLM
-adapter is a thin wrapper. Importing this module costs no more than importing
-the engine (torch); nothing is built or compiled.
+adapter is a thin wrapper. Importing this module imports no torch (the types come
+from :mod:`searchrl.engine.types`); nothing is built or compiled.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from .sampler import ContinuationScore, RequestOutput, SamplingParams
+from .types import ContinuationScore, RequestOutput, SamplingParams
 
 __all__ = ["Generator", "ContinuationScore"]
 

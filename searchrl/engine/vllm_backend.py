@@ -2,7 +2,7 @@
 
 Why: on GPUs, generation for self-training, evaluation and the searches should run on an engine
 researchers already trust. ``pip install 'searchrl[vllm]'``; every caller keeps speaking our
-:class:`~searchrl.engine.sampler.SamplingParams` and ``RequestOutput`` (vLLM-shaped by design), and
+:class:`~searchrl.engine.types.SamplingParams` and ``RequestOutput`` (vLLM-shaped by design), and
 this module translates:
 
 * :func:`vllm_sampling_kwargs`: ``n``, ``temperature`` (0 = greedy), ``top_p``, ``max_tokens``,
@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .sampler import CompletionOutput, ContinuationScore, RequestOutput, SamplingParams
+from .types import CompletionOutput, ContinuationScore, RequestOutput, SamplingParams
 
 
 def vllm_sampling_kwargs(p: SamplingParams) -> dict[str, Any]:

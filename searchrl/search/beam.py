@@ -71,6 +71,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..engine.types import SamplingParams  # torch-free
 from . import bon
 from .config import BeamConfig
 from .common import (
@@ -105,9 +106,6 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
     ``indices``: each problem's index (seeds and :attr:`SearchResult.index`; default ``0..``).
     ``budget_tokens``: generated tokens per problem after which it is no longer extended (see module docs).
     """
-    # imported here: the engine imports torch (see .common)
-    from ..engine.sampler import SamplingParams
-
     idx = list(range(len(problems))) if indices is None else list(indices)
     if len(idx) != len(problems):
         raise ValueError(f"{len(idx)} indices for {len(problems)} problems")

@@ -108,8 +108,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..engine.types import SamplingParams  # torch-free
 from .bon import answers_of, select
 from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
@@ -124,10 +125,6 @@ from .common import (
     score_counted,
 )
 from .registry import TreeMethod
-
-if TYPE_CHECKING:  # the engine imports torch; the functions import it when they run (see .common)
-    from ..engine.sampler import SamplingParams
-
 
 @dataclass(eq=False)
 class Node:
@@ -247,8 +244,6 @@ class _Roll:
 
 def _step_params(cfg: MCTSStarConfig, stop: str, state: Sequence[int], seed: int, *, n: int = 1,
                  greedy: bool = False) -> SamplingParams:
-    from ..engine.sampler import SamplingParams
-
     return SamplingParams(n=n, temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
                           max_tokens=min(cfg.max_line_tokens, cfg.max_tokens - len(state)), stop=[stop], seed=seed)
 
@@ -264,8 +259,6 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
     ``tree`` (the :class:`Tree`), ``final_node`` (id of the node the answer came from),
     ``gated`` (it passed the end gate) and ``iterations`` (run for this problem).
     """
-    from ..engine.sampler import SamplingParams
-
     tok = generator.tokenizer
     indices = list(range(len(problems))) if indices is None else list(indices)
     if len(indices) != len(problems):

@@ -78,6 +78,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.types import SamplingParams  # torch-free
 from . import bon
 from .config import VMMCTSConfig
 from .common import (ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode, generate_counted,
@@ -152,9 +153,6 @@ def _sample(generator, trees: list[_Tree], prompts: list[list[int]], active: Seq
             c: float, t: int, indices: list[int], splitter: ActionSplitter, counter: TokenCounter):
     """Selection for every active problem, then one batched expansion of those not at an end state:
     ``([(p, selected end state)], [(p, node, outputs, traces, first-action children)])``."""
-    # imported here: the engine imports torch (see .common)
-    from ..engine.sampler import SamplingParams
-
     selected = [(p, trees[p].select(c, cfg.eps)) for p in active]
     grow = [(p, node) for p, node in selected if not node.end]
     params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
