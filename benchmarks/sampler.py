@@ -45,6 +45,38 @@ reports the fraction our sampler reaches on the fixed workload, counting
 table; prompt tokens and attention are not counted, so this understates the
 work; for a 1M-parameter model most of a decode step is reading the KV cache).
 
+``--profile`` adds where the time of an eos-workload ``Sampler.generate()`` call goes, at each batch
+size of ``--profile-batches`` (64,128,256): per batch size a fresh sampler (warmed up as above)
+runs the eos workload once plain (``unprofiled_s``, ``tok_s``) and once profiled. The profile wraps
+engine functions with ``perf_counter`` timers from this script only (monkeypatched for that run,
+restored after; the library is unchanged): each wrapped call charges its own time minus that of
+the wrapped calls inside it to a bucket, so the buckets add up to ``total_s`` (the profiled wall
+time; ``identical``: whether it generated the same tokens as the plain run). JSON:
+``"profile": {"64": {...}, ...}`` with
+
+* ``steps``, ``rows_per_step`` (mean live rows of a decode step), ``ms_per_step`` (``total_s`` / steps);
+* ``model_s``: ``StaticLlama.decode`` but its attention: embedding, RMSNorms, projections, RoPE,
+  MLP, lm_head, the K/V writes of the new token, and the dispatch of all those ops;
+  ``model_matmul_s`` is the part of it inside ``F.linear`` (the matmuls alone);
+* ``attention_s``: decode attention over the KV cache (the compiled kernel, or SDPA);
+* ``python_s``: the scheduler's own code (``ContinuousBatch.step/refill/pack/start/harvest/run``):
+  per-step bookkeeping and the per-row loop over the sequences, but not the calls below;
+* ``sampling_s``: ``RowState.choose`` (log-softmax, argmax / inverse-CDF draw, ``tolist``);
+* ``stop_detok_s``: ``Seq.push`` (EOS / ``max_tokens`` / stop-string checks, incremental
+  detokenisation when stop strings are watched) and ``Seq.output`` (the final detokenisation);
+* ``prefill_s`` (prompts), ``kv_copy_s`` (K/V copied between rows and the prefill, cache growth),
+  ``prefix_cache_s`` (prefix-cache lookups and inserts), ``other_s`` (``generate`` itself:
+  encoding, sequence objects, outputs);
+* the roofline: ``matmul_flops_per_token`` (2 x in x out of every matmul of a decode step: q/k/v,
+  o, gate/up, down of each layer, and lm_head), ``matmul_gflops_at_shapes`` (the machine's FLOP/s
+  on exactly those matmuls, ``F.linear`` of ``[batch, in]`` by ``[out, in]``, best of 5 x 50),
+  ``achieved_gflops`` (matmul FLOPs per token x generated tokens / ``unprofiled_s``), and
+  ``matmul_efficiency`` (the same FLOPs over ``model_matmul_s``: how close the matmuls themselves
+  run to their microbenchmark). ``"roofline_fraction": {"64": ...}`` is achieved / attainable.
+
+The wrappers cost about a microsecond a call (one per row per step for ``Seq.push``), counted in
+the caller's bucket; compare ``total_s`` with ``unprofiled_s``.
+
 ``--random-model`` instead builds a random Llama (``--hidden/--layers/...``,
 4.4M parameters by default) with a character tokenizer and random prompts:
 there the eos workload is skipped (a random model rarely emits EOS).
@@ -63,6 +95,7 @@ The last line of output is one JSON object.
     python benchmarks/sampler.py --sampled             # adds the sampling workload
     python benchmarks/sampler.py --workloads tree,eos  # line-by-line extension (prefix cache), and eos
     python benchmarks/sampler.py --random-model --prompts 64 --new-tokens 32
+    python benchmarks/sampler.py --profile --workloads eos --skip-hf   # where a decode step's time goes
 """
 
 from __future__ import annotations
@@ -127,6 +160,174 @@ def matmul_flops(n: int = 2048, reps: int = 4, device: str = "cpu", dtype=torch.
     return 2 * n**3 / best
 
 
+class StepProfiler:
+    """Where a ``Sampler.generate()`` call's wall time goes, by wrapping engine functions with timers.
+
+    Only this benchmark patches them (and restores them after): the library's code path is the same
+    one, with a ``perf_counter`` pair around each wrapped call. Each wrapped call charges its
+    *exclusive* time (its own, minus that of wrapped calls inside it) to a bucket, so the buckets add
+    up to the wall time of the call. ``bucket=None``: the caller's bucket.
+    """
+
+    def __init__(self):
+        self.acc: dict[str, float] = {}
+        self.stack: list[list] = []  # [bucket, time of wrapped children]
+        self.patches: list[tuple] = []
+        self.steps = self.rows = 0
+
+    def wrap(self, owner, name: str, bucket, count=None):
+        orig = getattr(owner, name)
+        prof, clock = self, time.perf_counter
+
+        def timed(*a, **kw):
+            stack = prof.stack
+            b = bucket(stack[-1][0] if stack else "other") if callable(bucket) else bucket
+            if b is None:
+                b = stack[-1][0] if stack else "other"
+            if count is not None:
+                count(*a, **kw)
+            frame = [b, 0.0]
+            stack.append(frame)
+            t = clock()
+            try:
+                return orig(*a, **kw)
+            finally:
+                dt = clock() - t
+                stack.pop()
+                prof.acc[b] = prof.acc.get(b, 0.0) + dt - frame[1]
+                if stack:
+                    stack[-1][1] += dt
+
+        setattr(owner, name, timed)
+        self.patches.append((owner, name, orig))
+
+    def restore(self):
+        for owner, name, orig in reversed(self.patches):
+            setattr(owner, name, orig)
+        self.patches.clear()
+
+    def install(self):
+        import torch.nn.functional as F
+
+        from searchrl.engine import batch, kernels, sampler, sequence
+        from searchrl.engine.llama import StaticLlama
+
+        def count_step(eng, tokens, pos, n, span):
+            self.steps += 1
+            self.rows += n
+
+        self.wrap(sampler.Sampler, "generate", "other")  # encode, Seq objects, engine/weights check, outputs
+        for name in ("run", "refill", "harvest", "pack", "step", "start"):
+            self.wrap(batch.ContinuousBatch, name, "python")  # scheduler bookkeeping, per step and per row
+        self.wrap(StaticLlama, "decode", "model", count=count_step)  # projections, MLP, norms, RoPE, lm_head
+        self.wrap(kernels, "decode_attention", "attention")
+        # SDPA: attention inside a decode step; inside a prefill it stays prefill
+        self.wrap(F, "scaled_dot_product_attention", lambda parent: "attention" if parent == "model" else None)
+        self.wrap(F, "linear", lambda parent: "matmul" if parent == "model" else None)  # the decode step's matmuls
+        self.wrap(StaticLlama, "prefill", "prefill")
+        for name in ("write_prefill", "copy_rows", "swap_rows", "write_tokens", "read_tokens", "ensure_cache"):
+            self.wrap(StaticLlama, name, "kv_copy")
+        for name in ("_plan", "_cache_prefill"):
+            self.wrap(batch, name, "prefix_cache")
+        self.wrap(sequence.RowState, "choose", "sampling")
+        self.wrap(sequence.Seq, "push", "stop_detok")  # EOS / max_tokens / stop-string checks, incremental detok
+        self.wrap(sequence.Seq, "output", "stop_detok")  # final detokenisation (no stop strings)
+
+
+def linear_time(rows: int, n_in: int, n_out: int, device, dtype, reps: int = 50) -> float:
+    """Best seconds of one ``F.linear([rows, n_in], [n_out, n_in])``, the decode step's matmul shape."""
+    import torch.nn.functional as F
+
+    x = torch.randn(rows, n_in, device=device, dtype=dtype)
+    w = torch.randn(n_out, n_in, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    F.linear(x, w)
+    sync()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            F.linear(x, w)
+        sync()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
+def decode_matmuls(eng) -> list[tuple[int, int]]:
+    """(in, out) of every matmul of one decode step of one row: each layer's projections, and lm_head."""
+    shapes = []
+    for L in eng.layers:
+        for w in [*L.wqkv, L.wo, *L.wgu, L.wd]:
+            shapes.append((w.shape[1], w.shape[0]))
+    shapes.append((eng.lm_head.shape[1], eng.lm_head.shape[0]))
+    return shapes
+
+
+def profile(args, model, tok, prompts, sync, dtype, eos_settings: dict) -> tuple[dict, dict]:
+    """The ``--profile`` fields: per batch size, where an eos-workload ``generate()`` call's time goes."""
+    from searchrl.engine import Sampler, SamplingParams
+
+    prof_out, roof = {}, {}
+    for B in [int(b) for b in args.profile_batches.split(",") if b]:
+        runs = []
+        for profiled in (False, True):  # each from a fresh sampler, warmed up as the eos workload's is
+            s = Sampler(model, tok, max_batch_size=B, prefix_cache=not args.no_prefix_cache)
+            s.generate(prompts[:8], SamplingParams(temperature=0.0, max_tokens=8))
+            prof = StepProfiler()
+            if profiled:
+                prof.install()
+            try:
+                sync()
+                t = time.perf_counter()
+                out = s.generate(prompts, SamplingParams(**eos_settings))
+                sync()
+                dt = time.perf_counter() - t
+            finally:
+                prof.restore()
+            assert s.last_backend == "static", s.last_backend
+            runs.append((dt, [r.outputs[0].token_ids for r in out], prof))
+        (plain_s, plain_ids, _), (prof_s, prof_ids, prof) = runs
+        n_tok = sum(map(len, plain_ids))
+        eng = s._static
+        shapes = decode_matmuls(eng)
+        flops_tok = sum(2 * i * o for i, o in shapes)
+        times = {sh: linear_time(B, *sh, device=args.device, dtype=dtype) for sh in set(shapes)}
+        attainable = flops_tok * B / sum(times[sh] for sh in shapes)  # FLOP/s of one full step's matmuls
+        achieved = flops_tok * n_tok / plain_s
+        acc = dict(prof.acc)
+        acc["model"] = acc.get("model", 0.0) + acc.get("matmul", 0.0)  # model_s includes its matmuls
+        buckets = ("model", "attention", "python", "sampling", "stop_detok", "prefill", "kv_copy", "prefix_cache",
+                   "other")
+        unknown = set(acc) - set(buckets) - {"matmul"}
+        assert not unknown, unknown
+        p = {"steps": prof.steps, "rows_per_step": prof.rows / max(prof.steps, 1),
+             "ms_per_step": 1e3 * prof_s / max(prof.steps, 1), "total_s": prof_s, "unprofiled_s": plain_s,
+             "tok_s": n_tok / plain_s, "identical": plain_ids == prof_ids}
+        p.update({f"{b}_s": acc.get(b, 0.0) for b in buckets})
+        matmul_s = acc.get("matmul", 0.0)
+        p.update(model_matmul_s=matmul_s, matmul_flops_per_token=flops_tok,
+                 matmul_gflops_at_shapes=attainable / 1e9, achieved_gflops=achieved / 1e9,
+                 matmul_efficiency=flops_tok * prof.rows / max(matmul_s, 1e-12) / attainable)
+        prof_out[str(B)] = p
+        roof[str(B)] = achieved / attainable
+        shares = ", ".join(f"{b} {p[b + '_s'] / prof_s:.0%}" for b in buckets if p[b + "_s"] / prof_s >= 0.005)
+        print(f"profile | batch {B:4d}: {prof_s:6.2f} s profiled ({plain_s:6.2f} s plain), {prof.steps} steps, "
+              f"{p['ms_per_step']:.2f} ms/step, {p['rows_per_step']:.0f} rows/step | {shares} "
+              f"(matmuls {matmul_s / prof_s:.0%} of it) "
+              f"| matmuls at [{B}, in]: {attainable / 1e9:.1f} GFLOP/s, achieved {achieved / 1e9:.2f} "
+              f"({roof[str(B)]:.1%})")
+    return prof_out, roof
+
+
+def _round(v, nested: bool = False):
+    """Top-level floats to 4 decimals; inside the profile's dicts to 4 significant digits."""
+    if isinstance(v, dict):
+        return {k: _round(x, True) for k, x in v.items()}
+    if isinstance(v, float):
+        return float(f"{v:.4g}") if nested else round(v, 4)
+    return v
+
+
 def until_eos(row: list[int], eos: set[int]) -> list[int]:
     for i, t in enumerate(row):
         if t in eos:
@@ -167,6 +368,10 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="the model's precision (both sides)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile where an eos-workload generate() call's time goes, at --profile-batches")
+    ap.add_argument("--profile-batches", default="64,128,256",
+                    help="comma-separated batch sizes (max_batch_size) of --profile")
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -355,8 +560,11 @@ def main():
             line += f" | identical sequences {res[f'greedy_agreement_{w}']:.1%}"
         print(line)
 
+    if args.profile:
+        res["profile"], res["roofline_fraction"] = profile(args, model, tok, prompts, sync, dtype, settings("eos"))
+
     flops = matmul_flops(4096 if on_cuda else 2048, device=args.device, dtype=dtype)
-    out = {k: (round(v, 4) if isinstance(v, float) and not isinstance(v, bool) else v) for k, v in res.items()}
+    out = {k: _round(v) for k, v in res.items()}
     main_w = workloads[0]  # the headline: eos unless it was not run
     head = {"workload": main_w, "ours_tok_s": out.get(f"ours_tok_s_{main_w}"),
             "hf_tok_s": out.get(f"hf_tok_s_{main_w}"), "ratio": out.get(f"ratio_{main_w}")}
