@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
@@ -88,22 +87,22 @@ def _run(args: argparse.Namespace, sampling: bool = False, value_models=lambda c
     run = Run(cfg, progress=not args.quiet)
     values = {k: v for k, v in value_models(cfg).items() if v}
     if sampling:
-        run.check_settings()  # before the model: a missing package says so first
-        run.policy_path(args.model)
-        args.opened = run.open(value_models=values)
+        args.opened = run.open(value_models=values, samples=True, policy=args.model)
     else:
         args.opened = run.open(models=[cfg.model.name], value_models=values)
     return args.opened
 
 
 def _positive(args: argparse.Namespace, **bounds: int) -> None:
-    """Refuse a command-line option below its bound (``--budget 0``), before anything is written."""
+    """Refuse a command-line option below its bound (``--budget 0``), before anything is written: the
+    settings' own check (:func:`searchrl.settings.at_least`), named as the option."""
     from .data import InputError
+    from .settings import SettingError, at_least
 
-    for name, lo in bounds.items():
-        value = getattr(args, name)
-        if value < lo:
-            raise InputError(f"--{name.replace('_', '-')} {value}: must be >= {lo}")
+    try:
+        at_least(args, **bounds)
+    except SettingError as e:
+        raise InputError(f"--{e.key.replace('_', '-')} {e.value}: {e.allowed}") from None
 
 
 def _search_values(cfg) -> dict[str, str]:
@@ -158,12 +157,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_value_data(args: argparse.Namespace) -> int:
-    from .pipelines.value import make_value_data
+    from .pipelines.value import check_value_source, make_value_data
 
-    if args.source == "mcts-star" and not args.value:
-        from .data import InputError
-
-        raise InputError("value-data --source mcts-star: needs --value, the value model that guides the search")
+    check_value_source(args.source, args.value)
     run = _run(args, sampling=True, value_models=lambda cfg: {"--value": args.value})
     out, records = make_value_data(run, args.source, args.model, args.value)
     print((out / "summary.json").read_text(encoding="utf-8"))
@@ -172,11 +168,9 @@ def cmd_value_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train_value(args: argparse.Namespace) -> int:
-    from .pipelines.value import run_train_value
+    from .pipelines.value import run_train_value, value_data_files
 
-    missing = [d for d in args.data if not os.path.exists(d)]
-    if missing:
-        raise FileNotFoundError(f"--data {missing[0]}: no such value-data directory or file")
+    value_data_files(args.data)  # missing or empty value data: refused before anything is recorded
     run = _run(args, sampling=True)
     final = run_train_value(run, args.kind, args.data, args.model, args.name)
     print(f"value model: {final}")

@@ -116,9 +116,9 @@ def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts. A section on one side only is
     compared key by key against nothing, so an absent section and an empty one are no difference,
     and a stage's ``defaults`` apply to each of its keys."""
-    if isinstance(old, dict) and isinstance(new, dict) or (
-            (old is MISSING and isinstance(new, dict)) or (new is MISSING and isinstance(old, dict))):
+    if isinstance(old, dict) or isinstance(new, dict):
         old, new = ({} if old is MISSING else old), ({} if new is MISSING else new)
+    if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new), key=str):
             out += diff_keys(old.get(k, MISSING), new.get(k, MISSING), f"{prefix}{k}.")

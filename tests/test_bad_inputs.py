@@ -124,7 +124,7 @@ CASES = [
     ("value-data-mcts-star-without-value", _S("value-data", "--source", "mcts-star"), "needs --value"),
     ("value-data-policy-as-value", _S("value-data", "--source", "mcts-star", "--value", BASE), "not a value model"),
     ("value-data-samples-zero", _S("value-data", "--source", "orm", "value_data.samples=0"), "value_data.samples = 0: must be >= 1"),
-    ("train-value-missing-data", _S("train-value", "--kind", "scalar", "--data", "/no/such/data"), "--data /no/such/data: no such"),
+    ("train-value-missing-data", _S("train-value", "--kind", "scalar", "--data", "/no/such/data"), "/no/such/data: no such value-data file or directory"),
     ("train-value-value-model-as-start", _V("train-value", "--kind", "scalar", "--data", "{data}", "--model", "{value}"),
      "not a policy"),
     # sft, export, data

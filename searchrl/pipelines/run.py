@@ -58,20 +58,25 @@ class Run:
         self.progress = progress
         self._task = None
         self._workers = None
+        self._opened = False
+        self._previous_config: bytes | None = None  # config.yaml's bytes before open() recorded this one
 
     # ---- config record and stages
-    def open(self, stages: list[Stage] = (), models: list = (), value_models: dict | None = None) -> Run:
+    def open(self, stages: list[Stage] = (), models: list = (), value_models: dict | None = None,
+             samples: bool = False, policy: str | os.PathLike | None = None) -> Run:
         """Check the settings (:meth:`check_settings`), the run directory, the run's data and SFT stages
-        and ``stages`` against it, the ``models`` (policies) and ``value_models`` (setting -> directory) it
-        will load, then record
-        the config. A refused command records nothing; :meth:`restore_config` undoes the record of a
-        command that fails later."""
-        self.check_settings()
+        and ``stages`` against it, the ``models`` it will load or train from, the policy it samples
+        (``samples``: ``policy``, default the run's base policy; :meth:`policy_path`) and the
+        ``value_models`` (setting -> directory), then record the config. A refused command records
+        nothing; :meth:`restore_config` undoes the record of a command that fails later."""
+        from ..data import InputError
+
+        self.check_settings()  # first: a missing package or an impossible setting says so before any model
+        if samples:
+            self.policy_path(policy)
         check_run_dir(self.dir)
         for name in models:
             self.check_model(name)
-        from ..data import InputError
-
         for key, name in (value_models or {}).items():
             try:
                 self.check_model(name, preset_ok=False, kind="value")
@@ -84,12 +89,13 @@ class Run:
         config_file = self.dir / CONFIG_FILE
         self._previous_config = config_file.read_bytes() if config_file.exists() else None
         record_config(self.dir, to_dict(self.cfg))
+        self._opened = True
         return self
 
     def restore_config(self) -> None:
         """Put back the config the run directory recorded before :meth:`open` (or none), so that a command
         that failed leaves nothing a later command without ``--config`` would inherit."""
-        if not hasattr(self, "_previous_config"):
+        if not self._opened:
             return
         config_file = self.dir / CONFIG_FILE
         if self._previous_config is None:
@@ -220,7 +226,8 @@ class Run:
         defaults stay what they were before those settings were keyed)."""
         from ..rundir import shard_key
 
-        changed = {k: v for k, v in self.scoring_identity().items() if v != self.scoring_defaults()[k]}
+        defaults = self.scoring_defaults()
+        changed = {k: v for k, v in self.scoring_identity().items() if v != defaults[k]}
         scoring = f":scoring-{shard_key(**changed)}" if changed else ""
         return f"{self.model_identity(path)}:{self.cfg.model.dtype}:{self.cfg.engine.backend}{scoring}"
 

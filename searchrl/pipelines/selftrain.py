@@ -89,13 +89,9 @@ def run_rest_mcts_command(run: Run, policy: str | os.PathLike | None = None, nam
 
     logger.info("ReST-MCTS* from %s on %d %s questions, %d iterations of %d MCTS* iterations each, into %s", base,
                 len(problems), cfg.split, cfg.iterations, cfg.search_iterations, out)
-    last = run_rest_mcts(run.selftrain_context(), cfg=cfg, search_cfg=run.cfg.search.mcts_star,
+    return run_rest_mcts(run.selftrain_context(), cfg=cfg, search_cfg=run.cfg.search.mcts_star,
                          sft_cfg=run.cfg.rest_sft, value_cfg=run.cfg.value, problems=problems, method_dir=out,
                          base=base, v0_records=v0_records)
-    from ..rundir import Stage, resolve
-
-    info = Stage(out, {}).info()
-    return {"last": last, "policy": resolve(out, info["policy"]), "value": resolve(out, info["value"])}
 
 
 def rest_mcts_iterations(run: Run, name: str | None = None) -> list[dict]:

@@ -33,7 +33,7 @@ import random
 from pathlib import Path
 
 from ..config import VALUE_SOURCES
-from ..data import RecordError, iter_jsonl, read_json, read_jsonl, resumable_shards, write_json, write_jsonl
+from ..data import InputError, RecordError, iter_jsonl, read_json, read_jsonl, resumable_shards, write_json, write_jsonl
 from ..rundir import problems_digest, rel, shard_key
 from ..seeding import stable_seed
 from .run import Run, logger
@@ -123,18 +123,23 @@ def gold_value_records(task, tokenizer, problems: list[dict], start: int, seed: 
     return out
 
 
+def check_value_source(source: str, value: str | os.PathLike | None) -> None:
+    """Refuse a maker without what it needs (mcts-star searches with a value model), before any work."""
+    if source not in VALUE_SOURCES:
+        raise InputError(f"value-data --source {source}: unknown; known: {', '.join(VALUE_SOURCES)}")
+    if source == "mcts-star" and not value:
+        raise InputError("value-data --source mcts-star: needs --value, the value model that guides the search")
+
+
 def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = None,
                     value: str | os.PathLike | None = None) -> tuple[Path, list[dict]]:
     """Make (or resume) ``source``'s value data from the policy ``policy`` (default: the run's base);
     returns its directory and records."""
     from ..fanout import LocalWorkers, Resources
 
-    if source not in VALUE_SOURCES:
-        raise ValueError(f"unknown value-data source {source!r}; known: {', '.join(VALUE_SOURCES)}")
+    check_value_source(source, value)
     cfg, scfg = run.cfg.value_data, run.cfg.search
     path = run.policy_path(policy)
-    if source == "mcts-star" and not value:
-        raise FileNotFoundError("mcts-star value data needs a value model to guide the search (--value)")
     run.ensure_data()
     tree_cfg = None
     n_problems = cfg.n_problems
@@ -240,7 +245,7 @@ def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
     from ..train.value import check_record
 
     records = []
-    for f in _data_files(paths):
+    for f in value_data_files(paths):
         for line, rec in iter_jsonl(f):
             bad = check_record(rec, kind)
             if bad is not None:
@@ -249,8 +254,10 @@ def read_value_data(paths: list[str | os.PathLike], kind: str) -> list[dict]:
     return records
 
 
-def _data_files(paths: list[str | os.PathLike]) -> list[Path]:
-    """The JSONL files of ``paths``: a data maker's directory lists its own (in ``summary.json``)."""
+def value_data_files(paths: list[str | os.PathLike]) -> list[Path]:
+    """The JSONL files of ``paths``: a data maker's directory lists its own (in ``summary.json``); a path
+    that is not there, or no file at all, is refused (``train-value`` checks its ``--data`` with this
+    before it records anything)."""
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -281,7 +288,7 @@ def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: 
     path = run.policy_path(policy)
     out = run.dir / "value" / (name or kind)
     digest = hashlib.sha256()
-    for f in _data_files(data):
+    for f in value_data_files(data):
         digest.update(f.read_bytes())
     cfg = dataclasses.replace(run.cfg.value, kind=kind, output_dir=str(out))
     stage = Stage(out, {"policy": run.model_identity(path), "data": digest.hexdigest()[:16],
@@ -342,5 +349,5 @@ def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | 
     return paths
 
 
-__all__ = ["BUILDS", "make_value_data", "gold_value_records", "read_value_data", "run_train_value",
+__all__ = ["BUILDS", "check_value_source", "value_data_files", "make_value_data", "gold_value_records", "read_value_data", "run_train_value",
            "ensure_value_models"]

@@ -139,9 +139,10 @@ class ReSTMCTS(MethodBase):
 
 
 def run_rest_mcts(ctx: Context, *, cfg, search_cfg, sft_cfg, value_cfg, problems: list[dict],
-                  method_dir: str | Path, base: str | Path, v0_records: Callable[[], list[dict]]) -> Path:
-    """Run (or resume) ReST-MCTS* (see the module doc) into ``method_dir``; returns the last iteration's
-    directory (``policy/final`` and ``value/final`` in it, or as ``done.json`` names them).
+                  method_dir: str | Path, base: str | Path, v0_records: Callable[[], list[dict]]) -> dict[str, Path]:
+    """Run (or resume) ReST-MCTS* (see the module doc) into ``method_dir``; returns ``{"last", "policy",
+    "value"}``: the last iteration's directory (the method directory when there is none) and the models
+    the run ended with.
 
     ``cfg``: :class:`~searchrl.config.RestMCTSConfig`; ``search_cfg``: the MCTS* settings (its
     ``iterations`` and ``max_tokens`` are ``cfg``'s); ``sft_cfg`` / ``value_cfg``: each iteration's
@@ -158,7 +159,7 @@ def run_rest_mcts(ctx: Context, *, cfg, search_cfg, sft_cfg, value_cfg, problems
     loop = Loop(ctx, method_dir, settings, name=f"rest-mcts ({Path(method_dir).name})")
     method = ReSTMCTS(cfg, tree_cfg, sft_cfg, value_cfg, problems, Path(base), v0_records)
     info = run_loop(loop, method, cfg.iterations, {"policy": Path(base)})
-    return loop.resolve(info["last"])
+    return {k: loop.resolve(info[k]) for k in ("last", "policy", "value")}
 
 
 def read_iterations(method_dir: str | Path) -> list[dict]:
