@@ -58,7 +58,8 @@ time; ``identical``: whether it generated the same tokens as the plain run). JSO
 * ``model_s``: ``StaticLlama.decode`` but its attention: embedding, RMSNorms, projections, RoPE,
   MLP, lm_head, the K/V writes of the new token, and the dispatch of all those ops;
   ``model_matmul_s`` is the part of it inside ``F.linear`` (the matmuls alone);
-* ``attention_s``: decode attention over the KV cache (the compiled kernel, or SDPA);
+* ``attention_s``: decode attention over the KV cache (the compiled kernel, or SDPA; the fused
+  kernel path's call also applies the rotary embedding and writes the new K/V, a few percent of it);
 * ``python_s``: the scheduler's own code (``ContinuousBatch.step/refill/pack/start/harvest/run``):
   per-step bookkeeping and the per-row loop over the sequences, but not the calls below;
 * ``sampling_s``: ``RowState.choose`` (log-softmax, argmax / inverse-CDF draw, ``tolist``);
@@ -104,7 +105,9 @@ import argparse
 import json
 import os
 import random
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -221,6 +224,7 @@ class StepProfiler:
             self.wrap(batch.ContinuousBatch, name, "python")  # scheduler bookkeeping, per step and per row
         self.wrap(StaticLlama, "decode", "model", count=count_step)  # projections, MLP, norms, RoPE, lm_head
         self.wrap(kernels, "decode_attention", "attention")
+        self.wrap(kernels, "rope_attention", "attention")  # the fused path: rotary + K/V write + attention
         # SDPA: attention inside a decode step; inside a prefill it stays prefill
         self.wrap(F, "scaled_dot_product_attention", lambda parent: "attention" if parent == "model" else None)
         self.wrap(F, "linear", lambda parent: "matmul" if parent == "model" else None)  # the decode step's matmuls
@@ -319,6 +323,34 @@ def profile(args, model, tok, prompts, sync, dtype, eos_settings: dict) -> tuple
     return prof_out, roof
 
 
+def reference_run(args) -> dict:
+    """The eos workload through the sampler of ``args.ref``: that commit's own benchmark, run from a
+    temporary git worktree in a subprocess with this run's prompts, batch, threads and budget."""
+    import subprocess
+    import tempfile
+
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", args.ref], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "ref"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), commit],
+                       capture_output=True, check=True)
+        try:
+            cmd = [sys.executable, "benchmarks/sampler.py", "--workloads", "eos", "--skip-hf", "--model", args.model,
+                   "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens), "--batch", str(args.batch),
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--device", args.device,
+                   "--dtype", args.dtype]
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"--ref {args.ref}: its benchmark failed:\n{proc.stderr[-2000:]}")
+            line = json.loads(proc.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    return {"commit": commit, "tok_s": line["ours_tok_s_eos"]}
+
+
 def _round(v, nested: bool = False):
     """Top-level floats to 4 decimals; inside the profile's dicts to 4 significant digits."""
     if isinstance(v, dict):
@@ -368,6 +400,10 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="the model's precision (both sides)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ref", default=None, metavar="COMMIT",
+                    help="also time the eos workload with the sampler of COMMIT (a git worktree, its own "
+                         "benchmarks/sampler.py in a subprocess, same prompts and settings), right after ours: "
+                         "ref_tok_s_eos and speedup_vs_ref")
     ap.add_argument("--profile", action="store_true",
                     help="also profile where an eos-workload generate() call's time goes, at --profile-batches")
     ap.add_argument("--profile-batches", default="64,128,256",
@@ -559,6 +595,12 @@ def main():
             res[f"greedy_agreement_{w}"] = sum(a == b for a, b in zip(ours_ids, hf_ids)) / len(prompts)
             line += f" | identical sequences {res[f'greedy_agreement_{w}']:.1%}"
         print(line)
+
+    if args.ref and "eos" in workloads:
+        ref = reference_run(args)
+        res.update(ref_commit=ref["commit"], ref_tok_s_eos=ref["tok_s"], speedup_vs_ref=res["ours_tok_s_eos"] / ref["tok_s"])
+        print(f"eos     | {args.ref} ({ref['commit'][:10]}): {ref['tok_s']:8,.0f} tok/s | ours / it "
+              f"{res['speedup_vs_ref']:.2f}x")
 
     if args.profile:
         res["profile"], res["roofline_fraction"] = profile(args, model, tok, prompts, sync, dtype, settings("eos"))

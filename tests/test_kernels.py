@@ -156,3 +156,98 @@ def test_sampler_falls_back_to_sdpa_without_the_kernel(monkeypatch):
     assert [[c.token_ids for c in o.outputs] for o in again] == [[c.token_ids for c in o.outputs] for o in first]
     with pytest.raises(ValueError, match="unavailable"):
         Sampler(model, tok, attention="kernel").generate(prompts[:1], SamplingParams(max_tokens=2))
+
+
+# ----------------------------------------------------------------- the fused decode-step kernels
+
+
+def _need_kernel():
+    if not kernels.available():
+        pytest.skip(kernels.unavailable_reason())
+
+
+@pytest.mark.parametrize("resid", [False, True])
+def test_rms_norm_matches_llama(resid):
+    _need_kernel()
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    g = torch.Generator().manual_seed(1)
+    x, r = torch.randn(5, 48, generator=g) * 3, torch.randn(5, 48, generator=g)
+    norm = LlamaRMSNorm(48, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(48, generator=g))
+    ref_x = x + r if resid else x.clone()
+    ref = norm(ref_x).detach()
+    got = kernels.rms_norm(x, norm.weight.detach(), 1e-5, r if resid else None)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    assert torch.equal(x, ref_x)  # the residual was added in place
+
+
+def test_silu_mul_matches_torch():
+    _need_kernel()
+    g = torch.Generator().manual_seed(2)
+    for n, m in ((3, 40), (64, 512)):  # below and above the size that runs on several threads
+        gu = torch.randn(n, 2 * m, generator=g) * 6
+        gu[0, :4] = torch.tensor([-200.0, 200.0, 0.0, -90.0])  # exp's clamps
+        for threads in (1, 2):
+            got = kernels.silu_mul(gu, threads)
+            ref = F.silu(gu[:, :m]) * gu[:, m:]
+            torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nh,nkv,d", [(4, 4, 32), (8, 2, 16), (6, 3, 64)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rope_attention_matches_the_torch_step(nh, nkv, d, threads):
+    """Rotary (HF's rotate_half), the K/V write at each row's position, and attention over 0..pos."""
+    _need_kernel()
+    g = torch.Generator().manual_seed(nh * 100 + d)
+    rows, n, S = 6, 5, 40
+    pos = torch.tensor([0, 7, 39, 12, 3])
+    freqs = torch.arange(S).float()[:, None] * (10000.0 ** (-torch.arange(0, d, 2).float() / d))[None]
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().contiguous(), emb.sin().contiguous()
+    qkv = torch.randn(n, (nh + 2 * nkv) * d, generator=g)
+    kc, vc = torch.randn(rows, nkv, S, d, generator=g), torch.randn(rows, nkv, S, d, generator=g)
+    # the reference: the torch step of StaticLlama.decode (rotate_half RoPE, index writes, SDPA)
+    heads = qkv.view(n, nh + 2 * nkv, d)
+    c, s = cos[pos][:, None], sin[pos][:, None]
+    half = d // 2
+    qk = heads[:, : nh + nkv]
+    qk = qk * c + torch.cat((-qk[..., half:], qk[..., :half]), -1) * s
+    q, k, v = qk[:, :nh], qk[:, nh:], heads[:, nh + nkv :]
+    kr, vr = kc.clone(), vc.clone()
+    for i, p in enumerate(pos.tolist()):
+        kr[i, :, p], vr[i, :, p] = k[i], v[i]
+    ref = sdpa_reference(q.reshape(n, nkv, nh // nkv, d), kr, vr, pos, d**-0.5).reshape(n, nh * d)
+    got = kernels.rope_attention(qkv, cos, sin, kc, vc, pos, nh, d**-0.5, threads)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(kc, kr, atol=1e-6, rtol=1e-6)  # the rotated key, at each row's position
+    assert torch.equal(vc, vr)  # values are written as projected
+    assert torch.equal(kc[n:], kr[n:])  # rows past n untouched
+
+
+def test_fused_decode_step_matches_the_torch_step():
+    """StaticLlama.decode on the kernels against its own torch (SDPA) step, from the same cache."""
+    _need_kernel()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from searchrl.engine.llama import StaticLlama
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    out = {}
+    for mode in ("kernel", "sdpa"):
+        eng = StaticLlama(model, rows=4, attention=mode)
+        eng.load_weights()
+        eng.ensure_cache(32)
+        torch.manual_seed(1)
+        for c in (*eng.k_cache, *eng.v_cache):
+            c.copy_(torch.randn_like(c))
+        pos = torch.tensor([3, 0, 17])
+        logits = eng.decode(torch.tensor([5, 7, 9]), pos, 3, 18)
+        out[mode] = (logits, eng.k_all.clone(), eng.v_all.clone())
+    torch.testing.assert_close(out["kernel"][0], out["sdpa"][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["kernel"][1], out["sdpa"][1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["kernel"][2], out["sdpa"][2], atol=1e-6, rtol=1e-5)

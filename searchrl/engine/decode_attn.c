@@ -123,3 +123,135 @@ int decode_attn(const float *q, const float *kc, const float *vc, const int64_t 
     }
     return failed;
 }
+
+/* ------------------------------------------------------------------------------------------
+ * The rest of a decode step's small operations, fused (one call each instead of several torch
+ * ops, whose per-op dispatch and thread-pool start cost more than their arithmetic at these
+ * sizes). Each matches the Hugging Face Llama op it replaces up to float32 rounding.
+ * ------------------------------------------------------------------------------------------ */
+
+/* exp(x) for any float x, vectorisable: exp_nonpos's reduction with 2^n for n in [-126, 127]. */
+static inline float exp_any(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    float nc = n >= -126.0f ? n : -126.0f;
+    nc = nc <= 127.0f ? nc : 127.0f;
+    uint32_t bits = (uint32_t)((int32_t)nc + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+/* LlamaRMSNorm over rows of x [n, h]: out = w * (x / sqrt(mean(x^2) + eps)).
+ * With resid != NULL, first x += resid (the residual add of the block before), in place. */
+void rms_norm(float *restrict x, const float *restrict resid, const float *restrict w, float *restrict out, int64_t n,
+              int64_t h, float eps)
+{
+    for (int64_t r = 0; r < n; r++) {
+        float *xr = x + r * h;
+        if (resid != NULL) {
+            const float *rr = resid + r * h;
+#pragma omp simd
+            for (int64_t j = 0; j < h; j++)
+                xr[j] += rr[j];
+        }
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t j = 0; j < h; j++)
+            ss += xr[j] * xr[j];
+        const float inv = 1.0f / __builtin_sqrtf(ss / (float)h + eps);
+        float *o = out + r * h;
+#pragma omp simd
+        for (int64_t j = 0; j < h; j++)
+            o[j] = w[j] * (xr[j] * inv);
+    }
+}
+
+/* out[r, j] = silu(gu[r, j]) * gu[r, m + j] for j < m (gate and up side by side, [n, 2m]). */
+void silu_mul(const float *restrict gu, float *restrict out, int64_t n, int64_t m, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static) if (n * m >= 8192)
+    for (int64_t r = 0; r < n; r++) {
+        const float *g = gu + r * 2 * m, *u = g + m;
+        float *o = out + r * m;
+#pragma omp simd
+        for (int64_t j = 0; j < m; j++)
+            o[j] = g[j] / (1.0f + exp_any(-g[j])) * u[j];
+    }
+}
+
+/* x[j] <- x[j] cos[j] + rotate_half(x)[j] sin[j], rotate_half(x) = (-x[d/2:], x[:d/2]). */
+static inline void rope(float *restrict x, const float *restrict c, const float *restrict s, int64_t d)
+{
+    const int64_t half = d / 2;
+    float tmp[1024];
+    for (int64_t j = 0; j < half; j++) {
+        tmp[j] = x[j] * c[j] - x[j + half] * s[j];
+        tmp[j + half] = x[j + half] * c[j + half] + x[j] * s[j + half];
+    }
+    memcpy(x, tmp, (size_t)d * sizeof(float));
+}
+
+/* One decode step's attention block after the q/k/v projection, for rows 0..n-1:
+ *   qkv  [n, nh + 2 nkv, d]   the fused projection's output (q heads, k heads, v heads); q and k
+ *                             are rotated in place
+ *   cos, sin [*, d]           rotary tables; row r uses position pos[r]
+ *   kc, vc [rows, nkv, S, d]  the layer's cache; k and v of row r are written at pos[r]
+ *   out  [n, nh, d]           softmax(scale q K^T) V over positions 0..pos[r], query head h reading
+ *                             KV head h / G (Hugging Face's repeat_interleave order)
+ * Returns 0, or 1 if a thread could not allocate its scratch (out is then invalid). */
+int rope_attn(float *qkv, const float *cos, const float *sin, float *kc, float *vc, const int64_t *pos, float *out,
+              int64_t n, int64_t nh, int64_t nkv, int64_t d, int64_t S, float scale, int threads)
+{
+    const int64_t G = nh / nkv, stride = (nh + 2 * nkv) * d;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < n; r++) {
+            float *row = qkv + r * stride;
+            const float *c = cos + pos[r] * d, *s = sin + pos[r] * d;
+            for (int64_t h = 0; h < nh + nkv; h++)
+                rope(row + h * d, c, s, d);
+            for (int64_t h = 0; h < nkv; h++) {
+                const int64_t slot = ((r * nkv + h) * S + pos[r]) * d;
+                memcpy(kc + slot, row + (nh + h) * d, (size_t)d * sizeof(float));
+                memcpy(vc + slot, row + (nh + nkv + h) * d, (size_t)d * sizeof(float));
+            }
+        }
+        /* implicit barrier: every row's new key and value is in the cache */
+        float *work = (float *)malloc((size_t)S * sizeof(float));
+        if (work == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < n * nkv; i++) {
+            const int64_t r = i / nkv, h = i % nkv, T = pos[r] + 1;
+            const int64_t c = i * S * d;
+            const float *q = qkv + r * stride + h * G * d;
+            float *o = out + (r * nh + h * G) * d;
+            if (work == NULL)
+                continue;
+            switch (d) {
+            case 32: head(q, kc + c, vc + c, o, T, G, 32, scale, work); break;
+            case 64: head(q, kc + c, vc + c, o, T, G, 64, scale, work); break;
+            case 128: head(q, kc + c, vc + c, o, T, G, 128, scale, work); break;
+            default: head(q, kc + c, vc + c, o, T, G, d, scale, work);
+            }
+        }
+        free(work);
+    }
+    return failed;
+}

@@ -51,14 +51,17 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "decode_attention", "unavailable_reason"]
+__all__ = ["available", "decode_attention", "rms_norm", "rope_attention", "silu_mul", "threads", "unavailable_reason"]
 
 _SOURCE = Path(__file__).with_name("decode_attn.c")
-_FLAGS = ["-O3", "-fPIC", "-shared"]
+# -fno-trapping-math / -fno-math-errno change no result: they let the compiler vectorise the clamps
+# of the exp loops (without them a float compare "may trap" and blocks if-conversion)
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fno-trapping-math", "-fno-math-errno"]
 # tried in order. -fopenmp: parallel over (row, head) on the OpenMP runtime torch already
 # loaded (libgomp.so.1); a compiler without OpenMP still gets a single-threaded SIMD build,
 # and one that does not know -march=native a portable one
-_VARIANTS = (["-march=native", "-fopenmp"], ["-march=native", "-fopenmp-simd"], ["-march=native"], [])
+# (-mprefer-vector-width=256, x86 only: some -march=native targets default to 128-bit vectors)
+_VARIANTS = (["-march=native", "-mprefer-vector-width=256", "-fopenmp"], ["-march=native", "-fopenmp"], ["-march=native", "-fopenmp-simd"], ["-march=native"], [])
 
 _lock = threading.Lock()
 _lib = None
@@ -148,6 +151,13 @@ def _load():
             fn = lib.decode_attn
             fn.restype = ctypes.c_int
             fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_int]
+            P, I64, F32, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+            lib.rms_norm.restype = None
+            lib.rms_norm.argtypes = [P, P, P, P, I64, I64, F32]
+            lib.silu_mul.restype = None
+            lib.silu_mul.argtypes = [P, P, I64, I64, INT]
+            lib.rope_attn.restype = INT
+            lib.rope_attn.argtypes = [P] * 7 + [I64] * 5 + [F32, INT]
             _lib = lib
         except Exception as e:  # any failure: fall back to SDPA, say why once
             _reason = f"{type(e).__name__}: {e}"
@@ -211,5 +221,58 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     threads = 1 if _one_thread else int(threads or torch.get_num_threads())
     if lib.decode_attn(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), pos.data_ptr(), out.data_ptr(), n, kv,
                        G, S, d, scale, threads):
+        raise MemoryError(f"decode attention: could not allocate {S} floats of scratch per thread")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The decode step's other small ops, fused (StaticLlama's kernel path). These skip the checks of
+# decode_attention: every tensor must be a contiguous float32 CPU tensor of the stated shape (the
+# caller, StaticLlama.decode, allocates them so); tests/test_kernels.py checks each against torch.
+
+
+def threads() -> int:
+    """Threads the kernels run on: torch's, or 1 where a second OpenMP runtime is loaded."""
+    _load()
+    return 1 if _one_thread else torch.get_num_threads()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, resid: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x**2) + eps)`` over the last dim of ``x`` ``[n, h]`` (LlamaRMSNorm).
+
+    With ``resid``, ``x += resid`` first, in place (the residual add of the block before).
+    """
+    n, h = x.shape
+    out = torch.empty_like(x) if out is None else out
+    _lib.rms_norm(x.data_ptr(), None if resid is None else resid.data_ptr(), weight.data_ptr(), out.data_ptr(),
+                  n, h, eps)
+    return out
+
+
+def silu_mul(gu: torch.Tensor, nthreads: int | None = None) -> torch.Tensor:
+    """``silu(gate) * up`` for ``gu = [gate | up]`` ``[n, 2m]``: ``[n, m]``."""
+    n, m2 = gu.shape
+    out = gu.new_empty(n, m2 // 2)
+    _lib.silu_mul(gu.data_ptr(), out.data_ptr(), n, m2 // 2, nthreads or threads())
+    return out
+
+
+def rope_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                   v_cache: torch.Tensor, pos: torch.Tensor, n_heads: int, scale: float,
+                   nthreads: int | None = None) -> torch.Tensor:
+    """Rotary embedding, cache write and attention of one decode step (after the q/k/v projection).
+
+    ``qkv``: ``[n, (n_heads + 2 kv_heads) * head_dim]``, q and k rotated in place with ``cos``/``sin``
+    (``[positions, head_dim]``) at ``pos[i]``; k and v written into row ``i`` of ``k_cache``/
+    ``v_cache`` (``[rows >= n, kv_heads, S, head_dim]``) at ``pos[i]``; returns attention over
+    positions ``0..pos[i]``, ``[n, n_heads * head_dim]`` (query head ``h`` on KV head
+    ``h // (n_heads / kv_heads)``). ``pos`` is int64.
+    """
+    n = qkv.shape[0]
+    _, kv, S, d = k_cache.shape
+    out = qkv.new_empty(n, n_heads * d)
+    if _lib.rope_attn(qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
+                      pos.data_ptr(), out.data_ptr(), n, n_heads, kv, d, S, scale, nthreads or threads()):
         raise MemoryError(f"decode attention: could not allocate {S} floats of scratch per thread")
     return out

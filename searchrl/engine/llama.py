@@ -389,13 +389,11 @@ class StaticLlama:
         there); ``span`` > max(pos) bounds the part of the cache attended to.
         Returns logits ``[n, vocab]`` for the next token of every row.
         """
+        if self.attention == "kernel":
+            return self._decode_fused(tokens, pos, n, span)
         nkv, G, d = self.n_kv, self.groups, self.head_dim
         cos, sin = self._cos[pos][:, None, :], self._sin[pos][:, None, :]  # [n, 1, D]
-        use_kernel = self.attention == "kernel"
-        if use_kernel:
-            pos_list = pos.tolist()
-        else:
-            mask = (self._key_pos[None, :span] <= pos[:, None])[:, None, None, :]  # [n, 1, 1, span]
+        mask = (self._key_pos[None, :span] <= pos[:, None])[:, None, None, :]  # [n, 1, 1, span]
         slot = (self._row_base[:n] + pos[:, None]).flatten()  # [n * kv_heads]
         x = F.embedding(tokens, self.embed)  # [n, hidden]
         for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
@@ -403,16 +401,32 @@ class StaticLlama:
             q, k, v = self._qkv(L, h, cos, sin)  # [n, heads, D]
             kc.view(-1, d).index_copy_(0, slot, k.reshape(-1, d))
             vc.view(-1, d).index_copy_(0, slot, v.reshape(-1, d))
-            if use_kernel:  # each row over exactly its own pos + 1 keys
-                o = kernels.decode_attention(q.reshape(n, nkv, G, d), kc, vc, pos, self.scaling, pos_list=pos_list)
-            else:
-                o = F.scaled_dot_product_attention(
-                    q.reshape(n, nkv, G, d),  # the G query heads of a KV head as G "positions"
-                    kc[:n, :, :span],
-                    vc[:n, :, :span],
-                    attn_mask=mask,
-                    scale=self.scaling,
-                )
+            o = F.scaled_dot_product_attention(
+                q.reshape(n, nkv, G, d),  # the G query heads of a KV head as G "positions"
+                kc[:n, :, :span],
+                vc[:n, :, :span],
+                attn_mask=mask,
+                scale=self.scaling,
+            )
             x = x + F.linear(o.reshape(n, -1), L.wo, L.bo)
             x = self._mlp_block(L, x)
         return self._logits(x)
+
+    def _decode_fused(self, tokens: torch.Tensor, pos: torch.Tensor, n: int, span: int) -> torch.Tensor:
+        """:meth:`decode` with the compiled kernels (CPU float32): per layer four matmuls and three
+        calls, RMSNorm (with the residual add before it), rotary + cache write + attention, and
+        SiLU-gate, instead of some thirty torch ops whose dispatch cost more than their arithmetic."""
+        threads = kernels.threads()
+        if span > self.seq_len or pos.dtype != torch.int64 or not pos.is_contiguous():
+            raise ValueError(f"decode: span {span} > cache length {self.seq_len}, or pos not contiguous int64")
+        x = F.embedding(tokens, self.embed).contiguous()  # [n, hidden]
+        resid = None  # the last block's output, added to x by the next RMSNorm
+        for L, kc, vc in zip(self.layers, self.k_cache, self.v_cache):
+            h = kernels.rms_norm(x, L.ln1, self.eps, resid)
+            qkv = _project(h, L.wqkv, L.bqkv).contiguous()
+            o = kernels.rope_attention(qkv, self._cos, self._sin, kc, vc, pos, self.n_heads, self.scaling, threads)
+            h = kernels.rms_norm(x, L.ln2, self.eps, F.linear(o, L.wo, L.bo))
+            act = kernels.silu_mul(_project(h, L.wgu, L.bgu).contiguous(), threads)
+            resid = F.linear(act, L.wd, L.bd)
+        x = kernels.rms_norm(x, self.norm, self.eps, resid)
+        return F.linear(x, self.lm_head, self.lm_bias).float()
