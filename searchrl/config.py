@@ -261,6 +261,24 @@ class SearchConfig:
                                f"each must be one of {' | '.join(search_methods.names())}")
 
 
+DEMO_PPO_ROWS = ("sos", "rest", "guided-rest", "guided-rest-token")
+
+
+@dataclass
+class DemoConfig:
+    ppo_rows: list[str] = _f(list(DEMO_PPO_ROWS),
+                             "PPO rows of `searchrl demo`, each evaluated with the others: sos, rest, guided-rest "
+                             "(operation-level PPO from that model) and guided-rest-token (token-level PPO from "
+                             "Guided-ReST, the paper's ablation)")
+
+    def __post_init__(self):
+        for row in self.ppo_rows:
+            if row not in DEMO_PPO_ROWS:
+                raise SettingError("ppo_rows", list(self.ppo_rows), f"each must be one of {' | '.join(DEMO_PPO_ROWS)}")
+        if len(set(self.ppo_rows)) != len(self.ppo_rows):
+            raise SettingError("ppo_rows", list(self.ppo_rows), "names a row twice")
+
+
 @dataclass
 class Config:
     run_dir: str = _f("runs/default", "run directory: every output of the command goes here")
@@ -283,6 +301,7 @@ class Config:
     rest_grpo: RestGRPOConfig = field(default_factory=RestGRPOConfig)
     rest_mcts: RestMCTSConfig = field(default_factory=RestMCTSConfig)
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(output_dir=""))
+    demo: DemoConfig = field(default_factory=DemoConfig)
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
 

@@ -134,6 +134,8 @@ CASES = [
     ("export-verl-negative-n", lambda e: ["export-verl", "--split", "test_seen", "--out", str(e["root"] / "x.parquet"),
                                           "--n", "-1", f"data_dir={e['data']}"], "--n -1: must be >= 0"),
     ("demo-ks-zero", lambda e: ["demo", "--preset", "smoke", "eval.ks=[0]"], "eval.ks = [0]: each k must be within"),
+    ("demo-unknown-ppo-row", lambda e: ["demo", "--preset", "smoke", "demo.ppo_rows=[grpo]"],
+     "demo.ppo_rows = ['grpo']: each must be one of sos | rest | guided-rest | guided-rest-token"),
 ]
 
 

@@ -1,12 +1,14 @@
-"""The demo: SoS vs ReST vs Guided-ReST (each also + PPO) on Countdown, end to end, on this machine.
+"""The demo: SoS vs ReST vs Guided-ReST (+ PPO) on Countdown, end to end, on this machine.
 
 From nothing: Countdown data, the Stream-of-Search base model (SFT on mixed DFS/BFS
-traces), ReST and Guided-ReST iterations on the task's self-training split, operation-level PPO
-from each of the three (and token-level PPO from Guided-ReST, the paper's ablation), then greedy
+traces), ReST and Guided-ReST iterations on the task's self-training split, the PPO rows that
+``demo.ppo_rows`` names (operation-level PPO from Guided-ReST in the default preset; from each
+of the three and token-level PPO from Guided-ReST, the paper's ablation, in ``full``), then greedy
 accuracy and sampled pass@k of all three on seen and unseen targets with 95% bootstrap
 intervals and paired differences, written as a table in the seeds' layout (Markdown), a
 pass@k plot and an accuracy-vs-token-budget plot. Presets: ``default`` (8 samples per
-problem), ``full`` (the default with 32, pass@k up to k = 32), ``smoke`` (minuscule).
+problem, one PPO row: about 30 min here), ``full`` (the default with 32 samples, pass@k up to
+k = 32, and all four PPO rows), ``smoke`` (minuscule, all four PPO rows).
 
 Every stage is resumable (see :mod:`searchrl.rundir` and :mod:`searchrl.selftrain.rest`):
 kill it at any moment, rerun the same command, and it continues where it stopped.
@@ -63,13 +65,14 @@ def _methods_plan(run: Run):
 
 
 def _ppo_plan(run: Run):
-    """The demo's PPO rows (Guided-ReST's last stage, and the paper's ablations): (label, the
-    method it starts from, directory name, settings)."""
+    """The demo's PPO rows (Guided-ReST's last stage, and the paper's ablations) that
+    ``demo.ppo_rows`` names: (label, the method it starts from, directory name, settings)."""
     c = run.cfg.ppo
-    return [("SoS + PPO", "SoS", "ppo-sos", c), ("ReST + PPO", "ReST", "ppo-rest", c),
-            ("Guided-ReST + PPO", "Guided-ReST", "ppo-guided-rest", c),
-            ("Guided-ReST + PPO (token-level)", "Guided-ReST", "ppo-guided-rest-token",
-             dataclasses.replace(c, adv_estimator="gae"))]
+    rows = {"sos": ("SoS + PPO", "SoS", "ppo-sos", c), "rest": ("ReST + PPO", "ReST", "ppo-rest", c),
+            "guided-rest": ("Guided-ReST + PPO", "Guided-ReST", "ppo-guided-rest", c),
+            "guided-rest-token": ("Guided-ReST + PPO (token-level)", "Guided-ReST", "ppo-guided-rest-token",
+                                  dataclasses.replace(c, adv_estimator="gae"))}
+    return [rows[r] for r in run.cfg.demo.ppo_rows]
 
 
 def ppo_table(run: Run) -> str:
@@ -177,7 +180,8 @@ def run_demo(cfg: Config, progress: bool = True, run: Run | None = None) -> dict
                         "timings_s": timings, "this_invocation_s": round(time.perf_counter() - t0, 1),
                         "machine": machine()}}
     paths = write_report(run.dir, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks),
-                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST, each + PPO",
+                         title=f"{cfg.task.name.capitalize()}: SoS vs ReST vs Guided-ReST"
+                               + "".join(f", {label}" for label, *_ in _ppo_plan(run)),
                          sampling=sampling_note(cfg.eval), machine=results["meta"]["machine"])
     md = (Path(paths["markdown"]).read_text(encoding="utf-8") + selftrain_table(results["selftrain"])
           + ppo_table(run))
