@@ -1,8 +1,11 @@
-"""A compiled CPU kernel for the decode step's attention, with a pure-torch fallback.
+"""Compiled CPU kernels for the decode step, with pure-torch fallbacks.
 
-Why: sampling Countdown traces from the tiny policy spends most of its decode time
-in attention, not in matmuls (a profile of ``benchmarks/sampler.py`` shows
-``scaled_dot_product_attention`` on top). Two reasons:
+Why: sampling Countdown traces from the tiny policy is bound by the decode step, and a profile
+(``benchmarks/sampler.py --profile``) splits it into attention over the KV cache, the matmuls,
+and some thirty small torch ops per layer whose dispatch costs more than their arithmetic.
+
+Attention (``decode_attention``, and inside ``rope_attention``): two reasons the generic kernel
+is slow here:
 
 * one query token per row makes attention a batch of ``rows x kv_heads`` tiny
   GEMVs, where a generic kernel pays more in per-block overhead than in reading
@@ -16,7 +19,13 @@ reads K and V once for all query heads of the group, and is called through
 ``torch.get_num_threads()`` threads of the OpenMP runtime torch itself loaded
 (the same ``libgomp.so.1``), so the two never compete for cores. Should a
 second OpenMP runtime get loaded instead (a torch build with a renamed one), the
-kernel runs single-threaded rather than fight torch's pool for the cores.
+kernel runs single-threaded rather than fight torch's pool for the cores. It reads the
+cache at close to the machine's memory bandwidth, which is then what bounds it.
+
+The small ops (``StaticLlama``'s kernel path): ``rms_norm`` (LlamaRMSNorm, with the residual add
+of the block before it), ``rope_attention`` (rotary embedding of q and k, the new K/V written into
+the cache, attention: one call instead of about ten ops) and ``silu_mul`` (the MLP's SiLU gate).
+A decode step is then per layer four matmuls (torch's) and three of these calls.
 
 It is compiled on first use with the system C compiler (``$CC`` or ``cc``;
 ``-O3 -march=native -fopenmp``) into ``$SEARCHRL_CACHE`` (default
@@ -28,8 +37,8 @@ device or a dtype other than float32 means the engine keeps
 ``torch.nn.functional.scaled_dot_product_attention``.
 ``SEARCHRL_KERNELS=0`` turns the kernel off.
 
-The kernel computes the same softmax attention in float32 as SDPA; results
-differ from it only by rounding (a few 1e-7 on unit-scale inputs; against a
+The kernels compute the same float32 arithmetic as the torch ops they replace; attention
+results differ from SDPA only by rounding (a few 1e-7 on unit-scale inputs; against a
 float64 reference its error is of the same order as SDPA's), so greedy decoding
 still matches transformers token for token except at exact argmax ties.
 """

@@ -25,6 +25,10 @@ organised for decoding many independent sequences at once:
 * q/k/v projections are fused into one matmul, gate/up into another (for models
   up to 200M parameters: the fused weights are a copy); rotary is applied to q and
   k in one go. Fewer, bigger kernels means less per-op overhead per token.
+* On CPU in float32 with the compiled kernels (:mod:`.kernels`), a decode step is per layer
+  the four matmuls and three compiled calls (RMSNorm with the residual add; rotary, cache write
+  and attention over each row's own length; SiLU gate): :meth:`StaticLlama._decode_fused`.
+  Otherwise (GPU, half precision, no compiler) it is the same computation in torch ops with SDPA.
 
 The arithmetic mirrors Hugging Face's op for op (RMSNorm in float32, the rotary
 tables built from the model's own ``rotary_emb.inv_freq`` and

@@ -6,9 +6,10 @@ traces), ReST and Guided-ReST iterations on the task's self-training split, the 
 of the three and token-level PPO from Guided-ReST, the paper's ablation, in ``full``), then greedy
 accuracy and sampled pass@k of all three on seen and unseen targets with 95% bootstrap
 intervals and paired differences, written as a table in the seeds' layout (Markdown), a
-pass@k plot and an accuracy-vs-token-budget plot. Presets: ``default`` (8 samples per
-problem, one PPO row: about 30 min here), ``full`` (the default with 32 samples, pass@k up to
-k = 32, and all four PPO rows), ``smoke`` (minuscule, all four PPO rows).
+pass@k plot and an accuracy-vs-token-budget plot. Presets: ``default`` (500 self-training
+problems per iteration, 4 samples per problem, one PPO row: about 30 min here), ``full`` (1,000
+problems, 32 samples so pass@k reaches k = 32, all four PPO rows), ``smoke`` (minuscule, all
+four PPO rows).
 
 Every stage is resumable (see :mod:`searchrl.rundir` and :mod:`searchrl.selftrain.rest`):
 kill it at any moment, rerun the same command, and it continues where it stopped.
