@@ -148,9 +148,11 @@ class StaticLlama:
         self._loaded_sig = None
         self._cos = self._sin = None
         # decode attention: the compiled per-row kernel (CPU float32) or torch SDPA
-        fits = self.device.type == "cpu" and self.dtype == torch.float32
+        fits = (self.device.type == "cpu" and self.dtype == torch.float32 and self.head_dim % 2 == 0
+                and self.head_dim <= 1024)
         if attention == "kernel" and not fits:
-            raise ValueError(f"the compiled attention kernel needs CPU float32, not {self.dtype} on {self.device}")
+            raise ValueError(f"the compiled attention kernel needs CPU float32 and an even head_dim <= 1024, not "
+                             f"{self.dtype} on {self.device}, head_dim {self.head_dim}")
         if attention == "kernel" and not kernels.available():
             raise ValueError(f"compiled attention kernel unavailable: {kernels.unavailable_reason()}")
         self.attention = "kernel" if attention != "sdpa" and fits and kernels.available() else "sdpa"
