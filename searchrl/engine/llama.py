@@ -55,11 +55,15 @@ def check_attention_mode(attention: str) -> None:
         raise ValueError(f"attention must be one of {'|'.join(ATTENTION_MODES)}, got {attention!r}")
 
 
-def unsupported_reason(model, seq_len: int | None = None) -> str | None:
-    """Why ``model`` cannot use the static-cache path (``None`` if it can)."""
+BACKBONES = ("LlamaModel", "Qwen2Model", "MistralModel")  # the same without lm_head (``hidden=True``)
+
+
+def unsupported_reason(model, seq_len: int | None = None, hidden: bool = False) -> str | None:
+    """Why ``model`` cannot use the static-cache path (``None`` if it can); ``hidden``: ``model`` is
+    a backbone (``LlamaModel``...) whose final hidden states are wanted, not a causal LM."""
     name = type(model).__name__
-    if name not in SUPPORTED_ARCHS:
-        return f"architecture {name} is not one of {SUPPORTED_ARCHS}"
+    if name not in (BACKBONES if hidden else SUPPORTED_ARCHS):
+        return f"architecture {name} is not one of {BACKBONES if hidden else SUPPORTED_ARCHS}"
     cfg = model.config
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"hidden_act={cfg.hidden_act!r} (only silu)"
@@ -69,7 +73,7 @@ def unsupported_reason(model, seq_len: int | None = None) -> str | None:
     rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
     if rope_type in _DYNAMIC_ROPE:
         return f"rope_type={rope_type!r} changes with sequence length"
-    inner = getattr(model, "model", None)
+    inner = model if hidden else getattr(model, "model", None)
     if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner.rotary_emb, "inv_freq"):
         return "model has no model.rotary_emb.inv_freq"
     # Sliding-window attention only differs from full attention past the window.
@@ -125,9 +129,11 @@ class StaticLlama:
 
     FUSE_MAX_PARAMS = 200_000_000  # above this, don't pay for a fused copy of the weights
 
-    def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None, attention: str = "auto"):
+    def __init__(self, model, rows: int, device=None, dtype=None, fuse: bool | None = None, attention: str = "auto",
+                 hidden: bool = False):
         check_attention_mode(attention)
         self.model = model
+        self.hidden = hidden  # model is a backbone: "logits" are the final (normed) hidden states
         n_params = sum(p.numel() for p in model.parameters())
         self.fuse = n_params <= self.FUSE_MAX_PARAMS if fuse is None else fuse
         cfg = model.config
@@ -187,7 +193,7 @@ class StaticLlama:
                 return [None]
             return [torch.cat([w(t) for t in ts], dim=0).contiguous()]
 
-        inner = self.model.model
+        inner = self.model if self.hidden else self.model.model
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
@@ -203,8 +209,9 @@ class StaticLlama:
             self.layers.append(L)
         self.embed = w(inner.embed_tokens.weight)
         self.norm = w(inner.norm.weight)
-        self.lm_head = w(self.model.lm_head.weight)
-        self.lm_bias = w(getattr(self.model.lm_head, "bias", None))
+        head = None if self.hidden else self.model.lm_head
+        self.lm_head = None if head is None else w(head.weight)
+        self.lm_bias = None if head is None else w(getattr(head, "bias", None))
         rot = inner.rotary_emb
         self.inv_freq = rot.inv_freq.detach().to(self.device, torch.float32)
         self.attention_scaling = float(getattr(rot, "attention_scaling", 1.0))
@@ -293,7 +300,7 @@ class StaticLlama:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = _rms_norm(x, self.norm, self.eps)
-        return F.linear(x, self.lm_head, self.lm_bias).float()
+        return x if self.lm_head is None else F.linear(x, self.lm_head, self.lm_bias).float()
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], starts: list[int] | None = None, prefix_k: torch.Tensor | None = None,
@@ -435,4 +442,4 @@ class StaticLlama:
             act = kernels.silu_mul(_project(h, L.wgu, L.bgu).contiguous(), threads)
             resid = F.linear(act, L.wd, L.bd)
         x = kernels.rms_norm(x, self.norm, self.eps, resid)
-        return F.linear(x, self.lm_head, self.lm_bias).float()
+        return x if self.lm_head is None else F.linear(x, self.lm_head, self.lm_bias).float()

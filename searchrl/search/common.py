@@ -131,6 +131,8 @@ class TokenCounter:
 
     generated: list[int]
     value: list[int]
+    #: per problem, the prefix caches of the value models that scored it (:func:`score_by_owner`)
+    caches: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def zeros(cls, n: int) -> TokenCounter:
@@ -152,18 +154,93 @@ def generate_counted(generator, prompts: Sequence[Sequence[int]], params, owners
     return outs
 
 
+class _EngineValueScorer:
+    """A :class:`~searchrl.models.value.ValueModel`'s ``score`` with its backbone on the static engine
+    and a prefix cache (:class:`searchrl.engine.hidden.HiddenStates`): a state costs the tokens not
+    scored before, not its whole length. Values equal the model's own ``score`` up to float rounding."""
+
+    def __init__(self, model):
+        import weakref
+
+        from ..engine.hidden import HiddenStates
+
+        self._model = weakref.ref(model)  # the cache entry must not keep the model alive
+        self.hidden = HiddenStates(model.model)
+
+    def score(self, prompt_ids: Sequence[Sequence[int]], state_ids: Sequence[Sequence[int]],
+              cache=None) -> list[float]:
+        """As ``ValueModel.score``; ``cache`` (from ``self.hidden.new_cache()``) serves and keeps K/V."""
+        import torch
+
+        model = self._model()
+        seqs = [list(p) + list(s) for p, s in zip(prompt_ids, state_ids)]
+        if not seqs or not self.hidden.supported(model.model, max(map(len, seqs))):
+            return model.score(prompt_ids, state_ids)
+        head = model.value_head
+        was_training = head.training
+        head.eval()  # no dropout, as ValueModel.score
+        try:
+            with torch.no_grad():
+                out = head(self.hidden.last(seqs, cache))
+                return model.to_values(out.squeeze(-1) if model.classes == 1 else out).tolist()
+        finally:
+            head.train(was_training)
+
+
+_ENGINE_SCORERS: Any = None  # weakref.WeakKeyDictionary: value model -> its _EngineValueScorer
+
+
+def cached_scorer(scorer):
+    """``scorer`` itself, or for a value model whose backbone the static engine runs (Llama, Qwen2,
+    Mistral), one :class:`_EngineValueScorer` per model (kept while the model lives), so its prefix
+    cache serves every later call. ``SEARCHRL_ENGINE_SCORER=0`` keeps the model's own ``score``."""
+    import os
+    import weakref
+
+    global _ENGINE_SCORERS
+    if os.environ.get("SEARCHRL_ENGINE_SCORER", "1") == "0":
+        return scorer
+    backbone = getattr(scorer, "model", None)
+    if backbone is None or not all(hasattr(scorer, a) for a in ("value_head", "to_values", "classes")):
+        return scorer
+    from ..engine.hidden import HiddenStates
+
+    if not HiddenStates.supported(backbone):
+        return scorer
+    if _ENGINE_SCORERS is None:
+        _ENGINE_SCORERS = weakref.WeakKeyDictionary()
+    fast = _ENGINE_SCORERS.get(scorer)
+    if fast is None:
+        fast = _ENGINE_SCORERS[scorer] = _EngineValueScorer(scorer)
+    return fast
+
+
 def score_by_owner(scorer: Scorer, prompt_ids: Sequence[Sequence[int]], states: Sequence[Sequence[int]],
-                   owners: Sequence[int]) -> list[float]:
+                   owners: Sequence[int], caches: dict | None = None) -> list[float]:
     """``V(prompt_ids[i] + states[i])`` for every i, from one ``scorer.score`` call per owner (problem)
-    over that owner's states in their order, so no owner's values depend on another's (see module docs)."""
+    over that owner's states in their order, so no owner's values depend on another's (see module docs).
+
+    A value model the static engine runs scores through it (:func:`cached_scorer`); with ``caches``
+    (a dict kept for one search call, :attr:`TokenCounter.caches`) each owner's prefix cache there
+    serves its later calls: a problem reuses only what was computed for itself, so its values stay
+    independent of the other problems and of how they are batched."""
     if not len(prompt_ids) == len(states) == len(owners):
         raise ValueError(f"{len(prompt_ids)} prompts, {len(states)} states, {len(owners)} owners")
     rows: dict[int, list[int]] = {}
     for i, owner in enumerate(owners):
         rows.setdefault(owner, []).append(i)
     values = [0.0] * len(states)
+    scorer = cached_scorer(scorer)
+    fast = isinstance(scorer, _EngineValueScorer)
     for owner, mine in rows.items():
-        got = scorer.score([list(prompt_ids[i]) for i in mine], [list(states[i]) for i in mine])
+        args = ([list(prompt_ids[i]) for i in mine], [list(states[i]) for i in mine])
+        if fast and caches is not None:
+            key = (id(scorer), owner)
+            if key not in caches:
+                caches[key] = scorer.hidden.new_cache()
+            got = scorer.score(*args, cache=caches[key])
+        else:
+            got = scorer.score(*args)
         if len(got) != len(mine):
             raise ValueError(f"the scorer returned {len(got)} values for {len(mine)} states")
         for i, v in zip(mine, got):
@@ -177,7 +254,7 @@ def score_counted(scorer: Scorer, prompt_ids: Sequence[Sequence[int]], states: S
     to its owner problem."""
     if not states:
         return []
-    values = score_by_owner(scorer, prompt_ids, states, owners)
+    values = score_by_owner(scorer, prompt_ids, states, owners, counter.caches)
     for owner, p, s in zip(owners, prompt_ids, states):
         counter.value[owner] += len(p) + len(s)
     return values
