@@ -18,13 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* exp(x) for x <= 0 (scores minus their max), written so the compiler can vectorise
- * it: Cephes' expf (range reduction by ln 2, degree-6 polynomial, about 1 ulp).
- * Below -87.3 it returns ~1e-38 instead of underflowing (negligible next to the
- * max term, which is exactly 1). */
-static inline float exp_nonpos(float x)
+/* exp(x), written so the compiler can vectorise it: Cephes' expf (range reduction by ln 2,
+ * degree-6 polynomial, about 1 ulp). Inputs are clamped to [-87.3, 88.3]: below, it returns
+ * ~1e-38 instead of underflowing (attention's scores minus their max: negligible next to the max
+ * term, which is exactly 1); NaN stays NaN (and comes out NaN, as in SDPA). */
+static inline float exp_any(float x)
 {
-    x = x < -87.3f ? -87.3f : x; /* NaN stays NaN (and comes out NaN, as in SDPA) */
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
     float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -35,7 +36,8 @@ static inline float exp_nonpos(float x)
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r * r + r + 1.0f;
-    const float nc = n >= -126.0f ? n : -126.0f; /* in [-126, 0] even for NaN: no UB below */
+    float nc = n >= -126.0f ? n : -126.0f; /* in [-126, 127] even for NaN: no UB below */
+    nc = nc <= 127.0f ? nc : 127.0f;
     uint32_t bits = (uint32_t)((int32_t)nc + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -69,7 +71,7 @@ static inline __attribute__((always_inline)) void head(const float *restrict Q, 
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int64_t t = 0; t < T; t++) {
-            const float e = exp_nonpos(w[t] - m);
+            const float e = exp_any(w[t] - m);
             w[t] = e;
             sum += e;
         }
@@ -129,29 +131,6 @@ int decode_attn(const float *q, const float *kc, const float *vc, const int64_t 
  * ops, whose per-op dispatch and thread-pool start cost more than their arithmetic at these
  * sizes). Each matches the Hugging Face Llama op it replaces up to float32 rounding.
  * ------------------------------------------------------------------------------------------ */
-
-/* exp(x) for any float x, vectorisable: exp_nonpos's reduction with 2^n for n in [-126, 127]. */
-static inline float exp_any(float x)
-{
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    float nc = n >= -126.0f ? n : -126.0f;
-    nc = nc <= 127.0f ? nc : 127.0f;
-    uint32_t bits = (uint32_t)((int32_t)nc + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
 
 /* LlamaRMSNorm over rows of x [n, h]: out = w * (x / sqrt(mean(x^2) + eps)).
  * With resid != NULL, first x += resid (the residual add of the block before), in place. */
