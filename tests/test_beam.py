@@ -156,12 +156,17 @@ def test_budget_stops_a_problem_and_keeps_its_unfinished_beams():
     [full], gen, _ = run(script, {}, cfg)
     assert gen.batches == [[""], ["ab"], ["abcd"]] and texts(full) == ["abcd"]
     assert full.generated_tokens == 4 + 4 + 2 and full.candidates[0].finish_reason == "stop"  # "abcd" -> "$"
-    for budget in (7, 8):  # checked before each step: 4 < budget, then 8 >= budget (7: one step's overshoot)
-        [res], gen, _ = run(script, {}, cfg, budget_tokens=budget)
-        assert gen.batches == [[""], ["ab"]] and res.generated_tokens == 8
-        [c] = res.candidates
-        assert (c.text, c.score, c.finish_reason, c.meta["finished"]) == ("abcd", 0.0, "length", False)
-        assert res.chosen == 0 and res.meta == {"steps": 2}
+    # 8: step 2's blocks fit whole; 8 spent, step 3 cannot be paid: the beam stays unfinished
+    [res], gen, _ = run(script, {}, cfg, budget_tokens=8)
+    assert gen.batches == [[""], ["ab"]] and res.generated_tokens == 8
+    [c] = res.candidates
+    assert (c.text, c.score, c.finish_reason, c.meta["finished"]) == ("abcd", 0.0, "length", False)
+    assert res.chosen == 0 and res.meta == {"steps": 2}
+    # 7: step 2's two blocks share the 3 tokens left, one each: cut, the beam frozen unfinished
+    [res], gen, _ = run(script, {}, cfg, budget_tokens=7)
+    assert gen.batches == [[""], ["ab"]] and res.generated_tokens == 6
+    [c] = res.candidates
+    assert (c.text, c.finish_reason, c.meta["finished"]) == ("abc", "budget", False)
     [res], gen, _ = run(script, {}, cfg, budget_tokens=0)
     assert gen.batches == [] and texts(res) == [""] and res.candidates[0].score is None
     assert res.generated_tokens == res.value_tokens == 0

@@ -178,21 +178,33 @@ def test_collect_runs_every_iteration_past_the_gate():
     assert res.response == "A\ny\nw"  # no gate: the best leaf (.95)
 
 
-def test_budget_stops_then_completes_the_best_leaf():
+def test_budget_holds_and_a_cut_completion_gives_the_best_response_found():
     res, gen, _ = run(budget_tokens=10)  # iteration 1 generates exactly 10
     assert res.meta["iterations"] == 1 and not res.meta["gated"]
-    # leaves: A .45, x .1, C .5 -> C, not an end state: completed greedily
-    assert res.meta["final_node"] == nodes(res)["C\n"].id
+    # leaves: A .45, x .1, C .5 -> C, not an end state; its completion cannot be paid: not sent
+    assert res.meta["final_node"] == nodes(res)["C\n"].id and len(gen.calls) == 3
+    assert res.generated_tokens == 10 and res.value_tokens == 36
+    assert res.response == "x" and res.candidates[res.chosen].score == 0.1  # the one finished response found
+    res, gen, _ = run(budget_tokens=11)  # 1 left: no iteration 2 (3 lines), the completion gets "D": cut
+    assert res.meta["iterations"] == 1 and gen.calls[-1][1].max_tokens == 1 and res.generated_tokens == 11
+    assert res.response == "x" and len(res.candidates) == 1
+    # iteration 2 expands A with 2-token shares (its lines fit), the rollout gets the last token ("$"): 17
+    res, gen, _ = run(budget_tokens=17)
+    assert res.meta["iterations"] == 2 and res.generated_tokens == 17
+    assert [p.max_tokens for _, p in gen.calls[3:]] == [2, 1]
+    assert res.response == "A\nx\n" and res.candidates[res.chosen].meta["source"] == "rollout"  # .9
+    one = MCTSStarConfig(iterations=1)
+    res, gen, _ = run(one, budget_tokens=17)  # 7 left: the completion "D\nE\nF\n$" fits whole
     t, p = gen.calls[-1]
-    assert (t, p.temperature, p.stop, p.max_tokens) == ("C\n", 0.0, None, 512 - 2)
+    assert (t, p.temperature, p.stop, p.max_tokens) == ("C\n", 0.0, None, 7)
     c = res.candidates[res.chosen]
     assert (c.text, c.score, c.meta["source"], c.finish_reason) == ("C\nD\nE\nF\n", 0.3, "completion", "stop")
-    assert res.generated_tokens == 10 + 7  # "D\nE\nF\n$"
-    assert res.value_tokens == 36 + (4 + 9)
-    res11, _, _ = run(budget_tokens=11)
-    # it 2 generates 6 + 1; best leaf Ax .8 is completed by "$" (the response its rollout already found)
-    assert res11.meta["iterations"] == 2 and res11.generated_tokens == 10 + 7 + 1
-    assert res11.response == "A\nx\n" and len(res11.candidates) == 2
+    assert res.generated_tokens == 17 and res.value_tokens == 36 + (4 + 9)
+    res, _, _ = run(one, budget_tokens=16)  # one token short: cut, the best finished response instead
+    assert res.generated_tokens == 16 and res.response == "x"
+    for budget in range(0, 40, 3):  # never past the budget
+        res, _, _ = run(budget_tokens=budget)
+        assert res.generated_tokens <= budget
 
 
 def test_weighted_vote_over_all_finished_responses():

@@ -76,6 +76,9 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     for r in rows:
         assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 and r["n_problems"] == 3
         assert r["generated_tokens"] > 0
+        # budgets hold: no problem of any method generated more than its budget
+        assert r["max_generated_tokens"] <= r["budget_tokens"], r
+        assert r["budget_used"] == pytest.approx(r["generated_tokens"] / r["budget_tokens"]) and r["budget_used"] <= 1
     # the oracle is an upper bound of every pool method at the same budget
     by = {(r["method"], r["budget_tokens"]): r for r in rows}
     for b in (100, 200, 400):

@@ -200,10 +200,20 @@ def test_decode_token_accounting_and_budget():
     assert res.value_tokens == 6 * 4 + 2 + 2 + 4 * 4
     _, _, [cut] = decode_run(3, budget=12)
     assert cut.generated_tokens == 12 and cut.meta["iterations"] == 1 and len(cut.candidates) == 3
-    _, _, [more] = decode_run(3, budget=13)
-    assert more.generated_tokens == 18 and more.meta["iterations"] == 2  # 18 >= 13 before iteration 3
-    _, _, [free] = decode_run(3, budget=19)
-    assert free.generated_tokens == 18 and free.meta["iterations"] == 3
+    # the budget holds: a problem searches while it can pay one token for each of the n = 3 traces
+    _, _, [short] = decode_run(3, budget=14)
+    assert short.generated_tokens == 12 and short.meta["iterations"] == 1  # 2 tokens left < 3 traces
+    gen, _, [cut] = decode_run(3, budget=15)  # 3 left: iteration 2's traces get one token each
+    assert gen.calls[-1][1].max_tokens == 1 and cut.generated_tokens == 15 and cut.meta["iterations"] == 2
+    assert len(cut.candidates) == 3 and tree_of(cut)["a\n"] == (2, 1.2)  # "x", "y", "x" cut: no child, no candidate
+    _, _, [fits] = decode_run(3, budget=18)  # 6 left: "x$", "y$", "x$" fit their 2-token shares whole
+    assert fits.generated_tokens == 18 and fits.meta["iterations"] == 2 and len(fits.candidates) == 6
+    assert [c.finish_reason for c in fits.candidates] == ["stop"] * 6
+    # cut after a whole first action: the action is a child (not an end state), the trace no candidate
+    gen, scorer, [first] = decode_run(3, budget=6)
+    assert gen.calls[0][1].max_tokens == 2 and first.generated_tokens == 6 and first.candidates == []
+    assert tree_of(first)["a\n"] == (2, 1.2) and tree_of(first)["b\n"] == (1, 0.2) and first.response == ""
+    assert not any(n["end"] for n in first.meta["tree"]) and sorted(scorer.calls) == ["a\n", "b\n"]
 
 
 def test_decode_batches_all_problems_in_one_call_per_iteration():

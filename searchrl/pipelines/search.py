@@ -7,8 +7,10 @@ The methods, what each scores with, its settings and how a budget becomes them, 
 
 * **pool methods** choose among one **pool** of ``search.pool_samples`` samples per problem
   (temperature ``search.temperature``, seeded per problem): at budget B a problem uses its first
-  samples whose tokens add up to at most B (always at least one), so every pool method at every
-  budget reads the same samples (:meth:`Searcher.run_pool`: best-of-N, votes, PRM-min);
+  samples whose tokens add up to at most B, so every pool method at every budget reads the same
+  samples (:meth:`Searcher.run_pool`: best-of-N, votes, PRM-min). When even the first sample is
+  longer than B, the problem's answer is that sample cut at B tokens (what sampling it with
+  ``max_tokens`` = B gives: per-sample seeds), graded as it is;
 * **tree methods** run once per budget, on every problem in resumable shards
   (:meth:`Searcher.run_tree`: VM-MCTS, ORM-MCTS, MCTS*, VGS beam search and DVTS), with their
   settings section, ``search.max_tokens`` as the response limit, the method's budget rule, and
@@ -18,9 +20,11 @@ Value models left unset (``search.value``, ``search.orm``, ``search.classifier``
 ``search.mcts_star_value``) are made in the run directory first
 (:func:`searchrl.pipelines.value.ensure_value_models`: data, then training, each resumable).
 
-Every row reports the generated tokens per problem the method actually used (a search may stop
-short of a budget or overshoot it by one step), value-model tokens separately, accuracy and a 95%
-bootstrap interval over problems. Results are kept per (method, budget) under
+Budgets hold: no method generates more than B tokens for a problem (the tree searches through
+:func:`searchrl.search.common.generate_counted`; see "Budgets hold" there). Every row reports the
+generated tokens per problem the method actually used (a search may stop short of its budget:
+MCTS* at its end gate), their ratio to the budget (``budget_used``), value-model tokens
+separately, accuracy and a 95% bootstrap interval over problems. Results are kept per (method, budget) under
 ``<run>/compare-search/`` (the pool in resumable shards), so a rerun recomputes nothing finished.
 """
 
@@ -132,12 +136,23 @@ class Searcher:
         return sum(lengths) / max(len(lengths), 1)
 
     def _fitting(self, samples: list[dict], budget: int) -> int:
-        """How many of a problem's first pool samples fit ``budget`` tokens (at least one)."""
+        """How many of a problem's first pool samples fit ``budget`` tokens together (0: not even the first)."""
         k, used = 0, 0
-        while k < len(samples) and (k == 0 or used + len(samples[k]["response_ids"]) <= budget):
+        while k < len(samples) and used + len(samples[k]["response_ids"]) <= budget:
             used += len(samples[k]["response_ids"])
             k += 1
         return k
+
+    def _cut_correct(self, budget: int) -> dict[int, bool]:
+        """Problem -> whether its first pool sample, cut at ``budget`` tokens, is correct, for every
+        problem whose first sample is longer than ``budget`` (one batched ``task.score`` call)."""
+        cut = [p for p, rs in enumerate(self.pool()) if rs and self._fitting(rs, budget) == 0]
+        if not cut:
+            return {}
+        texts = [self.tokenizer.decode(self.pool()[p][0]["response_ids"][:budget], skip_special_tokens=True)
+                 for p in cut]
+        scores = self.run.task.score([self.problems[p] for p in cut], texts)
+        return {p: bool(sc.correct) for p, sc in zip(cut, scores)}
 
     def _pool_scores(self, need: str, how: str, budget: int) -> list[list[float]]:
         """Scores by model ``need`` (``how``: at the last token, or the minimum over steps) of the pool
@@ -169,8 +184,13 @@ class Searcher:
         (nothing kept in ``out``: the pool and the scores are)."""
         pool = self.pool()
         scores = self._pool_scores(method.needs, method.score, budget) if method.needs is not None else None
+        cut = self._cut_correct(budget)
         per = []
         for p, rs in enumerate(pool):
+            if p in cut:  # not even one whole sample: the first one, cut at the budget (nothing to choose)
+                per.append({"index": p, "correct": cut[p], "generated_tokens": budget, "value_tokens": 0,
+                            "samples": 0})
+                continue
             k = self._fitting(rs, budget)
             used = sum(len(r["response_ids"]) for r in rs[:k])
             sc = scores[p][:k] if scores is not None else None
@@ -215,7 +235,8 @@ class Searcher:
 
         spec: SearchMethod = registry.get(resolve_method(method))
         method = spec.name
-        settings = {"pool": [self.cfg.pool_samples, self.cfg.temperature, self.cfg.max_tokens, self.cfg.seed]}
+        settings = {"pool": [self.cfg.pool_samples, self.cfg.temperature, self.cfg.max_tokens, self.cfg.seed],
+                    "budgets": "hold"}  # results of before budgets held (they could overshoot) are not reused
         if isinstance(spec, TreeMethod):
             settings["cfg"] = dataclasses.asdict(self.method_cfg(method))
         key = self.key(spec.needs, method=method, budget=budget, **settings)
@@ -227,8 +248,10 @@ class Searcher:
         correct = [float(r["correct"]) for r in per]
         ci = bootstrap_ci(correct) or (None, None)
         n = max(len(per), 1)
-        row = {"method": method, "label": spec.label, "budget_tokens": budget,
-               "generated_tokens": sum(r["generated_tokens"] for r in per) / n,
+        generated = sum(r["generated_tokens"] for r in per) / n
+        row = {"method": method, "label": spec.label, "budget_tokens": budget, "generated_tokens": generated,
+               "budget_used": generated / budget, "max_generated_tokens": max((r["generated_tokens"] for r in per),
+                                                                              default=0),
                "value_tokens": sum(r["value_tokens"] for r in per) / n,
                "accuracy": sum(correct) / n, "ci_low": ci[0], "ci_high": ci[1], "n_problems": len(per),
                "oracle": spec.oracle, "seconds": round(time.perf_counter() - t0, 1)}

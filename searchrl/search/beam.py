@@ -43,11 +43,13 @@ Here
 * ``block_size`` defaults to 32 tokens (VGS: 4096 with a 16384-token limit) and ``max_tokens``
   to 512: our policies are tiny and their responses short, and a block should still hold a
   few lines so the value model sees meaningful progress between decisions.
-* ``budget_tokens`` (generated tokens per problem, every repetition together): before each
-  step a problem whose counter has spent its budget is no longer extended; its unfinished
-  beams stay as they are, incomplete responses that are still candidates (finish reason
-  ``"length"``, ``meta["finished"] = False``; a beam never extended is the empty response,
-  unscored). A step may overshoot the budget by at most one step's blocks.
+* ``budget_tokens`` (generated tokens per problem, every repetition together) holds
+  (:mod:`.common`, "Budgets hold"): a problem takes a step while it can pay one token for each
+  block its active beams ask for, and the blocks of its last step share what is left. A block
+  the budget cut freezes its beam (finish reason ``"budget"``, ``meta["finished"] = False``);
+  the beams of a problem that stops stay as they are. Such incomplete responses are still
+  candidates (a beam never extended is the empty response, unscored): at a budget too small for
+  a whole response, the search returns the best partial one.
 * A block shorter than asked that does not end with EOS means the generator could go no
   further (its context is full): that beam is finished too, with finish reason ``"length"``.
 
@@ -75,6 +77,7 @@ from ..engine.types import SamplingParams  # torch-free
 from . import bon
 from .config import BeamConfig
 from .common import (
+    BUDGET,
     Candidate,
     SearchResult,
     TokenCounter,
@@ -104,7 +107,7 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
     """VGS block-wise beam search (DVTS with ``cfg.reps > 1``) on every problem; one result per problem.
 
     ``indices``: each problem's index (seeds and :attr:`SearchResult.index`; default ``0..``).
-    ``budget_tokens``: generated tokens per problem after which it is no longer extended (see module docs).
+    ``budget_tokens``: generated tokens per problem, never exceeded (see module docs).
     """
     idx = list(range(len(problems))) if indices is None else list(indices)
     if len(idx) != len(problems):
@@ -112,12 +115,13 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
     tok = generator.tokenizer
     prompts = problem_prompts(tok, task, problems)
     eos = eos_ids(tok)
-    counter = TokenCounter.zeros(len(problems))
+    counter = TokenCounter.zeros(len(problems), budget_tokens)
     searches = [[[_Beam() for _ in range(cfg.beams)] for _ in range(cfg.reps)] for _ in problems]
     steps = [0] * len(problems)  # steps each problem took (its requests' step, in their seeds)
     while True:
         # every active beam of every problem (not out of budget) and repetition: (problem, rep, slot)
-        active = [(p, r, b) for p in range(len(problems)) if not counter.spent(p, budget_tokens)
+        active = [(p, r, b) for p in range(len(problems))
+                  if counter.affords(p, cfg.width * sum(beam.active for beams in searches[p] for beam in beams))
                   for r in range(cfg.reps) for b, beam in enumerate(searches[p][r]) if beam.active]
         if not active:
             break
@@ -134,7 +138,9 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
             for o in out.outputs:
                 block = [int(t) for t in o.token_ids]
                 ids = beam.ids + block
-                if block and block[-1] in eos:
+                if o.finish_reason == BUDGET:
+                    reason = BUDGET
+                elif block and block[-1] in eos:
                     reason = "stop"
                 elif len(ids) >= cfg.max_tokens or len(block) < m:  # length limit, or the generator's context is full
                     reason = "length"
@@ -165,7 +171,7 @@ def _result(task, tok, problem: dict, index: int, search: list[list[_Beam]], ste
             p: int, cfg: BeamConfig) -> SearchResult:
     cands = [Candidate(response_ids=list(beam.ids), text=decode(tok, beam.ids), score=beam.score,
                        finish_reason=beam.finish_reason or "length",
-                       meta={"rep": r, "beam": b, "finished": not beam.active})
+                       meta={"rep": r, "beam": b, "finished": beam.finish_reason in ("stop", "length")})
              for r, beams in enumerate(search) for b, beam in enumerate(beams)]
     answers = bon.answers_of(task, problem, [c.text for c in cands])
     chosen = bon.select(cfg.select, answers, [c.score for c in cands])

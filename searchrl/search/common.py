@@ -16,14 +16,28 @@ they pick what to expand and how they credit values, and in nothing else. They a
   the length limit;
 * ask a :class:`Scorer` for values (a value model, an ORM, or a scripted one in tests);
 * count, **per problem**, every token generated and every token a value model read
-  (:class:`TokenCounter`), so searches are compared at equal generated-token budgets and a
-  search stops a problem once its budget is spent;
+  (:class:`TokenCounter`), and hold each problem to its **budget** of generated tokens (see
+  below), so searches are compared at budgets that actually hold;
 * run **many problems at once**: each search advances all its trees in lockstep and sends
   one batched :meth:`Generator.generate` per step for all nodes of all problems
   (:func:`generate_counted`), and one :meth:`Scorer.score` call *per problem* per step for
   all of that problem's nodes (:func:`score_counted`; see below why not one for all);
 * return one :class:`SearchResult` per problem: every complete response it produced
   (:class:`Candidate`, with its value) and the final response.
+
+Budgets hold
+------------
+A search given ``budget_tokens`` B keeps it in :class:`TokenCounter` (``budget``), and
+:func:`generate_counted` never sends a request the problem cannot pay for: the tokens a problem
+has left are shared equally among the samples it asks for in one call, each sample's
+``max_tokens`` cut to its share (``left // samples``); when the share is below one token, the
+problem's requests are not sent at all (their outputs are empty). A sample cut by its share ends
+with ``finish_reason == "budget"``: it is what the policy would have written with that
+``max_tokens`` (the sampler's per-sample seeds make a shorter limit give a prefix of the longer
+sample), not a finished response, so searches never take it for one (each search's module says
+what it does with it). A problem's generated tokens therefore never exceed B, whatever the
+search does; a search stops a problem when it cannot pay one token per sample of its next
+step (:meth:`TokenCounter.affords`).
 
 Results do not depend on batching
 ---------------------------------
@@ -50,10 +64,12 @@ last point):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..engine.types import CompletionOutput, RequestOutput, SamplingParams  # torch-free
 from ..seeding import stable_seed
 
 
@@ -127,28 +143,84 @@ class ActionSplitter:
 
 @dataclass
 class TokenCounter:
-    """Per-problem counts of generated tokens and of tokens read by a value model."""
+    """Per-problem counts of generated tokens and of tokens read by a value model, and the budget of
+    generated tokens each problem may spend (None: no limit; see module docs, "Budgets hold")."""
 
     generated: list[int]
     value: list[int]
     #: per problem, the prefix caches of the value models that scored it (:func:`score_by_owner`)
     caches: dict = field(default_factory=dict, repr=False, compare=False)
+    budget: int | None = None
 
     @classmethod
-    def zeros(cls, n: int) -> TokenCounter:
-        return cls([0] * n, [0] * n)
+    def zeros(cls, n: int, budget: int | None = None) -> TokenCounter:
+        if budget is not None and budget < 0:
+            raise ValueError(f"budget_tokens must be >= 0, got {budget}")
+        return cls([0] * n, [0] * n, budget=budget)
 
-    def spent(self, problem: int, budget: int | None) -> bool:
-        """True when ``problem`` has generated at least ``budget`` tokens (never without a budget)."""
-        return budget is not None and self.generated[problem] >= budget
+    def left(self, problem: int) -> int | None:
+        """Generated tokens ``problem`` may still spend (None without a budget)."""
+        return None if self.budget is None else max(self.budget - self.generated[problem], 0)
+
+    def spent(self, problem: int) -> bool:
+        """True when ``problem`` has no token left to generate (never without a budget)."""
+        return self.budget is not None and self.generated[problem] >= self.budget
+
+    def affords(self, problem: int, samples: int = 1) -> bool:
+        """True when ``problem`` can pay at least one token for each of ``samples`` samples."""
+        left = self.left(problem)
+        return left is None or left >= samples
+
+    def fit(self, params: Sequence[SamplingParams], owners: Sequence[int]) -> list[SamplingParams | None]:
+        """Each request's params with ``max_tokens`` cut to its samples' equal share of what its owner
+        has left (None: less than one token each; see module docs)."""
+        if self.budget is None:
+            return list(params)
+        samples: dict[int, int] = {}
+        for p, owner in zip(params, owners):
+            samples[owner] = samples.get(owner, 0) + p.n
+        out: list[SamplingParams | None] = []
+        for p, owner in zip(params, owners):
+            share = self.left(owner) // samples[owner]
+            if share < 1:
+                out.append(None)
+            elif share < p.max_tokens:
+                out.append(dataclasses.replace(p, max_tokens=share))
+            else:
+                out.append(p)
+        return out
+
+
+#: the finish reason of a sample cut by its problem's budget (see module docs, "Budgets hold")
+BUDGET = "budget"
 
 
 def generate_counted(generator, prompts: Sequence[Sequence[int]], params, owners: Sequence[int],
                      counter: TokenCounter) -> list:
-    """``generator.generate(prompts, params)``, adding each output's sampled tokens to its owner problem."""
+    """``generator.generate(prompts, params)``, adding each output's sampled tokens to its owner problem,
+    within each owner's budget (:meth:`TokenCounter.fit`): a request its owner cannot pay for is not
+    sent (its outputs are ``n`` empty samples), a sample cut by the budget ends with
+    ``finish_reason`` :data:`BUDGET`."""
     if not prompts:
         return []
-    outs = generator.generate([list(p) for p in prompts], params if not isinstance(params, list) else list(params))
+    asked = list(params) if isinstance(params, list) else [params] * len(prompts)
+    if len(asked) != len(prompts) or len(owners) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts, {len(asked)} params, {len(owners)} owners")
+    fitted = counter.fit(asked, owners)
+    send = [i for i, p in enumerate(fitted) if p is not None]
+    got = iter(generator.generate([list(prompts[i]) for i in send], [fitted[i] for i in send]) if send else [])
+    outs = []
+    for i, (p, f) in enumerate(zip(asked, fitted)):
+        if f is None:
+            outs.append(RequestOutput(request_id=i, prompt="", prompt_token_ids=list(prompts[i]),
+                                      outputs=[CompletionOutput(j, "", [], 0.0, [], BUDGET) for j in range(p.n)]))
+            continue
+        o = next(got)
+        if f.max_tokens < p.max_tokens:
+            for c in o.outputs:
+                if c.finish_reason == "length" and len(c.token_ids) >= f.max_tokens:
+                    c.finish_reason = BUDGET
+        outs.append(o)
     for owner, o in zip(owners, outs):
         counter.generated[owner] += sum(len(c.token_ids) for c in o.outputs)
     return outs
@@ -292,5 +364,5 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
-__all__ = ["Scorer", "problem_prompts", "request_seed", "eos_ids", "ActionSplitter", "TokenCounter",
+__all__ = ["Scorer", "problem_prompts", "request_seed", "eos_ids", "ActionSplitter", "TokenCounter", "BUDGET",
            "generate_counted", "score_by_owner", "score_counted", "Candidate", "SearchResult", "decode"]

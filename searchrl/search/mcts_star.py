@@ -54,9 +54,13 @@ index, child id, iteration, "roll", step, line)`` for a rollout; and ``(seed, pr
 node id, "complete")`` for the final completion; batching and budgets therefore never change
 what is sampled.
 
-A problem stops at the end gate, after ``iterations``, or, with ``budget_tokens``, once it
-has generated that many tokens (checked before each iteration; the iteration in flight
-and the final completion may go past it).
+A problem stops at the end gate, after ``iterations``, or, with ``budget_tokens``, when it
+cannot pay one token for each of the ``branch`` lines of its next expansion. The budget holds
+(:mod:`.common`, "Budgets hold"): every request of an iteration, and the final completion, gets
+at most the problem's share of what is left. A line the budget cut is no step: an expansion's cut
+line makes no child (and a leaf whose lines were cut is not taken for an end), a cut rollout or
+step line stops there. A final completion the budget cut is no response: the answer is then the
+best-valued finished response the search found, or, when it found none, the cut completion.
 
 Final answer (``MCTS`` and ``treeNode.getBestV``; ``get_final_solution``)
 -------------------------------------------------------------------------
@@ -114,6 +118,7 @@ from ..engine.types import SamplingParams  # torch-free
 from .bon import answers_of, select
 from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
+    BUDGET,
     ActionSplitter,
     Candidate,
     SearchResult,
@@ -220,13 +225,15 @@ class _Run:
     gated: bool = False
     iterations: int = 0
 
-    def found(self, ids: list[int], value: float, source: str, node: int | None, tokenizer, eos: set[int]) -> int:
-        """Record a finished response (once per distinct response); its index in ``candidates``."""
+    def found(self, ids: list[int], value: float, source: str, node: int | None, tokenizer, eos: set[int],
+              finish: str | None = None) -> int:
+        """Record a finished response (once per distinct response); its index in ``candidates``.
+        ``finish``: its finish reason (default: ``stop`` after EOS, else ``length``)."""
         key = tuple(ids)
         if key not in self.seen:
             self.seen[key] = len(self.candidates)
             self.candidates.append(Candidate(list(ids), decode(tokenizer, ids), value,
-                                             "stop" if ids and ids[-1] in eos else "length",
+                                             finish or ("stop" if ids and ids[-1] in eos else "length"),
                                              {"source": source, "node": node}))
         return self.seen[key]
 
@@ -264,7 +271,7 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
     if len(indices) != len(problems):
         raise ValueError(f"{len(indices)} indices for {len(problems)} problems")
     split = ActionSplitter(tok, task.action_stop, cfg.max_tokens)
-    counter = TokenCounter.zeros(len(problems))
+    counter = TokenCounter.zeros(len(problems), budget_tokens)
     runs = [_Run(k, p, Tree(i, ids)) for k, (p, i, ids) in enumerate(zip(problems, indices,
                                                                        problem_prompts(tok, task, problems)))]
 
@@ -283,6 +290,8 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
                                                                    seed=seed_of(i, j))) for i in live])
             grown = []
             for i, out in zip(live, outs):
+                if out.outputs[0].finish_reason == BUDGET:  # a cut line is no step: this state stops
+                    continue
                 ids = out.outputs[0].token_ids
                 states[i] += list(ids[: split.first_action(ids)])
                 if len(ids) and not split.finished(states[i]):
@@ -295,7 +304,7 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
                              [r.k for r, _ in items], counter)
 
     for it in range(cfg.iterations):
-        live = [r for r in runs if not r.gated and not counter.spent(r.k, budget_tokens)]
+        live = [r for r in runs if not r.gated and counter.affords(r.k, cfg.branch)]
         if not live:
             break
         grow: list[tuple[_Run, Node]] = []
@@ -314,8 +323,9 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
         outs = generate([(r, leaf.ids, _step_params(cfg, task.action_stop, leaf.ids, n=cfg.branch,
                                                     seed=request_seed(cfg.seed, r.tree.index, leaf.id, it)))
                          for r, leaf in grow])
+        cut = {leaf.id for (_, leaf), out in zip(grow, outs) if any(o.finish_reason == BUDGET for o in out.outputs)}
         firsts = [(r, leaf, k, leaf.ids + list(o.token_ids)[: split.first_action(o.token_ids)])
-                  for (r, leaf), out in zip(grow, outs) for k, o in enumerate(out.outputs)]
+                  for (r, leaf), out in zip(grow, outs) for k, o in enumerate(out.outputs) if o.finish_reason != BUDGET]
         firsts = [f for f in firsts if len(f[3]) > len(f[1].ids)]
         steps = extend([(r, ids) for r, _, _, ids in firsts], cfg.step_lines - 1, False,
                        lambda i, j: request_seed(cfg.seed, firsts[i][0].tree.index, firsts[i][1].id, it, "line",
@@ -325,7 +335,7 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
             if all(c.ids != ids for c in leaf.children):
                 new.append((r, r.tree.add(leaf, ids, finished=split.finished(ids))))
         for _, leaf in grow:
-            if not leaf.children:
+            if not leaf.children and leaf.id not in cut:  # the policy had nothing to add: an end
                 leaf.finished = True
         for (r, child), v in zip(new, score([(r, c.ids) for r, c in new])):
             child.V = v
@@ -366,9 +376,17 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
     outs = generate([(r, r.final.ids, SamplingParams(n=1, temperature=0.0, max_tokens=cfg.max_tokens - len(r.final.ids),
                                                      seed=request_seed(cfg.seed, r.tree.index, r.final.id, "complete")))
                      for r in todo])
-    done = [(r, r.final.ids + list(out.outputs[0].token_ids)) for r, out in zip(todo, outs)]
-    chosen = {r.k: r.found(ids, v, "completion", r.final.id, tok, split.eos)
-              for (r, ids), v in zip(done, score(done))}
+    chosen: dict[int, int] = {}
+    done = []
+    for r, out in zip(todo, outs):
+        ids = r.final.ids + list(out.outputs[0].token_ids)
+        if out.outputs[0].finish_reason == BUDGET and r.candidates:  # no response: the best one found instead
+            chosen[r.k] = max(range(len(r.candidates)), key=lambda i, r=r: (r.candidates[i].score, -i))
+        else:
+            done.append((r, ids, out.outputs[0].finish_reason))
+    for (r, ids, finish), v in zip(done, score([(r, ids) for r, ids, _ in done])):
+        chosen[r.k] = r.found(ids, v, "completion", r.final.id, tok, split.eos,
+                              finish=BUDGET if finish == BUDGET else None)
     results = []
     for r in runs:
         if r.final.finished:

@@ -59,8 +59,12 @@ Readings of the paper
   code computes it; v_S' is the mean U/N (0 for an unvisited child, v0 = 0).
 * R(S) of a selected end state is the reward its trace got when it was sampled (an end-state
   node *is* a whole trace), so it is not graded twice; the verifiers here are deterministic.
-* The budget is per problem, in generated tokens, checked before each iteration (the last
-  iteration may overshoot it); the paper's budget is T (n T samples).
+* The budget is per problem, in generated tokens, and it holds (:mod:`.common`, "Budgets hold"): a
+  problem searches while it can pay one token for each of the ``n`` traces of an expansion, and
+  the traces of its last expansion share what is left. A trace the budget cut is no response: its
+  first action still becomes a child when that action is whole (the cut trace then counts in the
+  child's N), but it is not a candidate and is not scored; a trace cut inside its first action is
+  dropped. The paper's budget is T (n T samples).
 * The paper's c (0.4 collecting, 0.1 decoding, A.2) are two fields of one config,
   ``c_collect`` and ``c_decode``.
 
@@ -81,8 +85,8 @@ from typing import Any
 from ..engine.types import SamplingParams  # torch-free
 from . import bon
 from .config import VMMCTSConfig
-from .common import (ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode, generate_counted,
-                     problem_prompts, request_seed, score_counted)
+from .common import (BUDGET, ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode,
+                     generate_counted, problem_prompts, request_seed, score_counted)
 from .registry import TreeMethod
 
 
@@ -118,21 +122,27 @@ class _Tree:
             node = max(parent.children, key=lambda ch: uct(ch.value, parent.visits, ch.visits, c, eps))
         return node
 
-    def expand(self, node: _Node, outputs: Sequence[Any], splitter: ActionSplitter) -> tuple[list[list[int]],
-                                                                                              list[_Node]]:
-        """Children from the traces' first actions; returns each trace's full state and its child."""
+    def expand(self, node: _Node, outputs: Sequence[Any],
+               splitter: ActionSplitter) -> tuple[list[tuple[list[int], str]], list[_Node]]:
+        """Children from the traces' first actions; returns each trace's (full state, finish reason) and its
+        child. A trace the budget cut (finish reason :data:`~.common.BUDGET`) gives a child only when its
+        first action is whole (one cut inside its first action is dropped); the caller keeps it out of
+        the candidates."""
         by_action: dict[tuple[int, ...], _Node] = {}
         traces, firsts = [], []
         for o in outputs:
             ids = list(o.token_ids)
             k = splitter.first_action(ids)
+            cut = o.finish_reason == BUDGET
+            if cut and not (k and splitter.ends_action(ids[k - 1])):
+                continue
             child = by_action.get(tuple(ids[:k]))
             if child is None:
-                child = _Node(len(self.nodes), node.ids + ids[:k], node, end=(k == len(ids)))
+                child = _Node(len(self.nodes), node.ids + ids[:k], node, end=not cut and k == len(ids))
                 self.nodes.append(child)
                 node.children.append(child)
                 by_action[tuple(ids[:k])] = child
-            traces.append(node.ids + ids)
+            traces.append((node.ids + ids, o.finish_reason))
             firsts.append(child)
         return traces, firsts
 
@@ -152,7 +162,7 @@ class _Tree:
 def _sample(generator, trees: list[_Tree], prompts: list[list[int]], active: Sequence[int], cfg: VMMCTSConfig,
             c: float, t: int, indices: list[int], splitter: ActionSplitter, counter: TokenCounter):
     """Selection for every active problem, then one batched expansion of those not at an end state:
-    ``([(p, selected end state)], [(p, node, outputs, traces, first-action children)])``."""
+    ``([(p, selected end state)], [(p, node, [(trace, finish reason)], first-action children)])``."""
     selected = [(p, trees[p].select(c, cfg.eps)) for p in active]
     grow = [(p, node) for p, node in selected if not node.end]
     params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -160,17 +170,18 @@ def _sample(generator, trees: list[_Tree], prompts: list[list[int]], active: Seq
                              seed=request_seed(cfg.seed, indices[p], node.id, t)) for p, node in grow]
     outs = generate_counted(generator, [prompts[p] + node.ids for p, node in grow], params,
                             [p for p, _ in grow], counter)
-    grown = [(p, node, o.outputs, *trees[p].expand(node, o.outputs, splitter)) for (p, node), o in zip(grow, outs)]
+    grown = [(p, node, *trees[p].expand(node, o.outputs, splitter)) for (p, node), o in zip(grow, outs)]
     return [(p, node) for p, node in selected if node.end], grown
 
 
-def _setup(generator, task, problems: Sequence[dict], cfg: VMMCTSConfig, indices: Sequence[int] | None):
+def _setup(generator, task, problems: Sequence[dict], cfg: VMMCTSConfig, indices: Sequence[int] | None,
+           budget_tokens: int | None = None):
     indices = list(range(len(problems))) if indices is None else list(indices)
     if len(indices) != len(problems):
         raise ValueError(f"{len(indices)} indices for {len(problems)} problems")
     tok = generator.tokenizer
     return (tok, indices, problem_prompts(tok, task, problems), [_Tree() for _ in problems],
-            ActionSplitter(tok, task.action_stop, cfg.max_tokens), TokenCounter.zeros(len(problems)))
+            ActionSplitter(tok, task.action_stop, cfg.max_tokens), TokenCounter.zeros(len(problems), budget_tokens))
 
 
 def collect_value_targets(generator, task, problems: Sequence[dict], cfg: VMMCTSConfig, *,
@@ -190,14 +201,14 @@ def collect_value_targets(generator, task, problems: Sequence[dict], cfg: VMMCTS
         for p, node in selected_ends:  # lines 24-25
             trees[p].backup(node, node.reward, 1)
             met(p, node.ids, node.reward)
-        flat = [(p, trace) for p, _, _, traces, _ in grown for trace in traces]
+        flat = [(p, trace) for p, _, traces, _ in grown for trace, _ in traces]
         scores = task.score([problems[p] for p, _ in flat], [decode(tok, tr) for _, tr in flat]) if flat else []
         if len(scores) != len(flat):
             raise ValueError(f"task {task.name!r}: score() returned {len(scores)} scores for {len(flat)} responses")
         rewards = iter(float(s.reward) for s in scores)
-        for p, node, _, traces, firsts in grown:  # lines 15-22: children stay at v0 = 0, N = U = 0
+        for p, node, traces, firsts in grown:  # lines 15-22: children stay at v0 = 0, N = U = 0
             rs = [next(rewards) for _ in traces]
-            for trace, child, r in zip(traces, firsts, rs):
+            for (trace, _), child, r in zip(traces, firsts, rs):
                 if child.end:
                     child.reward = r
                 met(p, trace, r)  # line 21
@@ -215,14 +226,14 @@ def collect_value_targets(generator, task, problems: Sequence[dict], cfg: VMMCTS
 def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMCTSConfig, *,
             budget_tokens: int | None = None, indices: Sequence[int] | None = None) -> list[SearchResult]:
     """Algorithm 3: decode every problem by MCTS guided by ``scorer`` (V_phi; an ORM gives ORM-MCTS) and
-    choose among all sampled traces by ``cfg.select``; a problem stops after ``cfg.iterations`` or once
-    it generated ``budget_tokens`` (see module docs)."""
-    tok, indices, prompts, trees, splitter, counter = _setup(generator, task, problems, cfg, indices)
+    choose among all sampled traces by ``cfg.select``; a problem stops after ``cfg.iterations`` or when
+    ``budget_tokens`` cannot pay its next expansion (see module docs)."""
+    tok, indices, prompts, trees, splitter, counter = _setup(generator, task, problems, cfg, indices, budget_tokens)
     values: list[dict[tuple[int, ...], float]] = [{} for _ in problems]  # V_phi of every state scored
     found: list[list[tuple[list[int], str, int]]] = [[] for _ in problems]  # D_sol: (ids, finish, iteration)
     ran = [0] * len(problems)
     for t in range(cfg.iterations):
-        active = [p for p in range(len(problems)) if not counter.spent(p, budget_tokens)]
+        active = [p for p in range(len(problems)) if counter.affords(p, cfg.n)]
         if not active:
             break
         for p in active:
@@ -232,20 +243,22 @@ def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMC
         for p, node in selected_ends:  # line 24
             trees[p].backup(node, node.value, 1)
         queue: dict[tuple[int, tuple[int, ...]], None] = {}  # (problem, state) to score, once each
-        for p, node, outputs, traces, _ in grown:
-            found[p] += [(tr, o.finish_reason, t) for tr, o in zip(traces, outputs)]  # line 13
-            for ids in [ch.ids for ch in node.children] + traces:
+        for p, node, traces, _ in grown:
+            whole = [(tr, finish) for tr, finish in traces if finish != BUDGET]  # a cut trace is no response
+            found[p] += [(tr, finish, t) for tr, finish in whole]  # line 13
+            for ids in [ch.ids for ch in node.children] + [tr for tr, _ in whole]:
                 if tuple(ids) not in values[p]:
                     queue[(p, tuple(ids))] = None
         vals = score_counted(scorer, [prompts[p] for p, _ in queue], [ids for _, ids in queue], [p for p, _ in queue],
                              counter)
         for (p, ids), v in zip(queue, vals):
             values[p][ids] = v
-        for p, node, _, traces, firsts in grown:  # lines 16-22, eq. 10
+        for p, node, traces, firsts in grown:  # lines 16-22, eq. 10
             for child in node.children:
                 child.visits = sum(f is child for f in firsts)
                 child.total = child.visits * values[p][tuple(child.ids)]
-            trees[p].backup(node, sum(ch.total for ch in node.children), len(traces))
+            if traces:
+                trees[p].backup(node, sum(ch.total for ch in node.children), len(traces))
     results = []
     for p, problem in enumerate(problems):  # lines 33-35
         cands = [Candidate(ids, decode(tok, ids), values[p][tuple(ids)], finish, {"iteration": it})
