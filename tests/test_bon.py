@@ -93,3 +93,22 @@ def test_select_dispatch_and_errors():
         select("max", answers, scores)
     with pytest.raises(ValueError, match="2 scores for 3 answers"):
         select("weighted-vote", answers, scores[:2])
+
+
+def test_math_votes_group_answers_by_math_verify_not_by_string(tmp_path):
+    """ReST-MCTS*'s self-consistency: 1/2, 0.5 and \\frac{1}{2} are one answer (the grader's rule)."""
+    from searchrl.search.bon import equivalence, select_for
+    from searchrl.tasks.math import MathConfig, MathTask
+
+    task = MathTask(MathConfig(), tmp_path / "data")
+    texts = ["The answer is \\boxed{3}.", "The answer is \\boxed{3}.", "The answer is \\boxed{\\frac{1}{2}}.",
+             "The answer is \\boxed{0.5}.", "The answer is \\boxed{1/2}."]
+    answers = answers_of(task, {}, texts)
+    assert group_answers(answers) == [[0, 1], [2], [3], [4]]  # by string: "3" wins
+    same = equivalence(task, answers)
+    assert group_answers(answers, same) == [[0, 1], [2, 3, 4]]
+    assert select_for(task, {}, "vote", texts) == 2
+    # weighted: 3 sums to 1.6 > 1/2's 0.3 + 0.3 + 0.3; best-of-N never groups
+    assert select_for(task, {}, "weighted-vote", texts, [0.8, 0.8, 0.3, 0.3, 0.3]) == 0
+    assert select_for(task, {}, "best", texts, [0.1, 0.1, 0.3, 0.9, 0.3]) == 3
+    assert equivalence(EchoTask(), answers) is None  # a task without equivalent_pairs: equal strings

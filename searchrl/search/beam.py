@@ -173,8 +173,7 @@ def _result(task, tok, problem: dict, index: int, search: list[list[_Beam]], ste
                        finish_reason=beam.finish_reason or "length",
                        meta={"rep": r, "beam": b, "finished": beam.finish_reason in ("stop", "length")})
              for r, beams in enumerate(search) for b, beam in enumerate(beams)]
-    answers = bon.answers_of(task, problem, [c.text for c in cands])
-    chosen = bon.select(cfg.select, answers, [c.score for c in cands])
+    chosen = bon.select_for(task, problem, cfg.select, [c.text for c in cands], [c.score for c in cands])
     return SearchResult(index=index, candidates=cands, chosen=chosen, generated_tokens=counter.generated[p],
                         value_tokens=counter.value[p], meta={"steps": steps})
 

@@ -4,9 +4,10 @@
   the candidate with the highest score; the score is a value model's, an ORM's, or, as an
   *oracle* (an upper bound no real search has, marked as such in every table), the task's
   verifier.
-* **Majority vote** (self-consistency): candidates are grouped by their final answer under
-  the task's equivalence (:func:`answers_of`); the largest group wins. Candidates without
-  an answer do not vote.
+* **Majority vote** (self-consistency): candidates are grouped by their final answer
+  (:func:`answers_of`) under the task's equivalence (:func:`equivalence`: for math,
+  ``math-verify``, the grader's own rule, so ``1/2`` and ``0.5`` vote together; equal strings
+  elsewhere); the largest group wins. Candidates without an answer do not vote.
 * **Value-weighted majority vote** (VGS ``weighted majority vote``, ReST-MCTS*'s
   value-weighted vote): each group's score is the *sum* of its members' scores; the best
   group wins.
@@ -47,6 +48,31 @@ def answers_of(task, problem: dict, texts: Sequence[str]) -> list[str | None]:
     if extract is None:
         return [t.strip() or None for t in texts]
     return [extract(problem, t) for t in texts]
+
+
+def equivalence(task, answers: Sequence[str | None]) -> Callable[[str, str], bool] | None:
+    """The task's equivalence of final answers over ``answers``, for :func:`group_answers`: None (equal
+    strings) unless the task has ``equivalent_pairs(pairs) -> [bool]`` (math), which is asked once,
+    for every ordered pair of distinct answers, in one batched call."""
+    pairs_of = getattr(task, "equivalent_pairs", None)
+    distinct = list(dict.fromkeys(a for a in answers if a is not None))
+    if pairs_of is None or len(distinct) < 2:
+        return None
+    pairs = [(a, b) for a in distinct for b in distinct if a != b]
+    same = dict(zip(pairs, pairs_of(pairs)))
+
+    def equivalent(a: str, b: str) -> bool:
+        return a == b or same[(a, b)]
+
+    return equivalent
+
+
+def select_for(task, problem: dict, how: str, texts: Sequence[str],
+               scores: Sequence[float | None] | None = None) -> int | None:
+    """:func:`select` over responses ``texts``: their answers (:func:`answers_of`) grouped by the task's
+    :func:`equivalence`. What every search's final choice calls."""
+    answers = answers_of(task, problem, texts)
+    return select(how, answers, scores, equivalence(task, answers) if how != "best" else None)
 
 
 def group_answers(answers: Sequence[str | None],
@@ -144,7 +170,7 @@ def choose_by(how: str) -> Callable[[object, dict, Sequence[dict], Sequence[floa
     """A pool method's choice by :func:`select` ``how`` over the samples' answers and scores."""
 
     def choose(task, problem: dict, samples: Sequence[dict], scores: Sequence[float] | None) -> int | None:
-        return select(how, answers_of(task, problem, [s["response"] for s in samples]), scores)
+        return select_for(task, problem, how, [s["response"] for s in samples], scores)
 
     choose.__qualname__ = f"choose_by({how!r})"
     return choose
@@ -162,5 +188,6 @@ SEARCH_METHODS = (
 )
 
 
-__all__ = ["SELECTIONS", "SEARCH_METHODS", "by_verifier", "choose_by", "answers_of", "group_answers", "best_of_n",
+__all__ = ["SELECTIONS", "SEARCH_METHODS", "by_verifier", "choose_by", "answers_of", "equivalence", "select_for",
+           "group_answers", "best_of_n",
            "majority_vote", "weighted_vote", "select"]

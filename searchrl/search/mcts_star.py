@@ -115,7 +115,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.types import SamplingParams  # torch-free
-from .bon import answers_of, select
+from .bon import select_for
 from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
     BUDGET,
@@ -392,8 +392,8 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
         if r.final.finished:
             chosen[r.k] = r.found(r.final.ids, r.final.V, "tree", r.final.id, tok, split.eos)
         if cfg.select != "best":
-            chosen[r.k] = select(cfg.select, answers_of(task, r.problem, [c.text for c in r.candidates]),
-                                 [c.score for c in r.candidates])
+            chosen[r.k] = select_for(task, r.problem, cfg.select, [c.text for c in r.candidates],
+                                     [c.score for c in r.candidates])
         results.append(SearchResult(r.tree.index, r.candidates, chosen[r.k], counter.generated[r.k],
                                     counter.value[r.k], {"tree": r.tree, "final_node": r.final.id,
                                                          "gated": r.gated, "iterations": r.iterations}))

@@ -263,8 +263,7 @@ def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMC
     for p, problem in enumerate(problems):  # lines 33-35
         cands = [Candidate(ids, decode(tok, ids), values[p][tuple(ids)], finish, {"iteration": it})
                  for ids, finish, it in found[p]]
-        chosen = bon.select(cfg.select, bon.answers_of(task, problem, [c.text for c in cands]),
-                            [c.score for c in cands])
+        chosen = bon.select_for(task, problem, cfg.select, [c.text for c in cands], [c.score for c in cands])
         meta: dict[str, Any] = {"iterations": ran[p], "nodes": len(trees[p].nodes)}
         if cfg.keep_tree:
             meta["tree"] = trees[p].dump()

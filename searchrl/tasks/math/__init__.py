@@ -219,6 +219,11 @@ class MathTask(SplitFiles):
         """The final answer a response claims (what majority votes group by)."""
         return extract_answer(response)
 
+    def equivalent_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each ``(a, b)`` pair of final answers is equivalent, by the grader's rule (``math-verify``,
+        ``b`` in the gold position): what majority votes group answers by (:func:`searchrl.search.bon.equivalence`)."""
+        return are_equivalent(list(pairs), self.config.timeout)
+
     def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
         if len(problems) != len(responses):
             raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
