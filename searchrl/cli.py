@@ -324,6 +324,7 @@ def _trainer_args(p: argparse.ArgumentParser, verb: str, default_name: str, whic
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import VALUE_SOURCES
     from .pipelines.search import method_choices
 
     parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
@@ -353,10 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
     vd = _sub(sub, "value-data", "make value-model training data into <run_dir>/value-data/<source>-<key>/ "
               "(resumable): orm (outcome labels), vgs (roll-in/roll-out labels), vm-mcts (ReST-RL Algorithm 2 "
-              "targets), mcts-star (ReST-MCTS* inferred targets), gold (ReST-MCTS*'s D_V0: the train split's gold "
+              "targets), mcts-star (ReST-MCTS* inferred targets), math-shepherd (PRM step labels: does a "
+              "completion from the step reach a correct answer), gold (ReST-MCTS*'s D_V0: the train split's gold "
               "solutions with corrupted steps, inferred targets)", cmd_value_data)
-    vd.add_argument("--source", required=True, choices=("orm", "vgs", "vm-mcts", "mcts-star", "gold"),
-                    help="data maker")
+    vd.add_argument("--source", required=True, choices=VALUE_SOURCES, help="data maker")
     vd.add_argument("--model", help="policy checkpoint (default: the run's base policy)")
     vd.add_argument("--value", help="value model guiding the search (mcts-star)")
     tv = _sub(sub, "train-value", "train a value model (initialised from the policy) on value data into "

@@ -190,7 +190,7 @@ class RestGRPOConfig:
 
 
 #: where value-model data comes from (searchrl value-data --source ...)
-VALUE_SOURCES = ("orm", "vgs", "vm-mcts", "mcts-star", "gold")
+VALUE_SOURCES = ("orm", "vgs", "vm-mcts", "mcts-star", "math-shepherd", "gold")
 
 
 @dataclass
@@ -201,7 +201,7 @@ class ValueDataConfig:
     split: str = _f("selftrain", "the task's split the problems come from (never a test split)")
     n_problems: int = _f(500, "first N problems of the split (0 = all)")
     samples: int = _f(4, "orm: responses per problem; vgs: roll-ins (responses cut at a random token) per problem")
-    rollouts: int = _f(2, "vgs: roll-outs sampled from each cut")
+    rollouts: int = _f(2, "vgs: roll-outs sampled from each cut; math-shepherd: completions sampled from each step")
     temperature: float = _f(1.0, "sampling temperature of responses and roll-outs")
     max_tokens: int = _f(896, "response budget, roll-in included (tokens)")
     vm_mcts_problems: int = _f(0, "vm-mcts: first N problems of the split (0 = n_problems)")
@@ -232,12 +232,16 @@ class SearchConfig:
     n_problems: int = _f(100, "first N problems of the split (0 = all)")
     budgets: list[int] = _f([1024, 2048, 4096], "token budgets compared: generated tokens per problem")
     methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
-                             "orm-mcts", "mcts-star", "beam", "dvts"], "methods compared (searchrl.search.registry)")
-    value: str = _f("", "scalar value model (bon-value, weighted-vote, prm-min, vm-mcts, mcts-star)")
+                             "orm-mcts", "mcts-star", "bon-classifier", "classifier-vote", "beam", "dvts"],
+                            "methods compared (searchrl.search.registry)")
+    value: str = _f("", "scalar value model (bon-value, weighted-vote, vm-mcts, mcts-star)")
+    prm: str = _f("", "process reward model (prm-min): '' = made from Math-Shepherd step labels "
+                      "(value-data --source math-shepherd), independently of the value model")
     mcts_star_value: str = _f("", "value model of mcts-star ('' = search.value): ReST-MCTS* trains its own on "
                                   "MCTS* value targets")
     orm: str = _f("", "outcome reward model (bon-orm, orm-mcts)")
-    classifier: str = _f("", "VGS 3-class value model (beam, dvts; '' = use search.value)")
+    classifier: str = _f("", "VGS 3-class value model (beam, dvts, bon-classifier, classifier-vote; '' = use "
+                             "search.value when set, else made from VGS roll-outs)")
     pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "
                                "budget takes the first ones that fit")
     temperature: float = _f(1.0, "sampling methods: sampling temperature")

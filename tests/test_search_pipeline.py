@@ -26,7 +26,7 @@ def cli(run, *args):
 def test_value_data_makers_and_training(run_dir, capsys):
     # the smoke preset's settings (a run directory keeps the config of its first command)
     assert main(["compare-search", *SMOKE, "--run-dir", str(run_dir), "--quiet", "search.methods=[vote]"]) == 0
-    for source in ("orm", "vgs", "vm-mcts"):
+    for source in ("orm", "vgs", "vm-mcts", "math-shepherd"):
         cli(run_dir, "value-data", "--source", source)
     dirs = {p.name.split("-")[0] if not p.name.startswith("vm-") else "vm-mcts": p
             for p in (run_dir / "value-data").iterdir()}
@@ -36,6 +36,8 @@ def test_value_data_makers_and_training(run_dir, capsys):
     assert len(vgs) == 3 * 2 * 2 and {r["label"] for r in vgs} <= {0, 1, 2} and all(r["rollout_ids"] for r in vgs)
     alg2 = [r for f in sorted(dirs["vm-mcts"].glob("*.jsonl")) for r in read_jsonl(f)]
     assert alg2 and all(0.0 <= r["target"] <= 1.0 for r in alg2)
+    steps = [r for f in sorted(dirs["math"].glob("*.jsonl")) for r in read_jsonl(f)]
+    assert len(steps) > 3 * 2 and {r["target"] for r in steps} <= {0.0, 1.0}  # every step of 2 responses a problem
     # a rerun resumes: nothing is regenerated (the shard files keep their modification times)
     before = {f: f.stat().st_mtime_ns for d in dirs.values() for f in d.glob("*.jsonl")}
     cli(run_dir, "value-data", "--source", "orm")
@@ -71,8 +73,9 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
     assert {r["method"] for r in rows} == {"bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min",
-                                           "vm-mcts", "orm-mcts", "mcts-star", "beam", "dvts"}
-    assert {r["budget_tokens"] for r in rows} == {100, 200, 400} and len(rows) == 33
+                                           "vm-mcts", "orm-mcts", "mcts-star", "bon-classifier", "classifier-vote",
+                                           "beam", "dvts"}
+    assert {r["budget_tokens"] for r in rows} == {100, 200, 400} and len(rows) == 39
     for r in rows:
         assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 and r["n_problems"] == 3
         assert r["generated_tokens"] > 0
@@ -82,7 +85,7 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     # the oracle is an upper bound of every pool method at the same budget
     by = {(r["method"], r["budget_tokens"]): r for r in rows}
     for b in (100, 200, 400):
-        for m in ("vote", "bon-value", "bon-orm", "weighted-vote", "prm-min"):
+        for m in ("vote", "bon-value", "bon-orm", "weighted-vote", "prm-min", "bon-classifier", "classifier-vote"):
             assert by[(m, b)]["accuracy"] <= by[("bon-oracle", b)]["accuracy"]
         assert by[("bon-oracle", b)]["value_tokens"] == 0 < by[("bon-value", b)]["value_tokens"]
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 10_000

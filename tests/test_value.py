@@ -159,3 +159,22 @@ def test_prefix_values_from_one_pass_equal_scoring_each_prefix(tokenizer):
     by_hand = min(model.score([prompts[0]] * 3, [responses[0][:len(a) + len(nl)], responses[0][:-len(a)],
                                                   responses[0]]))
     assert fast[0] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_math_shepherd_step_labels_by_hand():
+    """A step is good when a completion sampled from it reaches a correct answer (Math-Shepherd's hard
+    estimation); the whole response is labelled by its own grade."""
+    from search_fakes import EchoTask, ScriptedGenerator
+
+    from searchrl.config import ValueDataConfig
+    from searchrl.pipelines.value import _shepherd_records
+
+    gen = ScriptedGenerator({"": ["a\nb\nd$"], "a\n": ["x$", "d$"], "a\nb\n": ["y$"]})
+    done = []
+    recs = _shepherd_records(gen, EchoTask(), [{"q": "1", "answer": "d"}], 3,
+                             ValueDataConfig(samples=1, rollouts=2), done.append)
+    text = gen.tokenizer.decode
+    assert [(text(r["state_ids"], skip_special_tokens=False), r["target"], r["index"]) for r in recs] == [
+        ("a\n", 1.0, 3), ("a\nb\n", 0.0, 3), ("a\nb\nd$", 1.0, 3)]  # "a\nd" is correct; "a\nb\ny" twice is not
+    assert [(t, p.n, p.max_tokens) for t, p in gen.calls[1:]] == [("a\n", 2, 896 - 2), ("a\nb\n", 2, 896 - 4)]
+    assert done == [1]

@@ -16,6 +16,12 @@ finished ones):
 * ``vm-mcts``: value targets of ReST-RL Algorithm 2 (:func:`searchrl.search.vm_mcts.collect_value_targets`).
 * ``mcts-star``: value targets inferred from MCTS* trees (ReST-MCTS*,
   :func:`searchrl.search.mcts_star.collect_value_targets`), guided by a value model (``--value``).
+* ``math-shepherd``: process reward labels (Wang et al., Math-Shepherd, "hard estimation"), the
+  data of the PRM that ReST-RL's PRM-BoN baseline and ReST-MCTS*'s "SC + MS" row score with,
+  made independently of every value model: ``samples`` responses per problem; at the end of each
+  of a response's steps (actions: ``task.action_stop``) but the last, ``rollouts`` completions
+  are sampled from the step, and the step's target is 1.0 when at least one of them is correct,
+  else 0.0; the whole response's target is its own grade (:func:`_shepherd_records`).
 * ``gold``: ReST-MCTS*'s initial value data D_V0 (:func:`gold_value_records`): the ``train``
   split's gold step-by-step solutions, each with one corrupted step per position, as a tree whose
   gold end is correct and whose corrupted steps are incorrect ends; targets by the same inference
@@ -85,6 +91,42 @@ def _vgs_records(gen, task, problems, start, cfg, advance) -> list[dict]:
         label = 1 if s.correct else (0 if comp.finish_reason == "length" else 2)
         records.append({"source": "vgs", "index": t.index, "prompt_ids": t.prompt_ids,
                         "state_ids": t.response_ids[:c], "rollout_ids": list(comp.token_ids), "label": label})
+    advance(len(problems) * cfg.samples)
+    return records
+
+
+def _shepherd_records(gen, task, problems, start, cfg, advance) -> list[dict]:
+    """Math-Shepherd step labels (see module docs): a step is good (1.0) when a completion sampled from it
+    reaches a correct answer."""
+    from ..engine import SamplingParams
+    from ..rollout import rollout
+    from ..search.common import ActionSplitter
+
+    params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                             seed=stable_seed(cfg.seed, "shepherd", cfg.split, start + i)) for i in range(len(problems))]
+    responses = [t for ts in rollout(gen, task, problems, params, indices=range(start, start + len(problems)))
+                 for t in ts]
+    split = ActionSplitter(gen.tokenizer, task.action_stop)
+    steps = [(t, end) for t in responses for _, end in split.actions(t.response_ids)[:-1]]
+    outs = gen.generate([t.prompt_ids + t.response_ids[:end] for t, end in steps],
+                        [SamplingParams(n=cfg.rollouts, temperature=cfg.temperature, max_tokens=max(1, cfg.max_tokens - end),
+                                        seed=stable_seed(cfg.seed, "shepherd-completion", cfg.split, t.index, t.sample,
+                                                         end)) for t, end in steps]) if steps else []
+    tok = gen.tokenizer
+    graded, texts = [], []
+    for (t, end), o in zip(steps, outs):
+        for comp in o.outputs:
+            graded.append(problems[t.index - start])
+            texts.append(tok.decode(t.response_ids[:end] + list(comp.token_ids), skip_special_tokens=True))
+    verdicts = iter(s.correct for s in task.score(graded, texts)) if texts else iter(())
+    records = []
+    for (t, end), o in zip(steps, outs):
+        good = [next(verdicts) for _ in o.outputs]
+        records.append({"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,
+                        "state_ids": t.response_ids[:end], "target": 1.0 if any(good) else 0.0})
+    for t in responses:  # the last step: the response itself
+        records.append({"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,
+                        "state_ids": t.response_ids, "target": 1.0 if t.correct else 0.0})
     advance(len(problems) * cfg.samples)
     return records
 
@@ -167,7 +209,7 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
         key = shard_key(source=source, model=run.model_key(path),
                         value=run.model_identity(value) if value else None, **settings)
     out = run.dir / "value-data" / f"{source}-{key}"
-    unit_per = cfg.samples if source in ("orm", "vgs") else 1
+    unit_per = cfg.samples if source in ("orm", "vgs", "math-shepherd") else 1
 
     def produce(res, start: int, end: int, advance) -> list[dict]:
         chunk, task = problems[start:end], res.task
@@ -187,6 +229,8 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
             return _orm_records(gen, task, chunk, start, cfg, advance)
         if source == "vgs":
             return _vgs_records(gen, task, chunk, start, cfg, advance)
+        if source == "math-shepherd":
+            return _shepherd_records(gen, task, chunk, start, cfg, advance)
         if source == "vm-mcts":
             from ..search.vm_mcts import collect_value_targets
 
@@ -310,6 +354,7 @@ def run_train_value(run: Run, kind: str, data: list[str | os.PathLike], policy: 
 
 #: the value models a comparison can build itself: setting -> (data source, head, name, guiding model)
 BUILDS = {"value": ("vm-mcts", "scalar", "scalar", None), "orm": ("orm", "orm", "orm", None),
+          "prm": ("math-shepherd", "scalar", "prm", None),
           "classifier": ("vgs", "3class", "3class", None),
           "mcts_star_value": ("mcts-star", "scalar", "mcts-star", "value")}
 
@@ -318,11 +363,11 @@ def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | 
     """Paths of the value models ``needs`` names (``search.value``, ``search.orm``, ...): the configured
     one when set, else made in this run directory (its data with ``value_data``'s settings, then
     trained with ``value``'s): ``value`` from ReST-RL Algorithm 2 targets, ``orm`` from outcome
-    labels, ``classifier`` from VGS roll-outs, ``mcts_star_value`` from MCTS* targets (guided by
+    labels, ``prm`` from Math-Shepherd step labels, ``classifier`` from VGS roll-outs, ``mcts_star_value`` from MCTS* targets (guided by
     ``value``). A classifier or MCTS* value model left unset falls back to ``search.value`` when
     that is set."""
     c = run.cfg.search
-    given = {"value": c.value, "orm": c.orm, "classifier": c.classifier or c.value,
+    given = {"value": c.value, "orm": c.orm, "prm": c.prm, "classifier": c.classifier or c.value,
              "mcts_star_value": c.mcts_star_value or c.value}
     paths: dict[str, str] = {}
 

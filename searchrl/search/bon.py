@@ -28,8 +28,12 @@ method at every budget reads the same samples:
 * ``vote``: majority vote (self-consistency);
 * ``weighted-vote``: value-weighted majority vote (ReST-MCTS*'s "SC + value");
 * ``orm-vote``: ORM-weighted majority vote ("SC + ORM");
-* ``prm-min``: best-of-N by the minimum step value (ReST-RL's PRM-BoN baseline;
-  :func:`.vm_mcts.prm_min_scores`).
+* ``prm-min``: best-of-N by the minimum step value of a process reward model (ReST-RL's PRM-BoN
+  baseline; :func:`.vm_mcts.prm_min_scores`), the PRM trained independently of the value model,
+  on Math-Shepherd step labels (``search.prm``);
+* ``bon-classifier`` / ``classifier-vote``: best-of-N / weighted majority vote by the VGS 3-class
+  classifier (``search.classifier``): VGS's own baselines, scored by the same model as its beam
+  search and DVTS.
 """
 
 from __future__ import annotations
@@ -184,7 +188,10 @@ SEARCH_METHODS = (
     PoolMethod(name="vote", label="majority vote", choose=choose_by("vote")),
     PoolMethod(name="weighted-vote", label="value-weighted vote", needs="value", choose=choose_by("weighted-vote")),
     PoolMethod(name="orm-vote", label="ORM-weighted vote", needs="orm", choose=choose_by("weighted-vote")),
-    PoolMethod(name="prm-min", label="BoN, min step value (PRM)", needs="value", choose=choose_by("best"), score="min"),
+    PoolMethod(name="prm-min", label="BoN, PRM (min step)", needs="prm", choose=choose_by("best"), score="min"),
+    PoolMethod(name="bon-classifier", label="BoN, VGS classifier", needs="classifier", choose=choose_by("best")),
+    PoolMethod(name="classifier-vote", label="classifier-weighted vote", needs="classifier",
+               choose=choose_by("weighted-vote")),
 )
 
 

@@ -26,9 +26,9 @@ Two kinds of method
   that size a search in whole responses, as VGS does).
 
 ``needs`` names the model a method scores with, the search config's field that holds it: ``value``
-(scalar value model), ``orm`` (outcome reward model), ``classifier`` (VGS 3-class model, falling
-back to ``search.value``), ``mcts_star_value`` (MCTS* value model, falling back to
-``search.value``), or None.
+(scalar value model), ``orm`` (outcome reward model), ``prm`` (process reward model trained on
+Math-Shepherd step labels), ``classifier`` (VGS 3-class model, falling back to ``search.value``),
+``mcts_star_value`` (MCTS* value model, falling back to ``search.value``), or None.
 
 Adding a search
 ---------------
@@ -64,7 +64,7 @@ from typing import Any, ClassVar
 MODULES = ("bon", "vm_mcts", "mcts_star", "beam")
 
 #: what ``needs`` may name: a field of the search config holding a value model
-NEEDS = ("value", "orm", "classifier", "mcts_star_value")
+NEEDS = ("value", "orm", "prm", "classifier", "mcts_star_value")
 
 
 def same_settings(settings: Any, budget: int, mean_response_tokens: Callable[[], float]) -> Any:
@@ -79,7 +79,7 @@ class SearchMethod:
     kind: ClassVar[str] = ""
     name: str
     label: str
-    needs: str | None = None  # "value" | "orm" | "classifier" | "mcts_star_value" | None (see module docs)
+    needs: str | None = None  # "value" | "orm" | "prm" | "classifier" | "mcts_star_value" | None (module docs)
     aliases: tuple[str, ...] = ()  # other names accepted for it (``bon`` = ``bon-value``)
     oracle: bool = False  # it reads the task's verifier: an upper bound no real search has
 
