@@ -206,6 +206,9 @@ class ValueDataConfig:
     max_tokens: int = _f(896, "response budget, roll-in included (tokens)")
     vm_mcts_problems: int = _f(0, "vm-mcts: first N problems of the split (0 = n_problems)")
     mcts_star_problems: int = _f(0, "mcts-star: first N problems of the split (0 = n_problems)")
+    shepherd_problems: int = _f(0, "math-shepherd: first N problems of the split (0 = n_problems); with "
+                                   "samples and rollouts it sets the PRM's data budget (summary.json: "
+                                   "generated_tokens, as every maker's)")
     vm_mcts_iterations: int = _f(30, "vm-mcts: iterations T of Algorithm 2 per problem (the paper: 30); its other "
                                      "settings are search.vm_mcts's")
     mcts_star_iterations: int = _f(100, "mcts-star: iterations per problem (the code: 100); its other settings are "
@@ -215,12 +218,13 @@ class ValueDataConfig:
     seed: int = _f(0, "seed of the sampling and of the cut positions")
 
     #: fields that only some makers read: the shard key names the values a maker used instead
-    MAKER_FIELDS = ("vm_mcts_problems", "mcts_star_problems", "vm_mcts_iterations", "mcts_star_iterations", "batch_size", "shard_problems")
+    MAKER_FIELDS = ("vm_mcts_problems", "mcts_star_problems", "shepherd_problems", "vm_mcts_iterations",
+                    "mcts_star_iterations", "batch_size", "shard_problems")
 
     def __post_init__(self):
         at_least(self, samples=1, rollouts=1, max_tokens=1, batch_size=1, shard_problems=1, vm_mcts_iterations=1,
                  mcts_star_iterations=1, n_problems=(0, "0 = all"), vm_mcts_problems=(0, "0 = n_problems"),
-                 mcts_star_problems=(0, "0 = n_problems"), temperature=0.0)
+                 mcts_star_problems=(0, "0 = n_problems"), shepherd_problems=(0, "0 = n_problems"), temperature=0.0)
 
 
 @dataclass

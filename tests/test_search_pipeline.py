@@ -36,6 +36,8 @@ def test_value_data_makers_and_training(run_dir, capsys):
     assert len(vgs) == 3 * 2 * 2 and {r["label"] for r in vgs} <= {0, 1, 2} and all(r["rollout_ids"] for r in vgs)
     alg2 = [r for f in sorted(dirs["vm-mcts"].glob("*.jsonl")) for r in read_jsonl(f)]
     assert alg2 and all(0.0 <= r["target"] <= 1.0 for r in alg2)
+    for d in dirs.values():  # every maker's data budget: the tokens its policy generated
+        assert json.loads((d / "summary.json").read_text())["generated_tokens"] > 0
     steps = [r for f in sorted(dirs["math"].glob("*.jsonl")) for r in read_jsonl(f)]
     assert len(steps) > 3 * 2 and {r["target"] for r in steps} <= {0.0, 1.0}  # every step of 2 responses a problem
     # a rerun resumes: nothing is regenerated (the shard files keep their modification times)
@@ -45,6 +47,8 @@ def test_value_data_makers_and_training(run_dir, capsys):
     # another shard size reads the shards there into the new layout (nothing sampled, nothing duplicated)
     cli(run_dir, "value-data", "--source", "orm", "value_data.shard_problems=3", "value_data.batch_size=1")
     assert [r for f in sorted(dirs["orm"].glob("*.jsonl")) for r in read_jsonl(f)] == orm
+    assert json.loads((dirs["orm"] / "summary.json").read_text())["generated_tokens"] == sum(
+        len(r["state_ids"]) for r in orm)
     assert [f.name for f in dirs["orm"].glob("*.jsonl")] == json.loads((dirs["orm"] / "summary.json").read_text())[
         "files"] == ["000000-000002-" + f.name.split("-")[2] for f in dirs["orm"].glob("*.jsonl")]
     for kind, source in (("orm", "orm"), ("3class", "vgs"), ("scalar", "vm-mcts")):

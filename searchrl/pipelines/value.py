@@ -27,6 +27,10 @@ finished ones):
   gold end is correct and whose corrupted steps are incorrect ends; targets by the same inference
   (:func:`searchrl.search.mcts_star.infer_value_targets`). No sampling: the policy only tokenizes.
 
+Every maker counts the tokens its policy generated (its **data budget**, what ReST-RL's PRM and
+value model are compared at): per shard in ``<shard>.tokens.json``, in all in ``summary.json``
+(``generated_tokens``; None when a shard was made before it was counted).
+
 Every record holds token ids (``prompt_ids``, ``state_ids``, and ``rollout_ids`` for vgs) plus
 its ``target`` / ``label``, the problem ``index`` and the ``source``.
 """
@@ -45,6 +49,25 @@ from ..seeding import stable_seed
 from .run import Run, logger
 
 SUMMARY = "summary.json"
+
+
+class _CountingGenerator:
+    """A generator whose ``generate`` adds every sampled token to ``tokens`` (a maker's data budget)."""
+
+    def __init__(self, gen):
+        self._gen, self.tokens = gen, 0
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def generate(self, prompts, params=None, **kwargs):
+        outs = self._gen.generate(prompts, params, **kwargs)
+        self.tokens += sum(len(c.token_ids) for o in outs for c in o.outputs)
+        return outs
+
+
+def _tokens_path(shard: Path) -> Path:
+    return shard.with_name(shard.name[: -len(".jsonl")] + ".tokens.json")
 
 
 def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:
@@ -192,6 +215,8 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
                                else (scfg.mcts_star, cfg.mcts_star_iterations, cfg.mcts_star_problems))
         tree_cfg = dataclasses.replace(base, max_tokens=cfg.max_tokens, iterations=iterations)
         n_problems = n or cfg.n_problems
+    if source == "math-shepherd":
+        n_problems = cfg.shepherd_problems or cfg.n_problems
     tokenizer = None
     if source == "gold":  # D_V0 comes from the SFT split's gold solutions; the policy only tokenizes
         problems = run.task.problems("train")[: n_problems or None]
@@ -216,31 +241,39 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
         found = _other_layout(out, start, end, problems, path_of)
         if found is not None:  # made with another shard_problems: read, never recomputed
             records = [r for f in found for r in read_jsonl(f)]
+            counts = [_tokens_path(f) for f in found]
+            if all(c.is_file() for c in counts):
+                write_json(_tokens_path(path_of(start, end)),
+                           {"generated_tokens": sum(read_json(c)["generated_tokens"] for c in counts)})
             write_jsonl(path_of(start, end), records)
             for f in found:
                 f.unlink()
+                _tokens_path(f).unlink(missing_ok=True)
             advance((end - start) * unit_per)
             return records
         if source == "gold":
             advance(end - start)
             return gold_value_records(task, tokenizer, chunk, start, cfg.seed)
-        gen = res.generator(path, cfg.batch_size)
+        gen = _CountingGenerator(res.generator(path, cfg.batch_size))
         if source == "orm":
-            return _orm_records(gen, task, chunk, start, cfg, advance)
-        if source == "vgs":
-            return _vgs_records(gen, task, chunk, start, cfg, advance)
-        if source == "math-shepherd":
-            return _shepherd_records(gen, task, chunk, start, cfg, advance)
-        if source == "vm-mcts":
-            from ..search.vm_mcts import collect_value_targets
-
-            per = collect_value_targets(gen, task, chunk, tree_cfg, indices=range(start, end))
+            records = _orm_records(gen, task, chunk, start, cfg, advance)
+        elif source == "vgs":
+            records = _vgs_records(gen, task, chunk, start, cfg, advance)
+        elif source == "math-shepherd":
+            records = _shepherd_records(gen, task, chunk, start, cfg, advance)
         else:
-            from ..search.mcts_star import collect_value_targets
+            if source == "vm-mcts":
+                from ..search.vm_mcts import collect_value_targets
 
-            per = collect_value_targets(gen, res.scorer(value), task, chunk, tree_cfg, indices=range(start, end))
-        advance(end - start)
-        return [{"source": source, **r} for recs in per for r in recs]
+                per = collect_value_targets(gen, task, chunk, tree_cfg, indices=range(start, end))
+            else:
+                from ..search.mcts_star import collect_value_targets
+
+                per = collect_value_targets(gen, res.scorer(value), task, chunk, tree_cfg, indices=range(start, end))
+            advance(end - start)
+            records = [{"source": source, **r} for recs in per for r in recs]
+        write_json(_tokens_path(path_of(start, end)), {"generated_tokens": gen.tokens})
+        return records
 
     def path_of(start: int, end: int) -> Path:
         return out / f"{start:06d}-{end - 1:06d}-{problems_digest(problems[start:end])}.jsonl"
@@ -259,6 +292,9 @@ def make_value_data(run: Run, source: str, policy: str | os.PathLike | None = No
         summary["labels"] = {str(k): sum(r["label"] == k for r in records) for k in (0, 1, 2)}
     spans = [(s, min(s + cfg.shard_problems, len(problems))) for s in range(0, len(problems), cfg.shard_problems)]
     summary["files"] = [path_of(s, e).name for s, e in spans]  # the data, for train-value
+    counts = [_tokens_path(path_of(s, e)) for s, e in spans]
+    summary["generated_tokens"] = (sum(read_json(c)["generated_tokens"] for c in counts)
+                                   if source != "gold" and all(c.is_file() for c in counts) else None)
     write_json(out / SUMMARY, summary)
     logger.info("value data (%s): %d records from %d problems in %s", source, len(records), len(problems), out)
     return out, records
