@@ -107,3 +107,27 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
                  f"search.value={run_dir / 'data'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: search.value: ") and "no 'model_type' field" in err
+
+
+def test_claims_read_off_the_comparison_with_paired_differences(run_dir):
+    """experiments/search_claims.py on the smoke comparison above (every method at 100/200/400 tokens)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "search_claims", Path(__file__).resolve().parents[1] / "experiments" / "search_claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    assert [claims.verdict(ci) for ci in ([0.01, 0.2], [-0.2, -0.01], [-0.1, 0.1], None)] == [
+        "reproduced", "refuted", "inconclusive at this power", "no data"]
+    report = claims.claim_tables({"vgs": run_dir, "rest_rl": run_dir})
+    assert [c["id"] for c in report["claims"]] == ["vgs", "rest-rl-table2"]
+    for c in report["claims"]:
+        assert len(c["comparisons"]) == 3 * len(c["verdicts"])  # every pair at every budget
+        for x in c["comparisons"]:
+            assert x["problems"] == 3 and x["verdict"] == claims.verdict(x["ci"])
+            assert x["diff"] == pytest.approx(x["winner_row"]["accuracy"] - x["loser_row"]["accuracy"])
+    md = claims.markdown(report)
+    assert "| VGS beam (w=2) > BoN, VGS classifier (beam > BoN" in md and "VM-MCTS > ORM-MCTS: **" in md
+    out = run_dir / "claims.md"
+    assert claims.main(["--vgs", str(run_dir), "--out", str(out)]) == 0 and out.read_text().startswith("### VGS")
