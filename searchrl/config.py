@@ -164,7 +164,7 @@ class RestMCTSConfig:
 @dataclass
 class RestGRPOConfig:
     """Settings of ``searchrl rest-grpo`` (ReST-RL Algorithm 1; each iteration's GRPO training is the
-    ``grpo`` section, ``grpo.iterations`` steps of it per iteration)."""
+    ``grpo`` section, for one pass over the assembled prompts unless ``grpo_iterations`` says otherwise)."""
 
     method: str = _f("rest-grpo", "rest-grpo (sample, filter by reward std, add partial-solution prompts, GRPO) | "
                                   "grpo (every question, no filter: the baseline at equal steps) | rest-dpo (best "
@@ -177,13 +177,16 @@ class RestGRPOConfig:
     r0: float = _f(0.9, "add partial states of the best solution when its reward is at least this (reward)")
     alpha: float = _f(0.95, "eq. 3: partial state j drawn with probability proportional to alpha^(j-1)")
     beta: float = _f(0.5, "eq. 3: ceil(beta * |A|) partial states per kept question with a good solution")
+    grpo_iterations: int = _f(0, "rest-grpo: GRPO iterations per self-training iteration; 0 = one pass over the "
+                                 "assembled prompts P_Q+, ceil(|P_Q+| / grpo.prompts_per_step) (Algorithm 1 line 19 "
+                                 "trains on all of P_Q+). method=grpo runs grpo.iterations")
     shard_problems: int = _f(100, "questions per resumable sampling shard")
     seed: int = _f(0, "seed of the sampling and of the partial-state draws")
 
     def __post_init__(self):
         one_of(self, "method", ("rest-grpo", "grpo", "rest-dpo"))
         at_least(self, iterations=1, samples=(2, "a group needs two samples"), n_problems=(0, "0 = all"),
-                 shard_problems=1, sigma0=0.0)
+                 shard_problems=1, sigma0=0.0, grpo_iterations=(0, "0 = one pass over P_Q+"))
         for name in ("alpha", "beta"):
             if not 0 < getattr(self, name) <= 1:
                 raise SettingError(name, getattr(self, name), "must be in (0, 1]")

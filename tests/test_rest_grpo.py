@@ -126,7 +126,9 @@ def test_rest_grpo_loop_runs_resumes_and_logs_reward_std(task, tmp_path):
     assert stats["prompts"] == len(prompts) and stats["kept"] <= 12
     assert len(stats["reward_std"]) == 12
     steps = reward_std_by_step(tmp_path / "rg")
-    assert [s for s, _ in steps] == sorted(s for s, _ in steps) and len(steps) == 6
+    # each iteration trains on all of its assembled prompts: ceil(|P_Q+| / 4) GRPO iterations (Algorithm 1 line 19)
+    passes = [-(-len(read_jsonl(tmp_path / "rg" / f"iter{i}" / "prompts.jsonl")) // 4) for i in (1, 2)]
+    assert [s for s, _ in steps] == sorted(s for s, _ in steps) and len(steps) == sum(passes) > 0
     # the same call again is done; other settings into the same directory are refused
     mtime = (final / "model.safetensors").stat().st_mtime_ns
     assert run_rest_grpo(ctx, cfg=cfg, grpo_cfg=grpo, problems=problems,

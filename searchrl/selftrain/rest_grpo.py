@@ -18,8 +18,11 @@ policy's own best solutions. One iteration:
    ending in ``"\\n"``. A partial-state prompt's response starts with that prefix: its reward
    grades prefix + completion, its loss covers the completion only
    (:func:`searchrl.train.rl.train_rl`'s ``prefixes``).
-4. **Train** GRPO (eq. 4: the ``grpo`` section, per-sequence 1/|o_i| then 1/G) for
-   ``grpo.iterations`` steps over the assembled prompts, from the previous iteration's policy.
+4. **Train** GRPO (eq. 4: the ``grpo`` section, per-sequence 1/|o_i| then 1/G) on all of the
+   assembled prompts P_Q+ (Algorithm 1 line 19): ceil(|P_Q+| / ``grpo.prompts_per_step``) GRPO
+   iterations, one pass (``rest_grpo.grpo_iterations`` sets a fixed number instead), from the
+   previous iteration's policy. The iteration's record says how many prompts and training samples
+   (prompts x group size) it used, so arms are compared at equal training samples.
 
 With ``method=rest-dpo`` (ReST-RL's ReST-DPO baseline) step 1 is the same, and each question whose
 sampled rewards are not all equal gives one preference pair, chosen = its best sample, rejected =
@@ -174,11 +177,19 @@ class ReSTGRPO(MethodBase):
             from ..train.rl import train_rl
 
             out, grpo_cfg, make_generator = it.dir / "grpo", self.grpo_cfg, loop.ctx.generator_factory()
+            if cfg.method == "rest-grpo":  # all of P_Q+ (Algorithm 1 line 19), or the fixed number asked for
+                grpo_cfg = replace(grpo_cfg, iterations=cfg.grpo_iterations
+                                   or math.ceil(len(prompts) / grpo_cfg.prompts_per_step))
             train_rl(model, tok, loop.task, [self.problems[p["problem"]] for p in prompts],
                      replace(grpo_cfg, output_dir=str(out), seed=stable_seed(grpo_cfg.seed, it.number)),
                      make_generator=lambda m: make_generator(m, tok, grpo_cfg.batch_size), progress=loop.progress,
                      prefixes=[p["prefix"] for p in prompts] if cfg.method == "rest-grpo" else None)
-        return {"model": loop.rel(out / "final"), "prompts": len(prompts)}
+        info = {"model": loop.rel(out / "final"), "prompts": len(prompts)}
+        if cfg.method != "rest-dpo":
+            info.update(grpo_iterations=grpo_cfg.iterations, training_prompts=grpo_cfg.iterations
+                        * grpo_cfg.prompts_per_step, training_samples=grpo_cfg.iterations * grpo_cfg.prompts_per_step
+                        * grpo_cfg.samples_per_prompt)
+        return info
 
 
 def run_rest_grpo(ctx: Context, *, cfg, grpo_cfg, problems: list[dict], method_dir: str | Path, policy: str | Path,
