@@ -238,8 +238,9 @@ class SearchConfig:
     split: str = _f("test_seen", "the task's split searched")
     n_problems: int = _f(100, "first N problems of the split (0 = all)")
     budgets: list[int] = _f([1024, 2048, 4096], "token budgets compared: generated tokens per problem")
-    methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min", "vm-mcts",
-                             "orm-mcts", "mcts-star", "bon-classifier", "classifier-vote", "beam", "dvts"],
+    methods: list[str] = _f(["bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "orm-vote", "prm-min",
+                             "prm-vote", "mcts-star-vote", "vm-mcts", "orm-mcts", "mcts-star", "bon-classifier",
+                             "classifier-vote", "beam", "dvts"],
                             "methods compared (searchrl.search.registry)")
     value: str = _f("", "scalar value model (bon-value, weighted-vote, vm-mcts, mcts-star)")
     prm: str = _f("", "process reward model (prm-min): '' = made from Math-Shepherd step labels "

@@ -76,10 +76,10 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     out = run_dir / "compare-search"
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
-    assert {r["method"] for r in rows} == {"bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "prm-min",
-                                           "vm-mcts", "orm-mcts", "mcts-star", "bon-classifier", "classifier-vote",
-                                           "beam", "dvts"}
-    assert {r["budget_tokens"] for r in rows} == {100, 200, 400} and len(rows) == 39
+    assert {r["method"] for r in rows} == {"bon-oracle", "vote", "bon-orm", "bon-value", "weighted-vote", "orm-vote",
+                                           "prm-min", "prm-vote", "mcts-star-vote", "vm-mcts", "orm-mcts", "mcts-star",
+                                           "bon-classifier", "classifier-vote", "beam", "dvts"}
+    assert {r["budget_tokens"] for r in rows} == {100, 200, 400} and len(rows) == 48
     for r in rows:
         assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 and r["n_problems"] == 3
         assert r["generated_tokens"] > 0
@@ -89,7 +89,8 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     # the oracle is an upper bound of every pool method at the same budget
     by = {(r["method"], r["budget_tokens"]): r for r in rows}
     for b in (100, 200, 400):
-        for m in ("vote", "bon-value", "bon-orm", "weighted-vote", "prm-min", "bon-classifier", "classifier-vote"):
+        for m in ("vote", "bon-value", "bon-orm", "weighted-vote", "orm-vote", "prm-min", "prm-vote", "mcts-star-vote",
+                  "bon-classifier", "classifier-vote"):
             assert by[(m, b)]["accuracy"] <= by[("bon-oracle", b)]["accuracy"]
         assert by[("bon-oracle", b)]["value_tokens"] == 0 < by[("bon-value", b)]["value_tokens"]
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 10_000
@@ -120,8 +121,8 @@ def test_claims_read_off_the_comparison_with_paired_differences(run_dir):
     spec.loader.exec_module(claims)
     assert [claims.verdict(ci) for ci in ([0.01, 0.2], [-0.2, -0.01], [-0.1, 0.1], None)] == [
         "reproduced", "refuted", "inconclusive at this power", "no data"]
-    report = claims.claim_tables({"vgs": run_dir, "rest_rl": run_dir})
-    assert [c["id"] for c in report["claims"]] == ["vgs", "rest-rl-table2"]
+    report = claims.claim_tables({"vgs": run_dir, "rest_rl": run_dir, "rest_mcts": run_dir})
+    assert [c["id"] for c in report["claims"]] == ["vgs", "rest-rl-table2", "rest-mcts-verifiers", "rest-mcts-search"]
     for c in report["claims"]:
         assert len(c["comparisons"]) == 3 * len(c["verdicts"])  # every pair at every budget
         for x in c["comparisons"]:

@@ -27,6 +27,8 @@ BUILTIN = {
     "weighted-vote": ("pool", "value-weighted vote", "value", None),
     "orm-vote": ("pool", "ORM-weighted vote", "orm", None),
     "prm-min": ("pool", "BoN, PRM (min step)", "prm", None),
+    "prm-vote": ("pool", "PRM-weighted vote (min step)", "prm", None),
+    "mcts-star-vote": ("pool", "MCTS*-value-weighted vote", "mcts_star_value", None),
     "bon-classifier": ("pool", "BoN, VGS classifier", "classifier", None),
     "classifier-vote": ("pool", "classifier-weighted vote", "classifier", None),
     "vm-mcts": ("tree", "VM-MCTS", "value", "vm_mcts"),
@@ -42,7 +44,7 @@ def test_the_registry_lists_every_method_with_label_needs_and_section():
     assert got == BUILTIN and registry.names() == list(BUILTIN)  # the listing order is the modules' order
     assert registry.aliases() == {"bon": "bon-value"} and registry.get("bon") is registry.get("bon-value")
     assert [m.name for m in registry.methods() if m.oracle] == ["bon-oracle"]
-    assert [m.name for m in registry.methods() if getattr(m, "score", None) == "min"] == ["prm-min"]
+    assert [m.name for m in registry.methods() if getattr(m, "score", None) == "min"] == ["prm-min", "prm-vote"]
     # every section and every model a method names is a field of the search config
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     assert all(m.section in fields for m in registry.methods() if isinstance(m, TreeMethod))

@@ -31,6 +31,10 @@ method at every budget reads the same samples:
 * ``prm-min``: best-of-N by the minimum step value of a process reward model (ReST-RL's PRM-BoN
   baseline; :func:`.vm_mcts.prm_min_scores`), the PRM trained independently of the value model,
   on Math-Shepherd step labels (``search.prm``);
+* ``prm-vote``: majority vote weighted by the PRM's minimum step value (ReST-MCTS*'s "SC + MS",
+  the Math-Shepherd PRM);
+* ``mcts-star-vote``: majority vote weighted by the value model trained on MCTS* targets
+  (``search.mcts_star_value``: ReST-MCTS*'s "SC + ReST-MCTS* value");
 * ``bon-classifier`` / ``classifier-vote``: best-of-N / weighted majority vote by the VGS 3-class
   classifier (``search.classifier``): VGS's own baselines, scored by the same model as its beam
   search and DVTS.
@@ -189,6 +193,10 @@ SEARCH_METHODS = (
     PoolMethod(name="weighted-vote", label="value-weighted vote", needs="value", choose=choose_by("weighted-vote")),
     PoolMethod(name="orm-vote", label="ORM-weighted vote", needs="orm", choose=choose_by("weighted-vote")),
     PoolMethod(name="prm-min", label="BoN, PRM (min step)", needs="prm", choose=choose_by("best"), score="min"),
+    PoolMethod(name="prm-vote", label="PRM-weighted vote (min step)", needs="prm", choose=choose_by("weighted-vote"),
+               score="min"),
+    PoolMethod(name="mcts-star-vote", label="MCTS*-value-weighted vote", needs="mcts_star_value",
+               choose=choose_by("weighted-vote")),
     PoolMethod(name="bon-classifier", label="BoN, VGS classifier", needs="classifier", choose=choose_by("best")),
     PoolMethod(name="classifier-vote", label="classifier-weighted vote", needs="classifier",
                choose=choose_by("weighted-vote")),
