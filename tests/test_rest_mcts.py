@@ -66,5 +66,5 @@ def test_rest_mcts_command_runs_end_to_end(tmp_path):
     assert main(["rest-mcts", "--run-dir", str(run), "--quiet", *common]) == 0
     assert (run / "rest-mcts" / "v0" / "final").is_dir() and (run / "rest-mcts" / "v0-data.jsonl").exists()
     done = json.loads((run / "rest-mcts" / "iter1" / "done.json").read_text())
-    assert done["questions"] == 3 and done["ends"] >= 0 and "value" in done
+    assert done["questions"] == 3 and done["ends"] >= 0 and "value" in done and done["generated_tokens"] > 0
     assert main(["rest-mcts", "--run-dir", str(run), "--quiet", *common]) == 0  # a rerun: the stage is done

@@ -442,7 +442,8 @@ def collect(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConf
     """ReST-MCTS*'s data collection: :func:`mcts_star` with ``collect=True``, the end states of each tree
     graded by ``task.score`` (one batched call). Per problem: ``targets`` (:func:`infer_value_targets`,
     the value model's data), ``correct`` (the correct end states as ``{"ids", "value"}``, ``value`` the
-    scorer's: the policy's data), ``ends`` (how many end states the tree has)."""
+    scorer's: the policy's data), ``ends`` (how many end states the tree has), ``generated_tokens`` (the
+    tokens the search generated: the generation compute ReST-MCTS* is compared with ReST-EM at)."""
     results = mcts_star(generator, scorer, task, problems, cfg, budget_tokens=budget_tokens, indices=indices,
                         collect=True)
     ends = [(k, n) for k, res in enumerate(results) for n in res.meta["tree"].nodes if n.finished]
@@ -455,7 +456,7 @@ def collect(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarConf
         out.append({"index": tree.index, "prompt_ids": list(tree.prompt_ids),
                     "targets": infer_value_targets(tree, lambda n, k=k: ok[(k, n.id)]),
                     "correct": [{"ids": list(n.ids), "value": n.V} for n in tree.nodes if n.finished and ok[(k, n.id)]],
-                    "ends": sum(n.finished for n in tree.nodes)})
+                    "ends": sum(n.finished for n in tree.nodes), "generated_tokens": res.generated_tokens})
     return out
 
 

@@ -211,8 +211,10 @@ def run_selftrain(ctx: Context, *, cfg: SelfTrainConfig, sft_cfg, method_dir: st
 
 
 def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str) -> dict:
-    """How many problems each round solved, and the token lengths of the kept traces (episodes: also
-    how many were solved at the first turn and the mean number of turns)."""
+    """How many problems each round solved, the token lengths of the kept traces, and the response tokens
+    of every record (kept or not: the generation compute ReST-EM is compared with ReST-MCTS* at; a guided
+    response's prefix counts too) (episodes: also how many were solved at the first turn and the mean
+    number of turns)."""
     n = len(recs)
     solved_by = [sum(r["meta"]["solved_round"] == k for r in recs) for k in range(rounds + 1)]
     kept = sorted(r["num_tokens"] for r in recs if r["correct"])
@@ -225,6 +227,7 @@ def generation_stats(recs: list[dict], rounds: int, seconds: float, policy: str)
         "solved_by_round": solved_by,  # round 0 = plain sampling; k = rescued by guidance round k
         "kept_tokens_mean": sum(kept) / len(kept) if kept else None,
         "kept_tokens_median": kept[len(kept) // 2] if kept else None,
+        "response_tokens": sum(r["num_tokens"] for r in recs),
         "seconds": round(seconds, 1),
     }
 

@@ -123,6 +123,9 @@ class ReSTMCTS(MethodBase):
         stats = {"questions": len(self.problems), "solved": sum(bool(c["correct"]) for c in collected),
                  "correct_ends": sum(len(c["correct"]) for c in collected),
                  "ends": sum(c["ends"] for c in collected), "policy_examples": len(examples),
+                 # None for shards searched before generated tokens were recorded
+                 "generated_tokens": (sum(c["generated_tokens"] for c in collected)
+                                      if all("generated_tokens" in c for c in collected) else None),
                  "value_records": len(targets)}
         write_json(it.dir / "stats.json", stats)
         if examples:
