@@ -34,3 +34,27 @@ def test_guided_vs_rest_study_on_smoke_settings(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     rescued = res["rescued (rounds >= 1)"]
     assert rescued["n"] > 0 and rescued["mean_token_logprob"] < 0 and 0 <= rescued["share_of_tokens_below_1pct"] <= 1
+
+
+def test_token_efficiency_by_hand(tmp_path):
+    """Guided-ReST's "2x token efficiency" read off accuracy-vs-budget curves: counted by hand."""
+    te = _load("token_efficiency")
+
+    def write(method, samples):  # problem -> [(correct, tokens)]
+        d = tmp_path / method / "samples" / "test_seen" / "sampled-abc"
+        d.mkdir(parents=True)
+        d.joinpath("000000-000001.jsonl").write_text("".join(
+            json.dumps({"index": i, "sample": j, "correct": c, "num_tokens": t}) + "\n"
+            for i, s in samples.items() for j, (c, t) in enumerate(s)))
+
+    # the base is right on half its samples at 100 tokens; the method on half at 40 and half at 90
+    write("base", {0: [(True, 100), (False, 100)], 1: [(True, 80), (False, 30)]})
+    write("fast", {0: [(True, 40), (False, 10)], 1: [(True, 50), (True, 90)]})
+    method, base = te.load_samples(tmp_path, "fast", "test_seen"), te.load_samples(tmp_path, "base", "test_seen")
+    assert base == {0: [(True, 100), (False, 100)], 1: [(True, 80), (False, 30)]}
+    # base at B = 100: (1/2 + 1/2) / 2 = 0.5; the method reaches 0.5 at 50 tokens (0.25 at 40, then 0.5): 2x
+    r = te.compare(method, base, 100, resamples=200)
+    assert (r["base_accuracy"], r["method_accuracy"], r["ratio"]) == (0.5, 0.75, 2.0)
+    # at B/2 = 50 the method has (1/2, 1/2) against the base's (1/2, 1/2) at 100: difference 0
+    assert r["half_budget"]["diff"] == 0.0 and r["problems"] == 2 and 0 < r["reached"] <= 1
+    assert te.tokens_to_reach([[(False, 5)]], 0.5) is None and te.ratio([[(False, 5)]], base.values(), 100) == 0.0
