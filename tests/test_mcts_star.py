@@ -112,7 +112,7 @@ def test_first_iteration_rolls_out_best_child_without_its_own_value():
     (t0, p0), (t1, p1), (t2, p2), (t3, p3) = gen.calls
     assert (t0, p0.n, p0.temperature, p0.stop, p0.max_tokens) == ("", 3, 0.7, ["\n"], 64)
     assert p0.seed == request_seed(0, 0, 0, 0)
-    assert (t1, p1.n, p1.temperature, t2, p2.temperature) == ("C\n", 1, 0.0, "C\nD\n", 0.0)
+    assert (t1, p1.n, p1.temperature, t2, p2.temperature) == ("C\n", 1, 0.7, "C\nD\n", 0.7)  # sampled, as the code
     assert p1.max_tokens == 64 and p1.seed == request_seed(0, 0, n["C\n"].id, 0, "roll", 0, 0)
     assert (t3, p3.stop) == ("C\n", None)  # the final answer: best leaf C (.5 > .45), completed
 
@@ -128,7 +128,9 @@ def test_steps_of_several_lines():
     (t0, p0), (t1a, p1a), (t1b, p1b), (t2, p2) = gen.calls[:4]
     assert (t0, p0.n) == ("", 3) and (t1a, t1b, p1a.n, p1a.temperature) == ("A\n", "C\n", 1, 0.7)
     assert p1a.seed == request_seed(0, 0, 0, 0, "line", 0, 0) and p1b.seed == request_seed(0, 0, 0, 0, "line", 2, 0)
-    assert (t2, p2.temperature) == ("A\nx\n", 0.0)  # the rollout ended at EOS after one line
+    assert (t2, p2.temperature) == ("A\nx\n", 0.7)  # the rollout ended at EOS after one line
+    _, greedy, _ = run(MCTSStarConfig(iterations=1, step_lines=2, rollout_greedy=True))
+    assert greedy.calls[3][1].temperature == 0.0 and greedy.calls[3][0] == "A\nx\n"
     assert [(t, p.stop) for t, p in gen.calls[4:]] == [("A\nx\n", None)]  # the best leaf, completed
     assert res.response == "A\nx\n" and res.candidates[res.chosen].score == 0.9
 

@@ -26,7 +26,7 @@ class VMMCTSConfig:
     c_decode: float = field(default=0.1, metadata={
         "help": "UCT exploration constant when decoding, Alg. 3 (dimensionless)"})
     eps: float = field(default=0.1, metadata={"help": "UCT constant avoiding a division by zero (visits)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (the paper: 0.7) (ratio)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (the paper's 0.7) (ratio)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold (probability)"})
     max_tokens: int = field(default=512, metadata={"help": "response length limit of a state (tokens)"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling, per problem, node and iteration (integer)"})
@@ -55,10 +55,13 @@ class MCTSStarConfig:
     inf: float = field(default=0.8, metadata={"help": "bonus of a never-visited child in UCT (value units)"})
     end_gate: float = field(default=0.9, metadata={"help": "a selected leaf with at least this value ends the "
                                                            "search (value units; ignored when collecting data)"})
-    roll_forward_steps: int = field(default=2, metadata={"help": "greedy lines per rollout (lines)"})
+    roll_forward_steps: int = field(default=2, metadata={"help": "lines per rollout (lines)"})
     alpha: float = field(default=0.5, metadata={"help": "weight of the rollout's best value in the child's value"})
     rollout_children: str = field(default="best", metadata={"help": "which new children are rolled out: best "
                                                                     "(the one UCT picks, as the code) | all"})
+    rollout_greedy: bool = field(default=False, metadata={
+        "help": "rollout lines at temperature 0 instead of sampled at `temperature` (the code's greedyPolicy keeps "
+                "the best of roll_branch = 1 sampled proposal, i.e. samples) (flag)"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of expansions"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold of expansions"})
     max_tokens: int = field(default=512, metadata={"help": "response length limit (tokens); a state this long "

@@ -31,9 +31,10 @@ One iteration (``executeRound``), for every problem still searching
    an end (the code's "no proposal: '<end>'").
 3. **Rollout** (``greedyPolicy``): from the new child that selection would take next (the
    code's ``getBestChild(node)``: all children are unvisited, so the highest ``V``),
-   ``roll_forward_steps`` greedy lines (temperature 0), each reached state scored, stopping
-   at an end state. (The code's "greedy" keeps the best-valued of ``roll_branch`` = 1
-   proposals sampled at the search temperature; temperature 0 is this module's reading.) Then ``child.V <- (1 - alpha) child.V + alpha * best``, where ``best``
+   ``roll_forward_steps`` lines sampled at the search temperature (the code's "greedy" policy
+   keeps the best-valued of ``roll_branch`` = 1 proposal sampled at that temperature, i.e. the
+   sample itself; ``rollout_greedy`` takes temperature 0 instead), each reached state scored,
+   stopping at an end state. Then ``child.V <- (1 - alpha) child.V + alpha * best``, where ``best``
    is the largest value among the *rollout states only*: the code starts ``max_V`` at the
    value range's low end (0) and never compares with the child's own value. A child that is
    itself an end state is not rolled out and keeps its ``V`` (the code returns ``node.V``).
@@ -342,12 +343,12 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
             if child.finished:
                 r.found(child.ids, v, "tree", child.id, tok, split.eos)
 
-        # rollout: greedy lines from the child UCT picks next (or from every new child)
+        # rollout: lines from the child UCT picks next (or from every new child)
         rolls = [_Roll(r, child, child.ids, alive=not child.finished) for r, leaf in grow if leaf.children
                  for child in (leaf.children if cfg.rollout_children == "all" else [best_child(leaf, cfg)])]
         for step_no in range(cfg.roll_forward_steps):
             todo = [x for x in rolls if x.alive]
-            states = extend([(x.run, x.state) for x in todo], cfg.step_lines, True,
+            states = extend([(x.run, x.state) for x in todo], cfg.step_lines, cfg.rollout_greedy,
                             lambda i, j: request_seed(cfg.seed, todo[i].run.tree.index, todo[i].child.id, it, "roll",
                                                       step_no, j))
             reached = []
