@@ -245,11 +245,11 @@ class SearchConfig:
     value: str = _f("", "scalar value model (bon-value, weighted-vote, vm-mcts, mcts-star)")
     prm: str = _f("", "process reward model (prm-min): '' = made from Math-Shepherd step labels "
                       "(value-data --source math-shepherd), independently of the value model")
-    mcts_star_value: str = _f("", "value model of mcts-star ('' = search.value): ReST-MCTS* trains its own on "
-                                  "MCTS* value targets")
+    mcts_star_value: str = _f("", "value model of mcts-star and mcts-star-vote ('' = made from MCTS* value "
+                                  "targets, as ReST-MCTS* trains its own)")
     orm: str = _f("", "outcome reward model (bon-orm, orm-mcts)")
-    classifier: str = _f("", "VGS 3-class value model (beam, dvts, bon-classifier, classifier-vote; '' = use "
-                             "search.value when set, else made from VGS roll-outs)")
+    classifier: str = _f("", "VGS 3-class value model (beam, dvts, bon-classifier, classifier-vote; '' = made "
+                             "from VGS roll-outs)")
     pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "
                                "budget takes the first ones that fit")
     temperature: float = _f(1.0, "sampling methods: sampling temperature")

@@ -111,8 +111,8 @@ def make_run(run_dir: Path, value: Path | None, workers: int):
     over = [f"run_dir={run_dir}", f"engine.workers={workers}", "search.n_problems=4", "search.shard_problems=2",
             "eval.splits=[test_seen]", "eval.n_problems=4", "eval.n_samples=2", "eval.ks=[1,2]", "eval.max_tokens=96",
             "eval.shard_problems=2", "eval.batch_size=8", "search.mcts_star.iterations=2"]
-    if value is not None:
-        over.append(f"search.value={value}")
+    if value is not None:  # one model for every method: the mechanics, not the methods' quality
+        over += [f"search.value={value}", f"search.classifier={value}", f"search.mcts_star_value={value}"]
     return Run(load_config(str(SMOKE), over), progress=False).open()
 
 

@@ -399,12 +399,12 @@ def ensure_value_models(run: Run, needs: list[str], policy: str | os.PathLike | 
     """Paths of the value models ``needs`` names (``search.value``, ``search.orm``, ...): the configured
     one when set, else made in this run directory (its data with ``value_data``'s settings, then
     trained with ``value``'s): ``value`` from ReST-RL Algorithm 2 targets, ``orm`` from outcome
-    labels, ``prm`` from Math-Shepherd step labels, ``classifier`` from VGS roll-outs, ``mcts_star_value`` from MCTS* targets (guided by
-    ``value``). A classifier or MCTS* value model left unset falls back to ``search.value`` when
-    that is set."""
+    labels, ``prm`` from Math-Shepherd step labels, ``classifier`` from VGS roll-outs,
+    ``mcts_star_value`` from MCTS* targets (guided by ``value``). No setting stands in for another:
+    each method scores with the model its claim names (the results' ``meta["models"]`` says which)."""
     c = run.cfg.search
-    given = {"value": c.value, "orm": c.orm, "prm": c.prm, "classifier": c.classifier or c.value,
-             "mcts_star_value": c.mcts_star_value or c.value}
+    given = {"value": c.value, "orm": c.orm, "prm": c.prm, "classifier": c.classifier,
+             "mcts_star_value": c.mcts_star_value}
     paths: dict[str, str] = {}
 
     def get(need: str) -> str:

@@ -27,8 +27,8 @@ Two kinds of method
 
 ``needs`` names the model a method scores with, the search config's field that holds it: ``value``
 (scalar value model), ``orm`` (outcome reward model), ``prm`` (process reward model trained on
-Math-Shepherd step labels), ``classifier`` (VGS 3-class model, falling back to ``search.value``),
-``mcts_star_value`` (MCTS* value model, falling back to ``search.value``), or None.
+Math-Shepherd step labels), ``classifier`` (VGS 3-class model), ``mcts_star_value`` (the value
+model trained on MCTS* targets), or None. Each is made when left unset; none stands in for another.
 
 Adding a search
 ---------------
