@@ -11,7 +11,7 @@ GRPO sees each question once per iteration) for every method:
     E="eval.n_samples=4 eval.ks=[1,2,4]"
     G="grpo.iterations=20 grpo.prompts_per_step=8 grpo.samples_per_prompt=8 grpo.minibatch_size=64 \\
        grpo.max_tokens=96 grpo.lr=1e-4 grpo.tokens_per_batch=4096 grpo.save_every=5"
-    R="rest_grpo.n_problems=160 rest_grpo.samples=8 rest_grpo.iterations=2"
+    R="rest_grpo.n_problems=160 rest_grpo.samples=8 rest_grpo.iterations=2 rest_grpo.grpo_iterations=20"
     searchrl eval --run-dir runs/code-base $C $E
     searchrl rest-grpo --run-dir runs/code-rg $C $E $G $R --eval
     searchrl eval --run-dir runs/code-rg-it1 $C $E --model runs/code-rg/rest-grpo/iter1/grpo/final

@@ -171,7 +171,8 @@ def assert_same_files(clean: Path, killed: Path, pattern: str, expect: int | Non
 @pytest.mark.slow
 def test_rest_grpo_survives_sigkill_and_resumes_to_the_same_policy(tmp_path):
     args = [*MODEL, *COUNTDOWN, "rest_grpo.n_problems=4", "rest_grpo.samples=4", "rest_grpo.shard_problems=2",
-            "rest_grpo.iterations=2", "grpo.iterations=2", "grpo.prompts_per_step=2", "grpo.samples_per_prompt=4",
+            "rest_grpo.iterations=2", "rest_grpo.grpo_iterations=2", "grpo.prompts_per_step=2",
+            "grpo.samples_per_prompt=4",
             "grpo.max_tokens=160", "grpo.batch_size=16", "grpo.minibatch_size=8", "grpo.save_every=1", "grpo.lr=1e-4"]
     # inside iteration 1's sampling (after 1 of 2 shards), inside iteration 2's GRPO (after step 1 of 2; its
     # restart takes iteration 1's policy from its done.json and iteration 2's prompts from their file)
