@@ -45,7 +45,8 @@ CLAIMS = [
       ("mcts-star-vote", "prm-vote", "87.5 vs 86.3")]),
     ("rest-mcts-search", "rest_mcts", "ReST-MCTS*: MCTS* with its value model beats self-consistency at larger budgets "
                                       "(MATH: about 0.48 at about 40K tokens vs SC 0.425; SC better at low budgets)",
-     [("mcts-star", "vote", "0.48 vs 0.425 at ~40K tokens")]),
+     [("mcts-star", "vote", "0.48 vs 0.425 at ~40K tokens"), ("mcts-star", "prm-min", "0.48 vs PRM-BoN 0.35"),
+      ("mcts-star", "bon-orm", "0.48 vs ORM-BoN 0.345")]),
 ]
 
 
