@@ -253,6 +253,7 @@ class SearchConfig:
     pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "
                                "budget takes the first ones that fit")
     temperature: float = _f(1.0, "sampling methods: sampling temperature")
+    top_p: float = _f(1.0, "sampling methods: nucleus sampling mass (VGS samples every row at top-p 0.95)")
     max_tokens: int = _f(896, "response length limit of every method (tokens)")
     batch_size: int = _f(64, "rows decoded together by the sampler")
     shard_problems: int = _f(25, "problems per resumable shard of the pool and of each tree search (the unit "
@@ -267,6 +268,8 @@ class SearchConfig:
             raise SettingError("budgets", list(self.budgets), "must be positive token counts")
         at_least(self, pool_samples=1, max_tokens=1, batch_size=1, shard_problems=1, n_problems=(0, "0 = all"),
                  temperature=0.0)
+        if not 0 < self.top_p <= 1:
+            raise SettingError("top_p", self.top_p, "must be in (0, 1]")
         unknown = [m for m in self.methods if not search_methods.known(m)]
         if unknown or not self.methods:
             raise SettingError("methods", list(self.methods),

@@ -132,3 +132,33 @@ def test_claims_read_off_the_comparison_with_paired_differences(run_dir):
     assert "| VGS beam (w=2) > BoN, VGS classifier (beam > BoN" in md and "VM-MCTS > ORM-MCTS: **" in md
     out = run_dir / "claims.md"
     assert claims.main(["--vgs", str(run_dir), "--out", str(out)]) == 0 and out.read_text().startswith("### VGS")
+
+
+def test_the_pool_samples_at_search_top_p_and_keys_it_only_when_set(run_dir, monkeypatch):
+    """VGS samples every row at top-p 0.95: ``search.top_p`` reaches the pool's sampling, and enters the
+    pool's key (and so every method's) only when it is not 1, so earlier pools keep theirs."""
+    import searchrl.rollout
+    from searchrl.config import SearchConfig, load_config
+    from searchrl.pipelines.run import Run
+    from searchrl.pipelines.search import Searcher, pool_settings
+    from searchrl.settings import SettingError
+
+    assert pool_settings(SearchConfig()) == {"n": 32, "temperature": 1.0, "max_tokens": 896, "seed": 0}
+    assert pool_settings(SearchConfig(top_p=0.95))["top_p"] == 0.95
+    with pytest.raises(SettingError, match="top_p"):
+        SearchConfig(top_p=0.0)
+    seen = []
+
+    def fake_rollout(gen, task, problems, params, indices=None, advance=None):
+        seen.extend(params)
+        return [[] for _ in problems]
+
+    monkeypatch.setattr(searchrl.rollout, "rollout", fake_rollout)
+    cfg = load_config([str(run_dir / "config.yaml")], [f"run_dir={run_dir}", "search.top_p=0.95",
+                                                       "search.methods=[vote]"])
+    s = Searcher(Run(cfg, progress=False).open(), ["vote"])
+    s.pool()
+    assert seen and {p.top_p for p in seen} == {0.95}
+    plain = {k: v for k, v in pool_settings(s.cfg).items() if k != "top_p"}
+    assert s.key(**pool_settings(s.cfg)) != s.key(**plain)  # another pool than the smoke comparison's
+    assert (run_dir / "compare-search" / f"pool-{s.key(**plain)}").is_dir()  # which top-p 1 keeps finding

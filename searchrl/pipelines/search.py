@@ -44,6 +44,15 @@ from ..seeding import stable_seed
 from .run import Run, logger
 
 
+def pool_settings(cfg) -> dict:
+    """What the pool's samples depend on (``search`` settings): its key, and part of every method's.
+    ``top_p`` enters only when it is not 1, so pools made before it existed keep their keys."""
+    out = {"n": cfg.pool_samples, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
+    if cfg.top_p != 1.0:
+        out["top_p"] = cfg.top_p
+    return out
+
+
 def resolve_method(name: str) -> str:
     """The method ``name`` (or its alias) names; an unknown name is an :class:`~searchrl.data.InputError`."""
     from ..data import InputError
@@ -111,10 +120,10 @@ class Searcher:
 
         c, problems, policy = self.cfg, self.problems, self.policy
         n = c.pool_samples
-        out = self.out / f"pool-{self.key(n=n, temperature=c.temperature, max_tokens=c.max_tokens, seed=c.seed)}"
+        out = self.out / f"pool-{self.key(**pool_settings(c))}"
 
         def produce(res, start: int, end: int, advance) -> list[dict]:
-            params = [SamplingParams(n=n, temperature=c.temperature, max_tokens=c.max_tokens,
+            params = [SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens,
                                      seed=stable_seed(c.seed, "pool", c.split, i)) for i in range(start, end)]
             trajs = rollout(res.generator(policy, c.batch_size), res.task, problems[start:end], params,
                             indices=range(start, end), advance=advance)
@@ -235,7 +244,7 @@ class Searcher:
 
         spec: SearchMethod = registry.get(resolve_method(method))
         method = spec.name
-        settings = {"pool": [self.cfg.pool_samples, self.cfg.temperature, self.cfg.max_tokens, self.cfg.seed],
+        settings = {"pool": list(pool_settings(self.cfg).values()),
                     "budgets": "hold"}  # results of before budgets held (they could overshoot) are not reused
         if isinstance(spec, TreeMethod):
             settings["cfg"] = dataclasses.asdict(self.method_cfg(method))
