@@ -91,6 +91,7 @@ class Searcher:
         self._scorers: dict[str, Any] = {}
         self._pool: list[list[dict]] | None = None
         self._scores: dict[tuple[str, str, int], list[list[float]]] = {}
+        self._cut: dict[int, dict[int, bool]] = {}  # budget -> _cut_correct's grades, for every pool method
 
     @property
     def tokenizer(self):
@@ -154,14 +155,14 @@ class Searcher:
 
     def _cut_correct(self, budget: int) -> dict[int, bool]:
         """Problem -> whether its first pool sample, cut at ``budget`` tokens, is correct, for every
-        problem whose first sample is longer than ``budget`` (one batched ``task.score`` call)."""
-        cut = [p for p, rs in enumerate(self.pool()) if rs and self._fitting(rs, budget) == 0]
-        if not cut:
-            return {}
-        texts = [self.tokenizer.decode(self.pool()[p][0]["response_ids"][:budget], skip_special_tokens=True)
-                 for p in cut]
-        scores = self.run.task.score([self.problems[p] for p in cut], texts)
-        return {p: bool(sc.correct) for p, sc in zip(cut, scores)}
+        problem whose first sample is longer than ``budget`` (one batched ``task.score`` call per budget)."""
+        if budget not in self._cut:
+            pool = self.pool()
+            cut = [p for p, rs in enumerate(pool) if rs and self._fitting(rs, budget) == 0]
+            texts = [self.tokenizer.decode(pool[p][0]["response_ids"][:budget], skip_special_tokens=True) for p in cut]
+            scores = self.run.task.score([self.problems[p] for p in cut], texts) if cut else []
+            self._cut[budget] = {p: bool(sc.correct) for p, sc in zip(cut, scores)}
+        return self._cut[budget]
 
     def _pool_scores(self, need: str, how: str, budget: int) -> list[list[float]]:
         """Scores by model ``need`` (``how``: at the last token, or the minimum over steps) of the pool

@@ -70,50 +70,56 @@ def _tokens_path(shard: Path) -> Path:
     return shard.with_name(shard.name[: -len(".jsonl")] + ".tokens.json")
 
 
-def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:
+def _responses(gen, task, problems, start, cfg, name: str, advance=None) -> list:
+    """``cfg.samples`` graded responses per problem (seeded by ``name`` and the problem's index), flat."""
     from ..engine import SamplingParams
     from ..rollout import rollout
 
     params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                             seed=stable_seed(cfg.seed, "orm", cfg.split, start + i)) for i in range(len(problems))]
-    trajs = rollout(gen, task, problems, params, indices=range(start, start + len(problems)), advance=advance)
+                             seed=stable_seed(cfg.seed, name, cfg.split, start + i)) for i in range(len(problems))]
+    return [t for ts in rollout(gen, task, problems, params, indices=range(start, start + len(problems)),
+                                advance=advance) for t in ts]
+
+
+def _completions(gen, task, problems, start, cuts, cfg, seed_of) -> list[list[tuple]]:
+    """Each ``(response, cut)`` continued from its first ``cut`` response tokens by ``cfg.rollouts``
+    samples (at most the rest of ``cfg.max_tokens``; seed ``seed_of(response, cut)``), each graded
+    together with that head by one batched ``task.score``: per cut, ``[(completion, correct)]``."""
+    from ..engine import SamplingParams
+
+    if not cuts:
+        return []
+    outs = gen.generate([t.prompt_ids + t.response_ids[:c] for t, c in cuts],
+                        [SamplingParams(n=cfg.rollouts, temperature=cfg.temperature,
+                                        max_tokens=max(1, cfg.max_tokens - c), seed=seed_of(t, c)) for t, c in cuts])
+    tok = gen.tokenizer
+    graded, texts = [], []
+    for (t, c), o in zip(cuts, outs):
+        for comp in o.outputs:
+            graded.append(problems[t.index - start])
+            texts.append(tok.decode(t.response_ids[:c] + list(comp.token_ids), skip_special_tokens=True))
+    verdicts = iter(s.correct for s in task.score(graded, texts))
+    return [[(comp, next(verdicts)) for comp in o.outputs] for o in outs]
+
+
+def _orm_records(gen, task, problems, start, cfg, advance) -> list[dict]:
     return [{"source": "orm", "index": t.index, "prompt_ids": t.prompt_ids, "state_ids": t.response_ids,
-             "target": 1.0 if t.correct else 0.0, "finish_reason": t.finish_reason} for ts in trajs for t in ts]
+             "target": 1.0 if t.correct else 0.0, "finish_reason": t.finish_reason}
+            for t in _responses(gen, task, problems, start, cfg, "orm", advance)]
 
 
 def _vgs_records(gen, task, problems, start, cfg, advance) -> list[dict]:
     """VGS roll-in / roll-out data (see module docs)."""
-    from ..engine import SamplingParams
-    from ..rollout import rollout
-
-    params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                             seed=stable_seed(cfg.seed, "vgs-rollin", cfg.split, start + i))
-              for i in range(len(problems))]
-    rollins = [t for ts in rollout(gen, task, problems, params, indices=range(start, start + len(problems)))
-               for t in ts]
+    rollins = _responses(gen, task, problems, start, cfg, "vgs-rollin")
     cuts = []
     for t in rollins:
         rng = random.Random(stable_seed(cfg.seed, "vgs-cut", cfg.split, t.index, t.sample))
-        cuts.append(rng.randrange(len(t.response_ids)) if t.response_ids else 0)
-    prompts = [t.prompt_ids + t.response_ids[:c] for t, c in zip(rollins, cuts)]
-    outs = gen.generate(prompts, [SamplingParams(n=cfg.rollouts, temperature=cfg.temperature,
-                                                 max_tokens=max(1, cfg.max_tokens - c),
-                                                 seed=stable_seed(cfg.seed, "vgs-rollout", cfg.split, t.index,
-                                                                  t.sample)) for t, c in zip(rollins, cuts)])
-    tok = gen.tokenizer
-    graded, texts, meta = [], [], []
-    for t, c, o in zip(rollins, cuts, outs):
-        head = t.response_ids[:c]
-        for comp in o.outputs:
-            graded.append(problems[t.index - start])
-            texts.append(tok.decode(head + list(comp.token_ids), skip_special_tokens=True))
-            meta.append((t, c, comp))
-    scores = task.score(graded, texts)
-    records = []
-    for (t, c, comp), s in zip(meta, scores):
-        label = 1 if s.correct else (0 if comp.finish_reason == "length" else 2)
-        records.append({"source": "vgs", "index": t.index, "prompt_ids": t.prompt_ids,
-                        "state_ids": t.response_ids[:c], "rollout_ids": list(comp.token_ids), "label": label})
+        cuts.append((t, rng.randrange(len(t.response_ids)) if t.response_ids else 0))
+    done = _completions(gen, task, problems, start, cuts, cfg,
+                        lambda t, c: stable_seed(cfg.seed, "vgs-rollout", cfg.split, t.index, t.sample))
+    records = [{"source": "vgs", "index": t.index, "prompt_ids": t.prompt_ids, "state_ids": t.response_ids[:c],
+                "rollout_ids": list(comp.token_ids), "label": 1 if ok else (0 if comp.finish_reason == "length" else 2)}
+               for (t, c), got in zip(cuts, done) for comp, ok in got]
     advance(len(problems) * cfg.samples)
     return records
 
@@ -121,35 +127,19 @@ def _vgs_records(gen, task, problems, start, cfg, advance) -> list[dict]:
 def _shepherd_records(gen, task, problems, start, cfg, advance) -> list[dict]:
     """Math-Shepherd step labels (see module docs): a step is good (1.0) when a completion sampled from it
     reaches a correct answer."""
-    from ..engine import SamplingParams
-    from ..rollout import rollout
     from ..search.common import ActionSplitter
 
-    params = [SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                             seed=stable_seed(cfg.seed, "shepherd", cfg.split, start + i)) for i in range(len(problems))]
-    responses = [t for ts in rollout(gen, task, problems, params, indices=range(start, start + len(problems)))
-                 for t in ts]
+    responses = _responses(gen, task, problems, start, cfg, "shepherd")
     split = ActionSplitter(gen.tokenizer, task.action_stop)
     steps = [(t, end) for t in responses for _, end in split.actions(t.response_ids)[:-1]]
-    outs = gen.generate([t.prompt_ids + t.response_ids[:end] for t, end in steps],
-                        [SamplingParams(n=cfg.rollouts, temperature=cfg.temperature, max_tokens=max(1, cfg.max_tokens - end),
-                                        seed=stable_seed(cfg.seed, "shepherd-completion", cfg.split, t.index, t.sample,
-                                                         end)) for t, end in steps]) if steps else []
-    tok = gen.tokenizer
-    graded, texts = [], []
-    for (t, end), o in zip(steps, outs):
-        for comp in o.outputs:
-            graded.append(problems[t.index - start])
-            texts.append(tok.decode(t.response_ids[:end] + list(comp.token_ids), skip_special_tokens=True))
-    verdicts = iter(s.correct for s in task.score(graded, texts)) if texts else iter(())
-    records = []
-    for (t, end), o in zip(steps, outs):
-        good = [next(verdicts) for _ in o.outputs]
-        records.append({"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,
-                        "state_ids": t.response_ids[:end], "target": 1.0 if any(good) else 0.0})
-    for t in responses:  # the last step: the response itself
-        records.append({"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,
-                        "state_ids": t.response_ids, "target": 1.0 if t.correct else 0.0})
+    done = _completions(gen, task, problems, start, steps, cfg,
+                        lambda t, end: stable_seed(cfg.seed, "shepherd-completion", cfg.split, t.index, t.sample, end))
+    records = [{"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,
+                "state_ids": t.response_ids[:end], "target": 1.0 if any(ok for _, ok in got) else 0.0}
+               for (t, end), got in zip(steps, done)]
+    records += [{"source": "math-shepherd", "index": t.index, "prompt_ids": t.prompt_ids,  # the last step: the
+                 "state_ids": t.response_ids, "target": 1.0 if t.correct else 0.0}      # response itself
+                for t in responses]
     advance(len(problems) * cfg.samples)
     return records
 

@@ -162,10 +162,6 @@ class TokenCounter:
         """Generated tokens ``problem`` may still spend (None without a budget)."""
         return None if self.budget is None else max(self.budget - self.generated[problem], 0)
 
-    def spent(self, problem: int) -> bool:
-        """True when ``problem`` has no token left to generate (never without a budget)."""
-        return self.budget is not None and self.generated[problem] >= self.budget
-
     def affords(self, problem: int, samples: int = 1) -> bool:
         """True when ``problem`` can pay at least one token for each of ``samples`` samples."""
         left = self.left(problem)

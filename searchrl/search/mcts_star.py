@@ -116,7 +116,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.types import SamplingParams  # torch-free
-from .bon import select_for
+from .bon import best_of_n, select_for
 from .config import ROLLOUT_CHILDREN, MCTSStarConfig  # noqa: F401  (re-exported)
 from .common import (
     BUDGET,
@@ -382,7 +382,7 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
     for r, out in zip(todo, outs):
         ids = r.final.ids + list(out.outputs[0].token_ids)
         if out.outputs[0].finish_reason == BUDGET and r.candidates:  # no response: the best one found instead
-            chosen[r.k] = max(range(len(r.candidates)), key=lambda i, r=r: (r.candidates[i].score, -i))
+            chosen[r.k] = best_of_n([c.score for c in r.candidates])
         else:
             done.append((r, ids, out.outputs[0].finish_reason))
     for (r, ids, finish), v in zip(done, score([(r, ids) for r, ids, _ in done])):
