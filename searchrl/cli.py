@@ -299,7 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
-    p.add_argument("--config", help="recipe YAML (e.g. recipes/countdown/sos-tiny.yaml)")
+    p.add_argument("--config", help="recipe: a YAML file, or a shipped recipe's name (e.g. countdown/sos-tiny; "
+                                    "`searchrl recipes` lists them)")
     if run_dir:
         p.add_argument("--run-dir", help="run directory (same as run_dir=...); an existing one starts from the "
                                          "config it recorded, with the overrides on top")
@@ -411,7 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "
               "--model into <run_dir>/<name>/iterN, with reward_std.png; resumable", cmd_rest_grpo)
     _trainer_args(rg, "train", "rest_grpo.method", "last")
+    rc = sub.add_parser("recipes", help="list the shipped recipes, one line each (use a name with --config)",
+                        description="the shipped recipes (package data): --config NAME runs one, e.g. "
+                                    "`searchrl sft --config countdown/sos-tiny`")
+    rc.set_defaults(func=cmd_recipes, quiet=True)
     return parser
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .config import list_recipes
+
+    recipes = list_recipes()
+    width = max(len(name) for name, _ in recipes)
+    for name, summary in recipes:
+        print(f"{name:<{width}}  {summary}")
+    return 0
 
 
 def configure_logging(quiet: bool) -> None:

@@ -403,10 +403,48 @@ def _migrate_recorded(d: Any) -> Any:
     return d
 
 
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """The shipped recipes (package data, so a wheel has them): ``(name, summary)`` per recipe, where
+    ``name`` is ``task/recipe`` (what ``--config`` accepts) and the summary is the first sentence of
+    the recipe's opening comment, cut to about 100 characters."""
+    out = []
+    for path in sorted(RECIPES_DIR.glob("*/*.yaml")):
+        lines = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            text = line.lstrip("#").strip()
+            if not text:
+                break
+            lines.append(text)
+        summary = " ".join(lines)
+        end = summary.find(". ")
+        summary = summary[: end + 1] if end >= 0 else summary
+        if len(summary) > 100:
+            summary = summary[:99].rsplit(" ", 1)[0].rstrip(",;:(") + " …"
+        out.append((f"{path.parent.name}/{path.stem}", summary))
+    return out
+
+
+def recipe_path(name: str | os.PathLike) -> Path:
+    """A recipe file: ``name`` as a path when it exists, else a shipped recipe's name
+    (``countdown/sos-tiny``, with or without ``.yaml``, or with a leading ``recipes/``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    stem = str(name).removeprefix("recipes/").removesuffix(".yaml")
+    shipped = RECIPES_DIR / f"{stem}.yaml"
+    if "/" in stem and ".." not in stem and shipped.is_file():
+        return shipped
+    raise ConfigError(f"{name}: no such recipe file, and no shipped recipe of that name (`searchrl recipes` "
+                      f"lists them)")
+
+
 def read_recipe(path: str | os.PathLike) -> _Source:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such recipe file")
+    path = recipe_path(path)
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("recipes/**/*.yaml"), *ROOT.glob("searchrl/presets/*.yaml")])
+RECIPES = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("searchrl/recipes/*/*.yaml"),
+                                                     *ROOT.glob("searchrl/presets/*.yaml")])
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,49 @@ def test_the_shipped_accelerate_configs_are_ones_accelerate_reads():
     for path in configs:
         cfg = load_config_from_file(str(path))
         assert str(cfg.distributed_type) == "DistributedType.MULTI_GPU" and cfg.mixed_precision == "bf16", path
+
+
+def test_searchrl_recipes_lists_every_shipped_recipe_on_one_line_each(capsys):
+    from searchrl.cli import main
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shipped = sorted(f"{p.parent.name}/{p.stem}" for p in ROOT.glob("searchrl/recipes/*/*.yaml"))
+    assert [line.split()[0] for line in lines] == shipped
+    assert all(len(line) < 160 and len(line.split(maxsplit=1)) == 2 for line in lines)
+
+
+def test_a_shipped_recipe_is_found_by_its_name_from_any_directory(tmp_path, monkeypatch):
+    from searchrl.config import ConfigError, load_config, recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("countdown/sos-tiny", "countdown/sos-tiny.yaml", "recipes/countdown/sos-tiny.yaml"):
+        assert recipe_path(name) == ROOT / "searchrl" / "recipes" / "countdown" / "sos-tiny.yaml"
+    assert load_config("countdown/sos-tiny").task.name == "countdown"
+    (tmp_path / "mine.yaml").write_text("seed: 7\n")
+    assert load_config("mine.yaml").seed == 7  # a file that exists wins
+    with pytest.raises(ConfigError, match="no-such/recipe: no such recipe file.*searchrl recipes"):
+        load_config("no-such/recipe")
+    with pytest.raises(ConfigError, match="no such recipe"):
+        recipe_path("../pyproject")
+
+
+def test_a_wheel_carries_the_recipes(tmp_path):
+    """Recipes are package data: a wheel built from the sources has every one of them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "searchrl", src / "searchrl",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"searchrl/recipes/{p.parent.name}/{p.name}" for p in ROOT.glob("searchrl/recipes/*/*.yaml")}
+    assert shipped and shipped <= names
