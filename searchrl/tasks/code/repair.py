@@ -111,14 +111,18 @@ def _failure(r: Result) -> str:
 
 def function_outcomes(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
                       memory_mb: int = 1024, workers: int | None = None) -> list[list[Outcome] | None]:
-    """Public-test outcomes of function problems (``entry_point`` called on each input): one sandboxed
-    program per response with code (the harness's ``outcomes`` report,
-    :func:`~searchrl.tasks.code.harness.cases_program`); ``None`` for a response without code."""
+    """Public-test outcomes of function problems (``entry_point`` called on each input; APPS' call-based
+    problems: ``fn_name`` called as APPS calls it): one sandboxed program per response with code (the
+    harness's ``outcomes`` report, :func:`~searchrl.tasks.code.harness.cases_program`); ``None`` for a
+    response without code."""
     marker = secrets.token_hex(8)
 
     def programs(p: dict, code: str) -> list[Program]:
         if not p["public_tests"]:
             return []
+        if "fn_name" in p:
+            return [Program(cases_program(code, p["fn_name"], p["public_tests"], marker, report="outcomes",
+                                          call="apps"))]
         return [Program(cases_program(code, p["entry_point"], p["public_tests"], marker, report="outcomes"))]
 
     def judge(p: dict, code: str, results: list[Result]) -> list[Outcome]:

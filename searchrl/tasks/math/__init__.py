@@ -1,6 +1,6 @@
 """Math problems with final answers only (ReST-MCTS*, seed 002): the task, its answers and its data.
 
-:class:`MathTask` is one :class:`~searchrl.tasks.base.Task` over two sources (``task.source``):
+:class:`MathTask` is one :class:`~searchrl.tasks.base.Task` over these sources (``task.source``):
 
 * ``synthetic`` (default): the multi-step arithmetic word problems of
   :mod:`searchrl.tasks.math.synthetic` (3-6 steps, one a line, held-out compositions in
@@ -10,7 +10,14 @@
   ReST-MCTS*'s ``{"content", "answer"}`` (ours too, with an optional ``"solution"``); GSM8K's
   ``{"question", "answer"}`` where the answer's text ends ``#### <answer>`` (the lines before it
   become the solution); MATH's ``{"problem", "solution"}`` (the answer is the solution's last
-  ``\\boxed{}``, unless an ``answer`` field gives it).
+  ``\\boxed{}``, unless an ``answer`` field gives it);
+* ``gsm8k`` and ``math``: a published dataset in its own Hugging Face Hub layout, only that layout's
+  records accepted: GSM8K (``question``, ``answer`` ending ``#### n``; ``openai/gsm8k``'s
+  ``main/test-00000-of-00001.parquet``) or MATH and MATH-500 (``problem``, ``solution``, and ``answer``
+  where the dataset has it, else the solution's last ``\\boxed{}``; ``HuggingFaceH4/MATH-500``'s
+  ``test.jsonl``). ``task.path`` is a parquet / JSON Lines / JSON file (split ``test``), a directory of the
+  dataset's files named by split (``train-00000-of-00001.parquet``, ``test.jsonl``, ...), or a ``datasets``
+  name (``openai/gsm8k:main``, the configuration after the colon), :func:`searchrl.tasks.splits.hub_splits`.
 
 Every record is checked when its file is read (when the task's data are prepared), each error
 naming the file, its 1-based line (a ``.json`` list: the line its item starts on) and the field,
@@ -39,7 +46,9 @@ from ..base import MissingField, Score
 from ..splits import COMPOSITION_TITLES, SplitFiles, composition_splits
 from .answer import are_equivalent, extract_answer, is_equivalent
 
-SOURCES = ("synthetic", "jsonl")
+SOURCES = ("synthetic", "jsonl", "gsm8k", "math")
+#: the sources read from a published dataset in its own Hub layout, and the columns each reads
+HUB_COLUMNS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution", "answer")}
 SPLIT_TITLES = COMPOSITION_TITLES
 #: what a model of a published dataset is asked (the usual instruction for boxed answers)
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -55,8 +64,12 @@ class MathConfig:
 
     name: str = _f("math", "task name (see searchrl.tasks.TASKS)")
     source: str = _f("synthetic", "synthetic (our arithmetic word problems) | jsonl (problems from task.path: "
-                                  "ReST-MCTS* content/answer, GSM8K question/answer, MATH problem/solution)")
-    path: str = _f("", "jsonl: a .jsonl/.json file of problems (split 'test') or a directory of <split>.jsonl files")
+                                  "ReST-MCTS* content/answer, GSM8K question/answer, MATH problem/solution) | "
+                                  "gsm8k | math (GSM8K, or MATH / MATH-500, in their own Hub layouts from task.path)")
+    path: str = _f("", "jsonl: a .jsonl/.json file of problems (split 'test') or a directory of <split>.jsonl files; "
+                       "gsm8k / math: a .parquet/.jsonl/.json file (split 'test'), a directory of the dataset's "
+                       "files (train-00000-of-00001.parquet, test.jsonl, ...) or a datasets name "
+                       "(openai/gsm8k:main, HuggingFaceH4/MATH-500)")
     seed: int = _f(0, "synthetic: seed of the problems and of the held-out compositions")
     n_train: int = _f(20000, "synthetic: SFT problems with gold solutions")
     n_selftrain: int = _f(2000, "synthetic: self-training problems (none in train)")
@@ -77,6 +90,10 @@ class MathConfig:
             raise ValueError(f"source must be one of {' | '.join(SOURCES)}, got {self.source!r}")
         if self.source == "jsonl" and not self.path:
             raise ValueError("source=jsonl reads its problems from task.path (a .jsonl file or a directory of them)")
+        if self.source in HUB_COLUMNS and not self.path:
+            example = "openai/gsm8k:main" if self.source == "gsm8k" else "HuggingFaceH4/MATH-500"
+            raise ValueError(f"source={self.source} reads its problems from task.path: a file or directory in the "
+                             f"dataset's Hub layout, or a datasets name such as {example}")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
 
@@ -98,20 +115,30 @@ def _answer_text(value: str | int | float) -> str:
 ANSWER = (str, int, float)
 
 
-def math_problem(rec: Any, path: str | os.PathLike, line: int) -> dict[str, Any]:
+def math_problem(rec: Any, path: str | os.PathLike, line: int, layout: str | None = None) -> dict[str, Any]:
     """One problem of any layout of the module doc as ``{"content", "answer", "solution"?}``, or a
     :class:`~searchrl.data.RecordError` naming ``path``, ``line`` and the layout's field (``missing``,
     ``expected a string, got int``, ...). Nothing the record gives is dropped quietly: a ``solution``
-    that is not a string, or a MATH ``answer`` that is neither text nor a number, is an error."""
+    that is not a string, or a MATH ``answer`` that is neither text nor a number, is an error.
+    ``layout`` (``gsm8k`` or ``math``): only that dataset's layout is accepted (a record of another is
+    an error naming the field it lacks), else the layout is recognised by the record's fields."""
     if not isinstance(rec, dict):
         raise RecordError(path, line, None, f"expected a JSON object (a problem), got {type_name(rec)}")
+    if layout is not None and layout not in HUB_COLUMNS:
+        raise ValueError(f"layout must be one of {' | '.join(HUB_COLUMNS)}, got {layout!r}")
     solution_field = "solution"
-    if "content" in rec:  # ReST-MCTS* / ours
+    if layout == "gsm8k" or (layout is None and "question" in rec and "content" not in rec):
+        kind = "gsm8k"
+    elif layout == "math" or (layout is None and "problem" in rec and "content" not in rec):
+        kind = "math"
+    else:
+        kind = "content" if "content" in rec else None
+    if kind == "content":  # ReST-MCTS* / ours
         question_field = "content"
         question = field_value(rec, "content", str, path, line)
         answer = _answer_text(field_value(rec, "answer", ANSWER, path, line, what="a string or a number"))
         solution = field_value(rec, "solution", str, path, line, required=False)
-    elif "question" in rec:  # GSM8K
+    elif kind == "gsm8k":
         question_field = "question"
         question = field_value(rec, "question", str, path, line)
         parsed = _gsm8k_answer(field_value(rec, "answer", str, path, line))
@@ -120,7 +147,7 @@ def math_problem(rec: Any, path: str | os.PathLike, line: int) -> dict[str, Any]
         answer, solution = parsed
         solution = solution or None  # "#### 5" alone: the answer without steps
         solution_field = "answer"
-    elif "problem" in rec:  # MATH
+    elif kind == "math":  # MATH, MATH-500
         question_field = "problem"
         question = field_value(rec, "problem", str, path, line)
         solution = field_value(rec, "solution", str, path, line)
@@ -174,6 +201,11 @@ class MathTask(SplitFiles):
         cfg = self.config
         if cfg.source == "jsonl":
             return self._splits_from_files(cfg.path, ("*.jsonl", "*.json"), load_problems, ".jsonl/.json")
+        if cfg.source in HUB_COLUMNS:
+            import functools
+
+            return self._splits_from_hub(cfg.path, functools.partial(math_problem, layout=cfg.source),
+                                         f"{cfg.source} .parquet/.jsonl/.json", HUB_COLUMNS[cfg.source])
         from .synthetic import generate
 
         return generate(composition_splits(cfg), seed=cfg.seed, held_fraction=cfg.held_fraction,
@@ -242,5 +274,5 @@ class MathTask(SplitFiles):
 
 
 __all__ = ["MathTask", "MathConfig", "extract_answer", "is_equivalent", "are_equivalent", "load_problems",
-           "math_problem", "SOURCES",
+           "math_problem", "SOURCES", "HUB_COLUMNS",
            "INSTRUCTION"]
