@@ -34,7 +34,21 @@ def tiny(tmp_path_factory):
     for split in ("train", "selftrain", "test"):
         (math / f"{split}.jsonl").write_text(json.dumps({"content": "1+2?", "answer": "3",
                                                          "solution": "1 + 2 = 3\nThe answer is \\boxed{3}."}) + "\n")
+    # the real datasets in their own Hub layouts (test_datasets.py's fixtures)
+    from test_datasets import (CC, CC_SCHEMA, GSM8K, GSM8K_SCHEMA, MBPP, MBPP_SCHEMA, write_jsonl,
+                               write_parquet)
+
+    for split in ("train", "test"):
+        write_parquet(d / "math-gsm8k" / f"{split}-00000-of-00001.parquet", GSM8K, GSM8K_SCHEMA)
+        write_parquet(d / "code-mbpp" / f"{split}-00000-of-00001.parquet", MBPP, MBPP_SCHEMA)
+        write_parquet(d / "code-codecontests" / "data" / f"{split}-00000-of-00001.parquet", CC, CC_SCHEMA)
+    write_jsonl(d / "math-math" / "test.jsonl", [{"problem": "1+2?", "solution": "1 + 2 = \\boxed{3}",
+                                                  "answer": "3"}])
     return d
+
+
+def is_hub_name(name) -> bool:
+    return isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "builtin:"))
 
 
 def test_every_recipe_is_tested():
@@ -50,11 +64,14 @@ def test_recipe_builds_its_run_with_a_tiny_model(recipe, tiny, tmp_path):
 
     raw = yaml.safe_load((ROOT / recipe).read_text())
     over = [f"run_dir={tmp_path / 'run'}"]
-    real = (raw.get("model") or {}).get("name") == "???"
+    name = (raw.get("model") or {}).get("name")
+    real = name == "???" or is_hub_name(name)  # the real model's place: the tiny one stands in
     if real:
         over.append(f"model.name={tiny / 'model'}")
-    if (raw.get("task") or {}).get("path") == "???":
-        over.append(f"task.path={tiny / raw['task']['name']}")
+    task = raw.get("task") or {}
+    if task.get("path") == "???":
+        layout = tiny / f"{task['name']}-{task.get('source')}"
+        over.append(f"task.path={layout if layout.exists() else tiny / task['name']}")
     cfg = load_config([ROOT / recipe], over)
     assert cfg.sft.grad_accum >= 1 and cfg.rest_sft.tokens_per_batch >= 1
     if not real:
