@@ -71,9 +71,10 @@ def test_global_top_k_keeps_both_children_of_one_beam():
     # step 1: the top 2 of ab1 .5, ab2 .3, cd3 .7, cd4 .6 are both children of "cd"; both end with EOS
     assert texts(res) == ["cd3", "cd4"] and [c.score for c in res.candidates] == [0.7, 0.6]
     assert [c.finish_reason for c in res.candidates] == ["stop", "stop"]
-    assert [c.meta for c in res.candidates] == [{"rep": 0, "beam": 0, "finished": True},
-                                                {"rep": 0, "beam": 1, "finished": True}]
-    assert res.chosen == 0 and res.response == "cd3" and res.meta == {"steps": 2}
+    assert [c.meta for c in res.candidates] == [{"rep": 0, "beam": 0, "finished": True, "node": 7},
+                                                {"rep": 0, "beam": 1, "finished": True, "node": 8}]
+    # meta["blocks"]: the 8 blocks sampled, for search_tree (tests/test_search_trees.py)
+    assert res.chosen == 0 and res.response == "cd3" and res.meta["steps"] == 2 and len(res.meta["blocks"]) == 8
     # 8 blocks of 2 tokens; 8 states scored, each read with the 4 prompt tokens: 4 x (4+2) + 4 x (4+4)
     assert res.generated_tokens == 16 and res.value_tokens == 24 + 32
     assert scorer.calls == ["ab", "cd", "ef", "gh", "ab1$", "ab2$", "cd3$", "cd4$"]
@@ -101,7 +102,7 @@ def test_finished_beams_are_frozen_and_still_output():
     assert texts(res) == ["a", "bci"] and [c.score for c in res.candidates] == [0.9, 0.3]
     assert [c.meta["finished"] for c in res.candidates] == [True, True]
     # 4 blocks (a$, bc, de, fg) of 2 tokens + 2 blocks of 2 tokens
-    assert res.generated_tokens == 12 and res.meta == {"steps": 2}
+    assert res.generated_tokens == 12 and res.meta["steps"] == 2 and len(res.meta["blocks"]) == 6
 
 
 def test_block_size_and_max_tokens_cut_blocks():
@@ -161,7 +162,7 @@ def test_budget_stops_a_problem_and_keeps_its_unfinished_beams():
     assert gen.batches == [[""], ["ab"]] and res.generated_tokens == 8
     [c] = res.candidates
     assert (c.text, c.score, c.finish_reason, c.meta["finished"]) == ("abcd", 0.0, "length", False)
-    assert res.chosen == 0 and res.meta == {"steps": 2}
+    assert res.chosen == 0 and res.meta["steps"] == 2
     # 7: step 2's two blocks share the 3 tokens left, one each: cut, the beam frozen unfinished
     [res], gen, _ = run(script, {}, cfg, budget_tokens=7)
     assert gen.batches == [[""], ["ab"]] and res.generated_tokens == 6

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from test_search_trees import check_tree
+
 from searchrl.cli import main
 from searchrl.data import read_jsonl
 
@@ -95,6 +97,28 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
         assert by[("bon-oracle", b)]["value_tokens"] == 0 < by[("bon-value", b)]["value_tokens"]
     assert (out / "accuracy_vs_tokens.png").stat().st_size > 10_000
     assert "BoN, verifier (oracle)" in (out / "results.md").read_text()
+    # what each search did: every problem's tree (search.keep_trees 20 > 3) beside each result, the same
+    # problems, grades and tokens as the result, one chosen path from the root to the response
+    answered = set()
+    for r in rows:
+        m, b = r["method"], r["budget_tokens"]
+        lines = read_jsonl(out / "methods" / f"trees-{m}-{b}.jsonl")
+        result = json.loads((out / "methods" / f"{m}-{b}-{lines[0]['key']}.json").read_text())
+        assert result["row"] == {**r, "seconds": result["row"]["seconds"]}
+        assert [x["index"] for x in lines] == [p["index"] for p in result["problems"]] == [0, 1, 2]
+        for x, p in zip(lines, result["problems"]):
+            assert (x["method"], x["budget"], x["correct"], x["generated_tokens"]) == (m, b, p["correct"],
+                                                                                      p["generated_tokens"])
+            assert x["prompt"] and len(x["nodes"]) >= 2
+            if x["response"]:
+                path = check_tree(x["nodes"], x["response"])
+                assert x["nodes"][path[-1]]["reward"] == float(x["correct"])  # countdown: reward 1 iff correct
+                answered.add(m)
+            if "samples" in p:  # a pool method: the root and one child per sample read
+                assert len(x["nodes"]) == 1 + max(p["samples"], 1) and all(n["parent"] == 0 for n in x["nodes"][1:])
+            if m in ("vm-mcts", "orm-mcts", "mcts-star"):
+                assert all(n["visits"] is not None for n in x["nodes"] if n["kind"] == "tree")
+    assert answered == {r["method"] for r in rows}
     # a rerun recomputes nothing
     files = {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
     assert main(["compare-search", "--run-dir", str(run_dir), "--quiet"]) == 0
@@ -103,6 +127,17 @@ def test_compare_search_every_method_at_three_budgets(run_dir, capsys):
     capsys.readouterr()
     assert main(["search", "--method", "bon", "--budget", "200", "--run-dir", str(run_dir), "--quiet"]) == 0
     assert "BoN, value model at 200 tokens" in capsys.readouterr().out
+    assert len(read_jsonl(run_dir / "search" / "methods" / "trees-bon-value-200.jsonl")) == 3
+    # search.keep_trees bounds the trees and keys no result: other values rewrite the trees only (from the pool,
+    # and from the shards of the tree searches, which hold every tree they kept when searched)
+    results = {p: p.stat().st_mtime_ns for p in (out / "methods").glob("**/*.json*")
+               if not p.name.startswith("trees-")}
+    for keep, lines in ((1, 1), (0, None), (-1, 3)):
+        assert main(["compare-search", "--run-dir", str(run_dir), "--quiet", f"search.keep_trees={keep}"]) == 0
+        trees = sorted((out / "methods").glob("trees-*.jsonl"))
+        assert [len(read_jsonl(p)) for p in trees] == ([lines] * 48 if lines else [])
+    assert {p: p.stat().st_mtime_ns for p in (out / "methods").glob("**/*.json*")
+            if not p.name.startswith("trees-")} == results
     # a value-model setting that is not one is refused, naming it
     assert main(["search", "--method", "vm-mcts", "--budget", "200", "--run-dir", str(run_dir), "--quiet",
                  f"search.value={run_dir / 'data'}"]) == 2

@@ -26,6 +26,29 @@ generated tokens per problem the method actually used (a search may stop short o
 MCTS* at its end gate), their ratio to the budget (``budget_used``), value-model tokens
 separately, accuracy and a 95% bootstrap interval over problems. Results are kept per (method, budget) under
 ``<run>/compare-search/`` (the pool in resumable shards), so a rerun recomputes nothing finished.
+
+What a search did
+-----------------
+Beside each (method, budget) result ``methods/<method>-<budget>-<key>.json`` (under
+``<run>/compare-search/``, or ``<run>/search/`` for ``searchrl search``) the first
+``search.keep_trees`` problems (-1: all, 0: none) keep their chosen response and search tree in
+``methods/trees-<method>-<budget>.jsonl``, one JSON object a line, in problem order::
+
+    {"index", "method", "budget", "prompt" (the task's prompt text), "response" (the chosen one, "" if none),
+     "correct", "generated_tokens", "key" (the result's key), "nodes": [{"id", "parent", "action", "value",
+     "visits", "terminal", "reward", "chosen", ...}]}
+
+Node 0 is the root (the empty response, ``parent`` null); ``action`` is the text a node appends to its
+parent's state, so the actions along the ``chosen`` path add up to the response
+(:func:`searchrl.search.common.tree_node` says what each field means). A pool method's tree is the root
+and one child per sample it read (``value``: what it ranked the sample by; ``reward``: its grade); a
+tree search's is what its method's ``tree`` function makes of the search (the MCTS trees with their
+values and visit counts, the blocks of a beam search, each with the responses found outside the tree
+as leaves), the final response graded by the comparison. A tree search's trees travel in its shards,
+so a rerun resumes them with the results; ``keep_trees`` enters no key (changing it rewrites the file
+from the pool, or from the shards, which hold the trees of the problems it covered when searched).
+``<``, U+2028 and U+2029 are written as JSON escapes (``\\u003c``: the same JSON), so a line can go
+into an HTML page's script as it is, and stays one line whoever splits it.
 """
 
 from __future__ import annotations
@@ -36,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import read_json, resumable_shards, write_json, write_text
+from ..data import InputError, atomic_write, read_json, read_jsonl, resumable_shards, write_json, write_text
 from ..rundir import problems_digest, rel, shard_key
 from ..search import registry
 from ..search.registry import PoolMethod, SearchMethod, TreeMethod
@@ -53,10 +76,70 @@ def pool_settings(cfg) -> dict:
     return out
 
 
+def keeps(keep_trees: int, index: int) -> bool:
+    """Whether problem ``index``'s tree is kept (``search.keep_trees``: the first N problems; -1: all)."""
+    return keep_trees < 0 or index < keep_trees
+
+
+def tree_record(task, problem: dict, method: str, budget: int, index: int, response: str, correct: bool,
+                generated_tokens: int, nodes: list[dict]) -> dict:
+    """One line of ``trees-<method>-<budget>.jsonl`` (module docs, "What a search did"), less its ``key``."""
+    return {"index": index, "method": method, "budget": budget, "prompt": task.prompt(problem),
+            "response": response, "correct": bool(correct), "generated_tokens": int(generated_tokens),
+            "nodes": nodes}
+
+
+def grade_chosen(nodes: list[dict], reward: float) -> None:
+    """Give the chosen path's last node (the final response) the grade ``reward`` the comparison gave it,
+    unless the search graded it itself."""
+    parents = {n["parent"] for n in nodes if n["chosen"]}
+    for n in nodes:
+        if n["chosen"] and n["id"] not in parents and n["reward"] is None:
+            n["reward"] = reward
+
+
+def trees_path(results: Path, method: str, budget: int) -> Path:
+    """Where a (method, budget) result's trees go: ``trees-<method>-<budget>.jsonl`` beside its result file."""
+    return results.parent / f"trees-{method}-{budget}.jsonl"
+
+
+#: what a JSON line must not hold as it is to go into an HTML ``<script>`` (and to stay one line for readers that
+#: split at U+2028 / U+2029, as ``str.splitlines`` and older JavaScript do): each as its JSON escape
+_SCRIPT_SAFE = {ord("<"): "\\u003c", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def write_trees(path: Path, key: str, per: list[dict], keep_trees: int) -> list[int]:
+    """Write the kept problems' trees (``per``'s records' ``tree``, taken out of them) to ``path`` as JSON
+    Lines, each with the result's ``key``; ``<``, U+2028 and U+2029 are written as JSON escapes (the same
+    JSON) so a page can embed a line in a ``<script>`` as it is. Nothing kept: no file (an older one is
+    removed: it would describe another result). Returns the kept problems that had no tree."""
+    import json
+
+    trees = {r["index"]: r.pop("tree") for r in per if "tree" in r}
+    wanted = [r["index"] for r in per if keeps(keep_trees, r["index"])]
+    if not wanted:
+        path.unlink(missing_ok=True)
+        return []
+    with atomic_write(path) as f:
+        for i in wanted:
+            if i in trees:
+                f.write(json.dumps({**trees[i], "key": key}, ensure_ascii=False).translate(_SCRIPT_SAFE) + "\n")
+    return [i for i in wanted if i not in trees]
+
+
+def trees_current(path: Path, key: str, wanted: list[int]) -> bool:
+    """Whether ``path`` holds exactly the trees of problems ``wanted`` of the result keyed ``key``."""
+    if not wanted:
+        return not path.exists()
+    try:
+        lines = read_jsonl(path)
+    except (OSError, InputError):
+        return False
+    return [r.get("index") for r in lines] == wanted and all(r.get("key") == key for r in lines)
+
+
 def resolve_method(name: str) -> str:
     """The method ``name`` (or its alias) names; an unknown name is an :class:`~searchrl.data.InputError`."""
-    from ..data import InputError
-
     name = registry.resolve(name)
     if not registry.known(name):
         aliases = ", ".join(f"{a} = {m}" for a, m in registry.aliases().items())
@@ -75,15 +158,16 @@ class Searcher:
         self.methods = [resolve_method(m) for m in methods]
         self.out = Path(out_dir) if out_dir is not None else run.dir / "compare-search"
         self.policy = run.policy_path(policy)
-        from ..models.value import is_value_dir
+        from ..data import InputError
         from .value import ensure_value_models
 
         needs = list(dict.fromkeys(n for n in (registry.get(m).needs for m in self.methods) if n is not None))
         self.paths = ensure_value_models(run, needs, policy)
-        for need, path in self.paths.items():
-            if not is_value_dir(path):
-                raise FileNotFoundError(f"{path}: not a value model directory (search.{need}); "
-                                        f"`searchrl train-value` makes one, or leave the setting empty")
+        for need, path in self.paths.items():  # a value model or an off-the-shelf verifier (a Hub name too)
+            try:
+                run.check_model(path, preset_ok=False, kind="scorer")
+            except (InputError, FileNotFoundError) as e:
+                raise InputError(f"search.{need}: {e}") from None
         run.ensure_data()
         problems = run.task.problems(self.cfg.split)
         self.problems = problems[: self.cfg.n_problems] if self.cfg.n_problems else problems
@@ -91,7 +175,7 @@ class Searcher:
         self._scorers: dict[str, Any] = {}
         self._pool: list[list[dict]] | None = None
         self._scores: dict[tuple[str, str, int], list[list[float]]] = {}
-        self._cut: dict[int, dict[int, bool]] = {}  # budget -> _cut_correct's grades, for every pool method
+        self._cut: dict[int, dict[int, dict]] = {}  # budget -> _cut_correct's grades, for every pool method
 
     @property
     def tokenizer(self):
@@ -107,7 +191,7 @@ class Searcher:
 
     def key(self, need: str | None = None, **what: Any) -> str:
         """What a result depends on: the policy, the problems, the value model ``need`` names, ``what``."""
-        scorer = self.run.model_identity(self.paths[need]) if need is not None else None
+        scorer = self.run.scorer_identity(self.paths[need]) if need is not None else None
         return shard_key(policy=self.run.model_key(self.policy), scorer=scorer, split=self.cfg.split,
                          problems=problems_digest(self.problems), **what)
 
@@ -153,15 +237,17 @@ class Searcher:
             k += 1
         return k
 
-    def _cut_correct(self, budget: int) -> dict[int, bool]:
-        """Problem -> whether its first pool sample, cut at ``budget`` tokens, is correct, for every
-        problem whose first sample is longer than ``budget`` (one batched ``task.score`` call per budget)."""
+    def _cut_correct(self, budget: int) -> dict[int, dict]:
+        """Problem -> its first pool sample cut at ``budget`` tokens (``response``) and its grade (``correct``,
+        ``reward``), for every problem whose first sample is longer than ``budget`` (one batched
+        ``task.score`` call per budget)."""
         if budget not in self._cut:
             pool = self.pool()
             cut = [p for p, rs in enumerate(pool) if rs and self._fitting(rs, budget) == 0]
             texts = [self.tokenizer.decode(pool[p][0]["response_ids"][:budget], skip_special_tokens=True) for p in cut]
             scores = self.run.task.score([self.problems[p] for p in cut], texts) if cut else []
-            self._cut[budget] = {p: bool(sc.correct) for p, sc in zip(cut, scores)}
+            self._cut[budget] = {p: {"response": t, "correct": bool(sc.correct), "reward": float(sc.reward)}
+                                 for p, t, sc in zip(cut, texts, scores)}
         return self._cut[budget]
 
     def _pool_scores(self, need: str, how: str, budget: int) -> list[list[float]]:
@@ -191,15 +277,26 @@ class Searcher:
     # ---- one method at one budget
     def run_pool(self, method: PoolMethod, budget: int, out: Path) -> list[dict]:
         """A pool method: on every problem, its choice among the pool samples that fit ``budget``
-        (nothing kept in ``out``: the pool and the scores are)."""
+        (nothing kept in ``out``: the pool and the scores are). A kept problem's record also holds its
+        tree (:func:`tree_record`): the root and one child per sample read, valued by what the method
+        ranked it by (the model's score; the verifier's reward for an oracle; none for a plain vote)."""
+        from ..search.common import mark_chosen, tree_node
+
         pool = self.pool()
         scores = self._pool_scores(method.needs, method.score, budget) if method.needs is not None else None
         cut = self._cut_correct(budget)
         per = []
         for p, rs in enumerate(pool):
             if p in cut:  # not even one whole sample: the first one, cut at the budget (nothing to choose)
-                per.append({"index": p, "correct": cut[p], "generated_tokens": budget, "value_tokens": 0,
+                per.append({"index": p, "correct": cut[p]["correct"], "generated_tokens": budget, "value_tokens": 0,
                             "samples": 0})
+                if keeps(self.cfg.keep_trees, p):
+                    nodes = mark_chosen([tree_node(0, None, ""),
+                                         tree_node(1, 0, cut[p]["response"], terminal=True, reward=cut[p]["reward"],
+                                                   sample=0, correct=cut[p]["correct"], tokens=budget,
+                                                   finish_reason="budget")], 1)
+                    per[-1]["tree"] = tree_record(self.run.task, self.problems[p], method.name, budget, p,
+                                                  cut[p]["response"], cut[p]["correct"], budget, nodes)
                 continue
             k = self._fitting(rs, budget)
             used = sum(len(r["response_ids"]) for r in rs[:k])
@@ -208,8 +305,19 @@ class Searcher:
             value_tokens = 0
             if method.needs is not None:
                 value_tokens = sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in rs[:k])
-            per.append({"index": p, "correct": bool(rs[chosen]["correct"]) if chosen is not None else False,
-                        "generated_tokens": used, "value_tokens": value_tokens, "samples": k})
+            correct = bool(rs[chosen]["correct"]) if chosen is not None else False
+            per.append({"index": p, "correct": correct, "generated_tokens": used, "value_tokens": value_tokens,
+                        "samples": k})
+            if keeps(self.cfg.keep_trees, p):
+                ranked = sc if sc is not None else [r["reward"] for r in rs[:k]] if method.oracle else [None] * k
+                nodes = [tree_node(0, None, "")] + [
+                    tree_node(j + 1, 0, r["response"], value=v, terminal=True, reward=r["reward"], sample=j,
+                              correct=bool(r["correct"]), tokens=len(r["response_ids"]))
+                    for j, (r, v) in enumerate(zip(rs[:k], ranked))]
+                mark_chosen(nodes, None if chosen is None else chosen + 1)
+                per[-1]["tree"] = tree_record(self.run.task, self.problems[p], method.name, budget, p,
+                                              rs[chosen]["response"] if chosen is not None else "", correct, used,
+                                              nodes)
         return per
 
     def run_tree(self, method: TreeMethod, budget: int, out: Path) -> list[dict]:
@@ -218,18 +326,26 @@ class Searcher:
         c, problems, policy = self.cfg, self.problems, self.policy
         scorer_path = self.paths[method.needs] if method.needs is not None else None
         mcfg = method.budget_rule(self.method_cfg(method.name), budget, self.mean_response_tokens)
-        search = method.search
+        search, keep = method.search, c.keep_trees  # (the job goes to the workers: it holds no Searcher)
 
         def produce(res, start: int, end: int, advance) -> list[dict]:
             chunk, task = problems[start:end], res.task
             scorer = res.scorer(scorer_path) if scorer_path is not None else None
-            results = search(res.generator(policy, c.batch_size), scorer, task, chunk, mcfg,
-                             budget_tokens=budget, indices=list(range(start, end)))
+            generator = res.generator(policy, c.batch_size)
+            results = search(generator, scorer, task, chunk, mcfg, budget_tokens=budget,
+                             indices=list(range(start, end)))
             scores = task.score(chunk, [r.response for r in results])
             advance(end - start)
-            return [{"index": r.index, "correct": bool(s.correct), "generated_tokens": r.generated_tokens,
-                     "value_tokens": r.value_tokens, "candidates": len(r.candidates)}
-                    for r, s in zip(results, scores)]
+            out = []
+            for r, s in zip(results, scores):
+                out.append({"index": r.index, "correct": bool(s.correct), "generated_tokens": r.generated_tokens,
+                            "value_tokens": r.value_tokens, "candidates": len(r.candidates)})
+                if keeps(keep, r.index):  # its tree, in the shard: a rerun resumes it with the results
+                    nodes = method.tree(r, generator.tokenizer) if method.tree is not None else []
+                    grade_chosen(nodes, float(s.reward))
+                    out[-1]["tree"] = tree_record(task, problems[r.index], method.name, budget, r.index, r.response,
+                                                  bool(s.correct), r.generated_tokens, nodes)
+            return out
 
         return resumable_shards(len(problems), c.shard_problems, lambda s, e: out / f"{s:06d}-{e - 1:06d}.jsonl",
                                 produce, desc=f"{method.name} @ {budget} tokens", progress=self.run.progress,
@@ -251,10 +367,17 @@ class Searcher:
             settings["cfg"] = dataclasses.asdict(self.method_cfg(method))
         key = self.key(spec.needs, method=method, budget=budget, **settings)
         path = self.out / "methods" / f"{method}-{budget}-{key}.json"
+        trees = trees_path(path, method, budget)
         if path.exists():
-            return read_json(path)
+            done = read_json(path)
+            wanted = [r["index"] for r in done["problems"] if keeps(self.cfg.keep_trees, r["index"])]
+            if not trees_current(trees, key, wanted):  # a result of before, or of other search.keep_trees
+                per = RUNNERS[spec.kind](self, spec, budget, path.with_suffix("")) if wanted else []
+                self._trees(trees, key, per, path.with_suffix(""))
+            return done
         t0 = time.perf_counter()
         per = RUNNERS[spec.kind](self, spec, budget, path.with_suffix(""))
+        self._trees(trees, key, per, path.with_suffix(""))  # before the result: it says both are done
         correct = [float(r["correct"]) for r in per]
         ci = bootstrap_ci(correct) or (None, None)
         n = max(len(per), 1)
@@ -269,14 +392,28 @@ class Searcher:
         return {"row": row, "problems": per}
 
 
+    def _trees(self, path: Path, key: str, per: list[dict], shards: Path) -> None:
+        """:func:`write_trees`, saying which kept problems have no tree: a tree search's shards keep the
+        trees of the problems ``search.keep_trees`` covered when they were searched."""
+        missing = write_trees(path, key, per, self.cfg.keep_trees)
+        if missing:
+            logger.warning("search: %s: no tree for %d of the problems search.keep_trees keeps (their shards were "
+                           "searched before it covered them; remove %s to search them again)", rel(self.run.dir, path),
+                           len(missing), rel(self.run.dir, shards))
+
+
 #: how each kind of method runs (``SearchMethod.kind`` -> the Searcher's runner)
 RUNNERS = {PoolMethod.kind: Searcher.run_pool, TreeMethod.kind: Searcher.run_tree}
 
 
 def run_search(run: Run, method: str, budget: int, policy: str | os.PathLike | None = None) -> dict:
     """``searchrl search``: one method at one budget on ``search.split``; the row."""
+    from .. import tracking
+
     s = Searcher(run, [method], policy, run.dir / "search")
-    return s.run_method(method, budget)["row"]
+    row = s.run_method(method, budget)["row"]
+    tracking.record(s.out, tables={"search": [row]}, kind="search")  # the command's trackers (tracking.report_to)
+    return row
 
 
 def run_compare_search(run: Run, policy: str | os.PathLike | None = None) -> dict:
@@ -299,6 +436,9 @@ def run_compare_search(run: Run, policy: str | os.PathLike | None = None) -> dic
             "search": dataclasses.asdict(c), "machine": machine(), "title": title}
     results = {"rows": rows, "meta": meta}
     write_json(s.out / "results.json", results)
+    from .. import tracking
+
+    tracking.record(s.out, tables={"compare_search": rows}, config=meta, kind="search")  # tracking.report_to
     write_text(s.out / "results.md", results_markdown(rows, meta))
     plot_accuracy_vs_tokens(rows, s.out / "accuracy_vs_tokens.png", title)
     return results

@@ -52,6 +52,9 @@ Here
   a whole response, the search returns the best partial one.
 * A block shorter than asked that does not end with EOS means the generator could go no
   further (its context is full): that beam is finished too, with finish reason ``"length"``.
+* Every block sampled is recorded (``meta["blocks"]``: the beam state it extended, its score,
+  whether it survived its step's top-k; each candidate's ``meta["node"]`` is its final block), and
+  :func:`search_tree` turns the record into node dicts: blocks as children of the states they extended.
 
 As search methods (:mod:`.registry`)
 ------------------------------------
@@ -72,6 +75,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engine.types import SamplingParams  # torch-free
 from . import bon
@@ -87,8 +91,24 @@ from .common import (
     problem_prompts,
     request_seed,
     score_counted,
+    tree_from_states,
 )
 from .registry import TreeMethod
+
+
+@dataclass
+class _Block:
+    """A sampled block as a node of the problem's record: the beam state it extended (its node), the
+    state it made (``ids``), the value model's score, why it ended its beam (None: it did not), its
+    repetition and step, and whether it survived the step's top-k."""
+
+    parent: int
+    ids: list[int]
+    score: float
+    finish_reason: str | None
+    rep: int
+    step: int
+    kept: bool
 
 
 @dataclass
@@ -96,6 +116,7 @@ class _Beam:
     ids: list[int] = field(default_factory=list)
     score: float | None = None
     finish_reason: str | None = None  # None while active
+    node: int = 0  # its block's node in the problem's record (0: the empty response, the root)
 
     @property
     def active(self) -> bool:
@@ -118,6 +139,8 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
     counter = TokenCounter.zeros(len(problems), budget_tokens)
     searches = [[[_Beam() for _ in range(cfg.beams)] for _ in range(cfg.reps)] for _ in problems]
     steps = [0] * len(problems)  # steps each problem took (its requests' step, in their seeds)
+    # per problem, every block sampled (node id = position + 1; read by search_tree, changes nothing)
+    blocks: list[list[_Block]] = [[] for _ in problems]
     while True:
         # every active beam of every problem (not out of budget) and repetition: (problem, rep, slot)
         active = [(p, r, b) for p in range(len(problems))
@@ -131,8 +154,8 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
                   for (p, r, b), m in zip(active, asked)]
         outs = generate_counted(generator, [prompts[p] + searches[p][r][b].ids for p, r, b in active], params,
                                 [p for p, _, _ in active], counter)
-        # candidates, grouped by search: (problem, rep) -> [(ids, finish reason or None)]
-        cands: dict[tuple[int, int], list[tuple[list[int], str | None]]] = {}
+        # candidates, grouped by search: (problem, rep) -> [(ids, finish reason or None, the beam's node)]
+        cands: dict[tuple[int, int], list[tuple[list[int], str | None, int]]] = {}
         for (p, r, b), m, out in zip(active, asked, outs):
             beam = searches[p][r][b]
             for o in out.outputs:
@@ -146,11 +169,11 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
                     reason = "length"
                 else:
                     reason = None
-                cands.setdefault((p, r), []).append((ids, reason))
+                cands.setdefault((p, r), []).append((ids, reason, beam.node))
         order = list(cands)
         owners = [p for p, r in order for _ in cands[(p, r)]]
-        values = score_counted(scorer, [prompts[p] for p in owners], [ids for key in order for ids, _ in cands[key]],
-                               owners, counter)
+        values = score_counted(scorer, [prompts[p] for p in owners],
+                               [ids for key in order for ids, _, _ in cands[key]], owners, counter)
         start = 0
         for p, r in order:
             group = cands[(p, r)]
@@ -158,24 +181,47 @@ def beam_search(generator, scorer, task, problems: Sequence[dict], cfg: BeamConf
             start += len(group)
             slots = [b for b, beam in enumerate(searches[p][r]) if beam.active]
             top = sorted(sorted(range(len(group)), key=lambda i: -vals[i])[:len(slots)])  # stable: ties, first wins
+            first = len(blocks[p]) + 1  # node id of the group's first block
+            blocks[p] += [_Block(parent, ids, v, reason, r, steps[p], i in top)
+                          for i, ((ids, reason, parent), v) in enumerate(zip(group, vals))]
             for b, i in zip(slots, top):
-                ids, reason = group[i]
-                searches[p][r][b] = _Beam(ids, vals[i], reason)
+                ids, reason, _ = group[i]
+                searches[p][r][b] = _Beam(ids, vals[i], reason, first + i)
         for p in {p for p, _, _ in active}:
             steps[p] += 1
-    return [_result(task, tok, problems[p], idx[p], searches[p], steps[p], counter, p, cfg)
+    return [_result(task, tok, problems[p], idx[p], searches[p], steps[p], counter, p, cfg, blocks[p])
             for p in range(len(problems))]
 
 
 def _result(task, tok, problem: dict, index: int, search: list[list[_Beam]], steps: int, counter: TokenCounter,
-            p: int, cfg: BeamConfig) -> SearchResult:
+            p: int, cfg: BeamConfig, blocks: list[_Block]) -> SearchResult:
     cands = [Candidate(response_ids=list(beam.ids), text=decode(tok, beam.ids), score=beam.score,
                        finish_reason=beam.finish_reason or "length",
-                       meta={"rep": r, "beam": b, "finished": beam.finish_reason in ("stop", "length")})
+                       meta={"rep": r, "beam": b, "finished": beam.finish_reason in ("stop", "length"),
+                             "node": beam.node})
              for r, beams in enumerate(search) for b, beam in enumerate(beams)]
     chosen = bon.select_for(task, problem, cfg.select, [c.text for c in cands], [c.score for c in cands])
     return SearchResult(index=index, candidates=cands, chosen=chosen, generated_tokens=counter.generated[p],
-                        value_tokens=counter.value[p], meta={"steps": steps})
+                        value_tokens=counter.value[p], meta={"steps": steps, "blocks": blocks})
+
+
+def search_tree(result: SearchResult, tokenizer) -> list[dict[str, Any]]:
+    """One :func:`beam_search` result's blocks as node dicts (:func:`.common.tree_node`): the root (the empty
+    response every beam of every repetition starts from), then every block sampled, a child of the beam
+    state it extended, in the order sampled, with the value model's score of ``beam + block`` as ``value``,
+    ``"kept"`` (it survived its step's top-k), ``"rep"``, ``"step"`` and ``"finish_reason"`` (None while it
+    could go on). Terminal: the block finished its beam, or the search answered with its state (the final
+    beams: the candidates); no visits. ``chosen`` marks the path to the chosen beam."""
+    blocks: list[_Block] = result.meta["blocks"]
+    states = [[]] + [b.ids for b in blocks]
+    parents: list[int | None] = [None] + [b.parent for b in blocks]
+    fields: list[dict[str, Any]] = [{"terminal": False}] + [
+        {"value": b.score, "terminal": b.finish_reason is not None, "kept": b.kept, "rep": b.rep, "step": b.step,
+         "finish_reason": b.finish_reason} for b in blocks]
+    for c in result.candidates:
+        fields[c.meta["node"]]["terminal"] = True
+    chosen = None if result.chosen is None else result.candidates[result.chosen].meta["node"]
+    return tree_from_states(tokenizer, states, parents, fields, chosen)
 
 
 def blocks_for_budget(cfg: BeamConfig, budget: int, mean_response_tokens: Callable[[], float]) -> BeamConfig:
@@ -193,10 +239,10 @@ def reps_for_budget(cfg: BeamConfig, budget: int, mean_response_tokens: Callable
 
 SEARCH_METHODS = (
     TreeMethod(name="beam", label="VGS beam (w=2)", needs="classifier", search=beam_search, section="beam",
-               budget_rule=blocks_for_budget),
+               budget_rule=blocks_for_budget, tree=search_tree),
     TreeMethod(name="dvts", label="VGS DVTS", needs="classifier", search=beam_search, section="beam",
-               budget_rule=reps_for_budget),
+               budget_rule=reps_for_budget, tree=search_tree),
 )
 
 
-__all__ = ["BeamConfig", "SEARCH_METHODS", "beam_search", "blocks_for_budget", "reps_for_budget"]
+__all__ = ["BeamConfig", "SEARCH_METHODS", "beam_search", "search_tree", "blocks_for_budget", "reps_for_budget"]

@@ -23,7 +23,10 @@ they pick what to expand and how they credit values, and in nothing else. They a
   (:func:`generate_counted`), and one :meth:`Scorer.score` call *per problem* per step for
   all of that problem's nodes (:func:`score_counted`; see below why not one for all);
 * return one :class:`SearchResult` per problem: every complete response it produced
-  (:class:`Candidate`, with its value) and the final response.
+  (:class:`Candidate`, with its value) and the final response, and leave in its ``meta`` what its
+  method's ``tree`` function (:mod:`.registry`) turns into the nodes of its search tree
+  (:func:`tree_node`; the comparison keeps them for the first ``search.keep_trees`` problems). Reading
+  the tree afterwards changes nothing the search sampled or chose.
 
 Budgets hold
 ------------
@@ -360,5 +363,56 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
+# ---- what a search did, as a tree of node dicts (``searchrl search`` / ``compare-search`` keep the first
+# ``search.keep_trees`` problems' trees as JSON Lines beside their results)
+
+def tree_node(id: int, parent: int | None, action: str, *, value: float | None = None, visits: int | None = None,
+              terminal: bool = False, reward: float | None = None, **extra: Any) -> dict[str, Any]:
+    """One node of a kept search tree: ``id`` (its position in the list; the root is 0), ``parent``
+    (None for the root), ``action`` (the text it appended to its parent's state; the root's is ""),
+    ``value`` (the score the search held for it, None when it had none), ``visits`` (None when the search
+    counts none), ``terminal`` (a response ends here: an end state, or a response the search could answer
+    with), ``reward`` (the task's grade, when known), ``chosen`` (on the path to the final response, set by
+    :func:`mark_chosen`), and any method-specific fields in ``extra``."""
+    return {"id": id, "parent": parent, "action": action, "value": None if value is None else float(value),
+            "visits": None if visits is None else int(visits), "terminal": bool(terminal),
+            "reward": None if reward is None else float(reward), "chosen": False, **extra}
+
+
+def action_texts(tokenizer, states: Sequence[Sequence[int]], parents: Sequence[int | None]) -> list[str]:
+    """The text each state adds to its parent's (``parents[i]`` indexes ``states``; each parent's state is a
+    prefix of its children's). Read off the decoded whole states, ``decode(state)[len(decode(parent)):]``, so
+    the actions along a path add up to that path's decoded response even where a tokenizer decodes a piece
+    alone differently (SentencePiece drops a leading space); the decoded new tokens where the parent's text
+    is not a prefix of the child's."""
+    texts = [decode(tokenizer, s) for s in states]
+    out = []
+    for i, p in enumerate(parents):
+        if p is None:
+            out.append(texts[i])
+        elif texts[i].startswith(texts[p]):
+            out.append(texts[i][len(texts[p]):])
+        else:
+            out.append(decode(tokenizer, list(states[i])[len(states[p]):]))
+    return out
+
+
+def mark_chosen(nodes: list[dict[str, Any]], node: int | None) -> list[dict[str, Any]]:
+    """Set ``chosen`` on ``node`` (an id, None: nothing chosen) and its ancestors; ``nodes`` again."""
+    while node is not None:
+        nodes[node]["chosen"] = True
+        node = nodes[node]["parent"]
+    return nodes
+
+
+def tree_from_states(tokenizer, states: Sequence[Sequence[int]], parents: Sequence[int | None],
+                     fields: Sequence[dict[str, Any]], chosen: int | None) -> list[dict[str, Any]]:
+    """Node dicts (:func:`tree_node`) for states ``states[i]`` (ids = positions, ``parents[i]`` indexing them),
+    each with its ``fields`` (value, visits, terminal, ...), the path to ``chosen`` marked."""
+    actions = action_texts(tokenizer, states, parents)
+    return mark_chosen([tree_node(i, parents[i], actions[i], **fields[i]) for i in range(len(states))], chosen)
+
+
 __all__ = ["Scorer", "problem_prompts", "request_seed", "eos_ids", "ActionSplitter", "TokenCounter", "BUDGET",
-           "generate_counted", "score_by_owner", "score_counted", "Candidate", "SearchResult", "decode"]
+           "generate_counted", "score_by_owner", "score_counted", "Candidate", "SearchResult", "decode",
+           "tree_node", "action_texts", "mark_chosen", "tree_from_states"]

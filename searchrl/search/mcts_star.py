@@ -75,6 +75,8 @@ scorer's value of that response (an end state's ``V`` never changes: it has no c
 is never rolled out). ``select="best"`` returns the final node's response;
 ``"weighted-vote"`` (or ``"vote"``) chooses among all candidates with
 :func:`searchrl.search.bon.select` (the code's value-weighted vote over end leaves).
+:func:`search_tree` turns a result's tree into node dicts, with each candidate that is no tree node
+(a rollout's or the completion's response) as a leaf under the node it continued (``meta["node"]``).
 
 Data collection (``sample_value == 'full'``)
 --------------------------------------------
@@ -129,6 +131,7 @@ from .common import (
     problem_prompts,
     request_seed,
     score_counted,
+    tree_from_states,
 )
 from .registry import TreeMethod
 
@@ -229,7 +232,9 @@ class _Run:
     def found(self, ids: list[int], value: float, source: str, node: int | None, tokenizer, eos: set[int],
               finish: str | None = None) -> int:
         """Record a finished response (once per distinct response); its index in ``candidates``.
-        ``finish``: its finish reason (default: ``stop`` after EOS, else ``length``)."""
+        ``node``: the tree node it is (``source`` "tree") or continued ("rollout": the child rolled out,
+        "completion": the final node completed). ``finish``: its finish reason (default: ``stop`` after EOS,
+        else ``length``)."""
         key = tuple(ids)
         if key not in self.seen:
             self.seen[key] = len(self.candidates)
@@ -361,7 +366,7 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
             for x, v in zip(reached, score([(x.run, x.state) for x in reached])):
                 x.best = v if x.best is None else max(x.best, v)
                 if split.finished(x.state):
-                    x.run.found(x.state, v, "rollout", None, tok, split.eos)
+                    x.run.found(x.state, v, "rollout", x.child.id, tok, split.eos)
         for x in rolls:
             if x.best is not None:
                 x.child.V = (1 - cfg.alpha) * x.child.V + cfg.alpha * x.best
@@ -399,6 +404,34 @@ def mcts_star(generator, scorer, task, problems: Sequence[dict], cfg: MCTSStarCo
                                     counter.value[r.k], {"tree": r.tree, "final_node": r.final.id,
                                                          "gated": r.gated, "iterations": r.iterations}))
     return results
+
+
+def search_tree(result: SearchResult, tokenizer) -> list[dict[str, Any]]:
+    """One :func:`mcts_star` result's tree as node dicts (:func:`.common.tree_node`): every node of the tree
+    (``"kind": "tree"``; value ``V`` and visits as the search holds them, terminal when it is an end state),
+    then each finished response found outside the tree (a candidate: a rollout that reached an end, or the
+    final completion) as a leaf under the node it continued (``"kind": "rollout"`` / ``"completion"``: the
+    rest of the response, value its score), so the ``chosen`` path ends at the chosen response."""
+    tree: Tree = result.meta["tree"]
+    states = [n.ids for n in tree.nodes]
+    parents: list[int | None] = [None if n.parent is None else n.parent.id for n in tree.nodes]
+    fields: list[dict[str, Any]] = [{"value": n.V, "visits": n.visits, "terminal": n.finished, "kind": "tree"}
+                                    for n in tree.nodes]
+    by_ids: dict[tuple[int, ...], int] = {}
+    for n in tree.nodes:
+        by_ids.setdefault(tuple(n.ids), n.id)
+    where = []  # each candidate's node
+    for c in result.candidates:
+        key = tuple(c.response_ids)
+        if key not in by_ids:  # a response the tree does not hold: a leaf under the node it continued
+            by_ids[key] = len(states)
+            states.append(list(c.response_ids))
+            parents.append(c.meta.get("node") or 0)
+            fields.append({"value": c.score, "kind": c.meta.get("source", "response"),
+                           "finish_reason": c.finish_reason})
+        fields[by_ids[key]]["terminal"] = True
+        where.append(by_ids[key])
+    return tree_from_states(tokenizer, states, parents, fields, None if result.chosen is None else where[result.chosen])
 
 
 def infer_value_targets(tree: Tree, is_correct: Callable[[Node], bool]) -> list[dict[str, Any]]:
@@ -470,7 +503,8 @@ def collect_value_targets(generator, scorer, task, problems: Sequence[dict], cfg
 
 
 SEARCH_METHODS = (
-    TreeMethod(name="mcts-star", label="MCTS*", needs="mcts_star_value", search=mcts_star, section="mcts_star"),
+    TreeMethod(name="mcts-star", label="MCTS*", needs="mcts_star_value", search=mcts_star, section="mcts_star",
+               tree=search_tree),
 )
 
 
@@ -486,6 +520,7 @@ __all__ = [
     "collect_value_targets",
     "infer_value_targets",
     "mcts_star",
+    "search_tree",
     "select_leaf",
     "uct",
 ]

@@ -23,7 +23,9 @@ Two kinds of method
   ``budget_rule(settings, budget, mean_response_tokens)`` turns the token budget B into the
   settings of one run (:func:`same_settings` when the search itself stops a problem once it
   generated B tokens; ``mean_response_tokens()`` is the pool's mean response length, for rules
-  that size a search in whole responses, as VGS does).
+  that size a search in whole responses, as VGS does). ``tree(result, tokenizer)`` (optional) turns
+  one result into the nodes of its search tree (:func:`.common.tree_node`) from what the search left
+  in ``result.meta``; the comparison keeps the first ``search.keep_trees`` problems' trees.
 
 ``needs`` names the model a method scores with, the search config's field that holds it: ``value``
 (scalar value model), ``orm`` (outcome reward model), ``prm`` (process reward model trained on
@@ -114,6 +116,9 @@ class TreeMethod(SearchMethod):
     search: Callable[..., list] | None = None
     section: str = ""  # the search config's field holding its settings ("vm_mcts" for search.vm_mcts)
     budget_rule: Callable[[Any, int, Callable[[], float]], Any] = same_settings
+    #: ``tree(result, tokenizer)``: what the search did on one problem, as node dicts
+    #: (:func:`.common.tree_node`), read off what it left in ``result.meta``; None: it keeps no tree
+    tree: Callable[[Any, Any], list[dict]] | None = None
 
     def __post_init__(self):
         super().__post_init__()

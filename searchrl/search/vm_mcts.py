@@ -50,6 +50,9 @@ Outputs
   (D_sol, line 13) scored by V_phi of the full response (33), the final one chosen by
   :func:`.bon.select` (``best`` = best-of-N, 34). V_phi values are cached per state, so a trace
   that is itself a child (an end state) or a repeat is scored once.
+* Its ``meta["search_tree"]`` is the decoding tree, and each candidate's ``meta["node"]`` the child its
+  trace's first action made: :func:`search_tree` turns them into node dicts (``"tree"`` nodes, and
+  each trace longer than its first action as a ``"trace"`` leaf under that child).
 * **ORM-MCTS** (paper A.2) is :func:`vm_mcts` with an ORM as the scorer: nothing else changes.
   **PRM-BoN** scores complete responses with :func:`prm_min_scores` and picks with ``bon.select``.
 
@@ -86,7 +89,7 @@ from ..engine.types import SamplingParams  # torch-free
 from . import bon
 from .config import VMMCTSConfig
 from .common import (BUDGET, ActionSplitter, Candidate, Scorer, SearchResult, TokenCounter, decode,
-                     generate_counted, problem_prompts, request_seed, score_counted)
+                     generate_counted, problem_prompts, request_seed, score_counted, tree_from_states)
 from .registry import TreeMethod
 
 
@@ -230,7 +233,8 @@ def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMC
     ``budget_tokens`` cannot pay its next expansion (see module docs)."""
     tok, indices, prompts, trees, splitter, counter = _setup(generator, task, problems, cfg, indices, budget_tokens)
     values: list[dict[tuple[int, ...], float]] = [{} for _ in problems]  # V_phi of every state scored
-    found: list[list[tuple[list[int], str, int]]] = [[] for _ in problems]  # D_sol: (ids, finish, iteration)
+    # D_sol: (ids, finish, iteration, the child its first action went to)
+    found: list[list[tuple[list[int], str, int, _Node]]] = [[] for _ in problems]
     ran = [0] * len(problems)
     for t in range(cfg.iterations):
         active = [p for p in range(len(problems)) if counter.affords(p, cfg.n)]
@@ -243,10 +247,11 @@ def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMC
         for p, node in selected_ends:  # line 24
             trees[p].backup(node, node.value, 1)
         queue: dict[tuple[int, tuple[int, ...]], None] = {}  # (problem, state) to score, once each
-        for p, node, traces, _ in grown:
-            whole = [(tr, finish) for tr, finish in traces if finish != BUDGET]  # a cut trace is no response
-            found[p] += [(tr, finish, t) for tr, finish in whole]  # line 13
-            for ids in [ch.ids for ch in node.children] + [tr for tr, _ in whole]:
+        for p, node, traces, firsts in grown:
+            # a cut trace is no response
+            whole = [(tr, finish, ch) for (tr, finish), ch in zip(traces, firsts) if finish != BUDGET]
+            found[p] += [(tr, finish, t, ch) for tr, finish, ch in whole]  # line 13
+            for ids in [ch.ids for ch in node.children] + [tr for tr, _, _ in whole]:
                 if tuple(ids) not in values[p]:
                     queue[(p, tuple(ids))] = None
         vals = score_counted(scorer, [prompts[p] for p, _ in queue], [ids for _, ids in queue], [p for p, _ in queue],
@@ -261,14 +266,44 @@ def vm_mcts(generator, scorer: Scorer, task, problems: Sequence[dict], cfg: VMMC
                 trees[p].backup(node, sum(ch.total for ch in node.children), len(traces))
     results = []
     for p, problem in enumerate(problems):  # lines 33-35
-        cands = [Candidate(ids, decode(tok, ids), values[p][tuple(ids)], finish, {"iteration": it})
-                 for ids, finish, it in found[p]]
+        cands = [Candidate(ids, decode(tok, ids), values[p][tuple(ids)], finish, {"iteration": it, "node": ch.id})
+                 for ids, finish, it, ch in found[p]]
         chosen = bon.select_for(task, problem, cfg.select, [c.text for c in cands], [c.score for c in cands])
-        meta: dict[str, Any] = {"iterations": ran[p], "nodes": len(trees[p].nodes)}
+        # "search_tree": the tree itself, for search_tree() (a reference: nothing is copied)
+        meta: dict[str, Any] = {"iterations": ran[p], "nodes": len(trees[p].nodes), "search_tree": trees[p]}
         if cfg.keep_tree:
             meta["tree"] = trees[p].dump()
         results.append(SearchResult(indices[p], cands, chosen, counter.generated[p], counter.value[p], meta))
     return results
+
+
+def search_tree(result: SearchResult, tokenizer) -> list[dict[str, Any]]:
+    """One :func:`vm_mcts` result's decoding tree as node dicts (:func:`.common.tree_node`): every node of
+    the tree (``"kind": "tree"``; value U/N and visits N as the search holds them, terminal when it is an end
+    state), then each sampled trace (a candidate) longer than its first action as a leaf under the child that
+    action made (``"kind": "trace"``: the rest of the trace, value V_phi of the whole trace, no visits), so the
+    ``chosen`` path ends at the chosen response."""
+    tree: _Tree = result.meta["search_tree"]
+    states = [n.ids for n in tree.nodes]
+    parents: list[int | None] = [None if n.parent is None else n.parent.id for n in tree.nodes]
+    fields: list[dict[str, Any]] = [{"value": n.value, "visits": n.visits, "terminal": n.end, "kind": "tree"}
+                                    for n in tree.nodes]
+    at: dict[tuple[int, tuple[int, ...]], int] = {}  # (child, trace) -> node id
+    where = []  # each candidate's node
+    for c in result.candidates:
+        child = c.meta["node"]
+        key = (child, tuple(c.response_ids))
+        if key not in at:
+            if list(c.response_ids) == states[child]:  # the trace is its first action: an end state
+                at[key] = child
+                fields[child]["terminal"] = True
+            else:
+                at[key] = len(states)
+                states.append(list(c.response_ids))
+                parents.append(child)
+                fields.append({"value": c.score, "terminal": True, "kind": "trace", "finish_reason": c.finish_reason})
+        where.append(at[key])
+    return tree_from_states(tokenizer, states, parents, fields, None if result.chosen is None else where[result.chosen])
 
 
 def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequence[Sequence[int]],
@@ -307,9 +342,9 @@ def prm_min_scores(scorer: Scorer, splitter: ActionSplitter, prompt_ids: Sequenc
 
 
 SEARCH_METHODS = (
-    TreeMethod(name="vm-mcts", label="VM-MCTS", needs="value", search=vm_mcts, section="vm_mcts"),
-    TreeMethod(name="orm-mcts", label="ORM-MCTS", needs="orm", search=vm_mcts, section="vm_mcts"),
+    TreeMethod(name="vm-mcts", label="VM-MCTS", needs="value", search=vm_mcts, section="vm_mcts", tree=search_tree),
+    TreeMethod(name="orm-mcts", label="ORM-MCTS", needs="orm", search=vm_mcts, section="vm_mcts", tree=search_tree),
 )
 
 
-__all__ = ["VMMCTSConfig", "SEARCH_METHODS", "uct", "collect_value_targets", "vm_mcts", "prm_min_scores"]
+__all__ = ["VMMCTSConfig", "SEARCH_METHODS", "uct", "collect_value_targets", "vm_mcts", "search_tree", "prm_min_scores"]
