@@ -65,21 +65,36 @@ def is_model_dir(name: str | os.PathLike) -> bool:
     return Path(name).is_dir() and (Path(name) / "config.json").exists()
 
 
-#: what a model directory can be: a causal LM (a policy), or a searchrl value model (backbone + head)
-MODEL_KINDS = ("policy", "value")
+#: what a model directory can be: a causal LM (a policy), a searchrl value model (backbone + head), or an
+#: off-the-shelf verifier (:mod:`searchrl.models.verifiers`: a token-classification PRM, a sequence-classification
+#: reward model, a ``*ForProcessRewardModel`` such as Qwen2.5-Math-PRM)
+MODEL_KINDS = ("policy", "value", "token-classification", "sequence-classification", "process-reward")
+#: the kinds a search can score with (``kind="scorer"``); a causal LM only as a Math-Shepherd-style PRM, when asked
+SCORER_KINDS = ("value", "token-classification", "sequence-classification", "process-reward")
 
 
 def model_dir_kind(cfg: dict) -> str:
-    """``"value"`` for a searchrl value model's ``config.json`` (it has the ``searchrl_value`` entry), else
-    ``"policy"``."""
+    """What a model directory's ``config.json`` (``cfg``) holds: ``"value"`` (a searchrl value model: the
+    ``searchrl_value`` entry), a verifier kind by its ``architectures`` (``*ForTokenClassification``,
+    ``*ForSequenceClassification``, ``*ForProcessRewardModel``), else ``"policy"``."""
     from .value import CONFIG_KEY
 
-    return "value" if isinstance(cfg.get(CONFIG_KEY), dict) else "policy"
+    if isinstance(cfg.get(CONFIG_KEY), dict):
+        return "value"
+    for arch in cfg.get("architectures") or []:
+        for suffix, kind in (("ForTokenClassification", "token-classification"),
+                             ("ForSequenceClassification", "sequence-classification"),
+                             ("ForProcessRewardModel", "process-reward")):
+            if str(arch).endswith(suffix):
+                return kind
+    return "policy"
 
 
-def check_model_dir(path: str | os.PathLike, kind: str | None = "policy") -> None:
+def check_model_dir(path: str | os.PathLike, kind: str | tuple[str, ...] | None = "policy") -> None:
     """Refuse, with the reason, a directory that is not a loadable checkpoint of ``kind``: ``policy`` (a
-    causal LM), ``value`` (a searchrl value model), or ``None`` (either).
+    causal LM), ``value`` (a searchrl value model), ``scorer`` (any of :data:`SCORER_KINDS`), a tuple of
+    :data:`MODEL_KINDS`, or ``None`` (any). A Hub name (``org/name[@rev]``) is resolved first
+    (:mod:`searchrl.models.hub`).
 
     Cheap (reads JSON only), so commands call it before any long work. A value model given where a
     policy is expected (or the reverse) loads without an error in transformers (only an "unexpected
@@ -87,12 +102,15 @@ def check_model_dir(path: str | os.PathLike, kind: str | None = "policy") -> Non
     """
     import json
 
-    path = Path(path)
+    from .hub import hub_snapshot_identity
+
+    name, path = path, resolve_model_path(path)
+    shown = (hub_snapshot_identity(path) if str(name) != str(path) else None) or path  # a Hub model: org/name@commit
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model directory")
+        raise FileNotFoundError(f"{shown}: no such model directory")
     cfg_path = path / "config.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+        raise FileNotFoundError(f"{shown}: not a model directory (no config.json)")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -101,17 +119,28 @@ def check_model_dir(path: str | os.PathLike, kind: str | None = "policy") -> Non
         raise InputError(f"{cfg_path}: no 'model_type' field, so this is not a Hugging Face model config")
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
     if not weights:
-        raise FileNotFoundError(f"{path}: no weights (*.safetensors or *.bin) next to config.json")
+        raise FileNotFoundError(f"{shown}: no weights (*.safetensors or *.bin) next to config.json")
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        raise FileNotFoundError(f"{shown}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
     found = model_dir_kind(cfg)
-    if kind is not None and found != kind:
+    wanted = SCORER_KINDS if kind == "scorer" else (kind,) if isinstance(kind, str) else kind
+    if wanted is not None and found not in wanted:
         if found == "value":
             from .value import CONFIG_KEY
 
-            raise InputError(f"{path}: a value model ({cfg[CONFIG_KEY].get('kind')} head), not a policy; give a "
+            raise InputError(f"{shown}: a value model ({cfg[CONFIG_KEY].get('kind')} head), not a policy; give a "
                              f"policy checkpoint here (e.g. <run_dir>/sft/final)")
-        raise InputError(f"{path}: a policy ({cfg.get('model_type')} causal LM), not a value model; give a "
+        if found != "policy":
+            what = "a policy checkpoint (e.g. <run_dir>/sft/final)" if wanted == ("policy",) else \
+                "a directory written by `searchrl train-value`"
+            raise InputError(f"{shown}: a {found} model ({', '.join(cfg.get('architectures') or [])}), not "
+                             f"{'a policy' if wanted == ('policy',) else 'a searchrl value model'}; give {what}")
+        if "token-classification" in wanted:
+            raise InputError(f"{shown}: a policy ({cfg.get('model_type')} causal LM), not a value model or "
+                             f"verifier; give one (`searchrl train-value`), a *ForTokenClassification PRM or a "
+                             f"*ForSequenceClassification reward model, or set search.verifier.causal_lm=true to "
+                             f"read it as a Math-Shepherd PRM")
+        raise InputError(f"{shown}: a policy ({cfg.get('model_type')} causal LM), not a value model; give a "
                          f"directory written by `searchrl train-value`")
 
 
@@ -122,6 +151,8 @@ def load_policy(name: str | os.PathLike, tokenizer=None, *, max_seq_len: int = 1
     A preset needs ``tokenizer`` (the task's vocabulary); a model directory brings its own.
     """
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars for tiny models are noise
+    if str(name) not in PRESETS:
+        name = resolve_model_path(name)  # builtin:NAME, a Hub name
     if is_model_dir(name):
         check_model_dir(name)
         tok = tokenizer or dir_tokenizer(name)
@@ -149,7 +180,11 @@ def num_params(model) -> int:
 
 
 def resolve_model_path(name: str | os.PathLike) -> Path:
-    """``builtin:NAME`` is a checkpoint shipped inside the package (``searchrl/presets/NAME``)."""
+    """The local directory of a model name: ``builtin:NAME`` is a checkpoint shipped inside the package
+    (``searchrl/presets/NAME``); ``org/name[@revision]`` with no local path of that name is a Hugging Face
+    Hub model, its snapshot in the Hub cache (:func:`searchrl.models.hub.resolve_hub`: fetched when online,
+    a :class:`~searchrl.models.hub.HubError` naming the fetch command when offline and not cached); any
+    other name is a path as it is."""
     name = str(name)
     if name.startswith("builtin:"):
         from importlib import resources
@@ -158,6 +193,10 @@ def resolve_model_path(name: str | os.PathLike) -> Path:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{name}: no shipped checkpoint at {path}")
         return path
+    from .hub import is_hub_name, resolve_hub
+
+    if is_hub_name(name):
+        return resolve_hub(name).path
     return Path(name)
 
 

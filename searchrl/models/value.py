@@ -106,7 +106,9 @@ class ValueModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel
 
-        directory = Path(directory)
+        from .hub import is_hub_name, resolve_hub
+
+        directory = resolve_hub(directory).path if is_hub_name(directory) else Path(directory)
         cfg_path = directory / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{directory}: not a model directory (no config.json)")
@@ -126,6 +128,56 @@ class ValueModel(nn.Module):
         if dtype is not None:
             model = model.to(dtype)
         return model.to(device) if device is not None else model
+
+    def export_token_classification(self, directory: str | os.PathLike, tokenizer=None) -> Path:
+        """Write this value model as a ``*ForTokenClassification`` directory (e.g. ``LlamaForTokenClassification``)
+        that ``transformers.AutoModelForTokenClassification.from_pretrained`` loads as it is: the same backbone,
+        and the scalar head as the classifier ``score`` with ``num_labels=1`` (label ``"value"``), so its logits
+        are :meth:`forward`'s and ``sigmoid(logits)`` are :meth:`values` at every position. Every tool that
+        reads a token-classification PRM (TRL, vLLM's reward models,
+        :class:`~searchrl.models.verifiers.TokenClassificationPRM`, which applies the sigmoid to a one-label
+        head) then reads our values.
+
+        Only a scalar head (``scalar``, ``orm``) has that form; the 3-class head (Linear, ReLU, Linear) is no
+        ``*ForTokenClassification`` classifier, so it is refused. ``tokenizer`` is saved beside the weights
+        (the value model's directory holds its policy's). Written to a temporary directory renamed into
+        place, so ``directory`` is either complete or absent."""
+        import shutil
+        import tempfile
+
+        from transformers import AutoModelForTokenClassification
+
+        if self.classes != 1:
+            raise InputError(f"{directory}: a {self.kind} value model has no *ForTokenClassification form (its head "
+                             f"is Linear, ReLU, Linear); only scalar and orm heads are exported")
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise InputError(f"{directory}: exists and is not an empty directory; give a new one")
+        config = self.config.__class__.from_dict(self.config.to_dict())
+        config.num_labels = 1
+        config.id2label, config.label2id = {0: "value"}, {"value": 0}
+        config.classifier_dropout = 0.0
+        config.token_classification_bias = True
+        model = AutoModelForTokenClassification.from_config(config, dtype=next(self.parameters()).dtype)
+        base = getattr(model, model.base_model_prefix)  # save_pretrained names the architecture (its class)
+        missing, unexpected = base.load_state_dict(self.model.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "rotary" not in k]:
+            raise ValueError(f"{type(model).__name__}: the backbone's weights do not fit (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        model.score.load_state_dict(self.value_head.state_dict())
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            if directory.exists():
+                directory.rmdir()
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
 
     # ---- forward
 
@@ -192,6 +244,14 @@ class ValueModel(nn.Module):
 
 
 def is_value_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` (a directory, or a Hub name already in the cache or fetchable) is a searchrl value model."""
+    from .hub import HubError, is_hub_name, resolve_hub
+
+    if is_hub_name(path):
+        try:
+            path = resolve_hub(path).path
+        except HubError:
+            return False
     cfg = Path(path) / "config.json"
     if not cfg.is_file():
         return False

@@ -72,14 +72,26 @@ class Run:
         from ..data import InputError
 
         self.check_settings()  # first: a missing package or an impossible setting says so before any model
+        from .. import tracking
+
+        tracking.activate(self.cfg.tracking, self.dir)  # this command's trackers (a missing package: refused here)
+        from ..models.hub import HubError
+
         if samples:
-            self.policy_path(policy)
+            try:
+                self.policy_path(policy)
+            except HubError as e:  # the option or setting that named it, then the one line of what to do
+                raise HubError(f"{'--model ' if policy else 'base_model='}{e}") from None
         check_run_dir(self.dir)
         for name in models:
-            self.check_model(name)
-        for key, name in (value_models or {}).items():
             try:
-                self.check_model(name, preset_ok=False, kind="value")
+                self.check_model(name)
+            except HubError as e:  # the setting's name, then the one line of what to do
+                key = "model.name" if str(name) == self.cfg.model.name else "base_model"
+                raise HubError(f"{key}={e}") from None
+        for key, name in (value_models or {}).items():
+            try:  # a search's scorer may be an off-the-shelf verifier; other settings take our value models only
+                self.check_model(name, preset_ok=False, kind="scorer" if key.startswith("search.") else "value")
             except (InputError, FileNotFoundError) as e:
                 raise InputError(f"{key}: {e}") from None
         for st in [self.data_stage(), self.sft_stage(), *stages]:
@@ -214,11 +226,37 @@ class Run:
 
     # ---- models
     def model_identity(self, name: str | os.PathLike) -> str:
-        """A model directory's weights fingerprint, or a preset's name."""
+        """A model directory's weights fingerprint, a Hub model's ``org/name@<commit>`` (given by name or by its
+        snapshot directory in the Hub cache: results are keyed by the revision, :mod:`searchrl.models.hub`), or
+        a preset's name."""
         from ..models import is_model_dir, resolve_model_path
+        from ..models.hub import hub_snapshot_identity
 
         path = resolve_model_path(name)
+        hub = hub_snapshot_identity(path)
+        if hub is not None:
+            return hub
         return model_fingerprint(path) if is_model_dir(path) else str(name)
+
+    def scorer_identity(self, name: str | os.PathLike) -> str:
+        """What a search's scores depend on: the scorer's :meth:`model_identity`, and for an off-the-shelf
+        verifier the ``search.verifier`` settings that read it (our value models ignore them, so their keys
+        stay what they were)."""
+        import json as _json
+
+        from ..models import resolve_model_path
+        from ..models.policy import model_dir_kind
+        from ..rundir import shard_key
+
+        ident = self.model_identity(name)
+        path = resolve_model_path(name)
+        try:
+            kind = model_dir_kind(_json.loads((path / "config.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return ident
+        if kind == "value":
+            return ident
+        return f"{ident}:verifier-{shard_key(**dataclasses.asdict(self.cfg.search.verifier))}"
 
     def model_key(self, path: str | os.PathLike) -> str:
         """What graded samples of model ``path`` depend on: its weights, the dtype it is run in, the backend,
@@ -232,17 +270,23 @@ class Run:
         return f"{self.model_identity(path)}:{self.cfg.model.dtype}:{self.cfg.engine.backend}{scoring}"
 
     def check_model(self, name: str | os.PathLike, preset_ok: bool = True, kind: str = "policy") -> Path | str:
-        """Validate a model name early (before data or training): a preset, builtin:NAME or a model dir
-        of ``kind`` (``policy`` or ``value``: a value model where a policy is expected is refused)."""
+        """Validate a model name early (before data or training): a preset, builtin:NAME, a Hub name or a model
+        dir of ``kind`` (``policy``, ``value``, or ``scorer``: a value model or an off-the-shelf verifier, and a
+        causal LM too when ``search.verifier.causal_lm`` reads it as a PRM; a value model where a policy is
+        expected is refused)."""
         from ..data import InputError
         from ..models import PRESETS, check_model_dir, resolve_model_path
+        from ..models.policy import SCORER_KINDS
 
         if str(name) in PRESETS:
             if not preset_ok:
                 raise InputError(f"{name}: a preset is an untrained model; give a checkpoint directory")
             return str(name)
         path = resolve_model_path(name)
-        check_model_dir(path, kind=kind)
+        if kind == "scorer" and self.cfg.search.verifier.causal_lm:
+            check_model_dir(name, kind=(*SCORER_KINDS, "policy"))
+        else:
+            check_model_dir(name, kind=kind)  # by name: a Hub model's errors name it, not its snapshot
         return path
 
     def load(self, name: str | os.PathLike | None = None):
@@ -263,14 +307,20 @@ class Run:
         return Path(self.check_model(model_dir or self.base_model(), preset_ok=False))
 
     def load_value(self, path: str | os.PathLike):
-        """A trained value model, in eval mode, on the run's device and dtype."""
+        """The scorer in ``path`` (a directory or a Hub name), in eval mode, on the run's device and dtype: a
+        trained value model, or an off-the-shelf verifier read as ``search.verifier`` says
+        (:func:`searchrl.models.verifiers.load_scorer`), which decodes the searches' ids with the tokenizer of the
+        run's policies (``base_model``, else ``model.name``: every policy of a run shares its vocabulary) and
+        splits steps at the task's action stop."""
         import torch
 
         from ..models.policy import resolve_device
-        from ..models.value import ValueModel
+        from ..models.verifiers import load_scorer
 
-        return ValueModel.from_pretrained(path, dtype=getattr(torch, self.cfg.model.dtype),
-                                          device=resolve_device(self.cfg.model.device)).eval()
+        return load_scorer(path, tokenizer=lambda: self.tokenizer(self.cfg.base_model or None),
+                           step_stop=self.task.action_stop, dtype=getattr(torch, self.cfg.model.dtype),
+                           device=resolve_device(self.cfg.model.device),
+                           **dataclasses.asdict(self.cfg.search.verifier))
 
     def selftrain_context(self):
         """What a self-training method gets from this run (:class:`searchrl.selftrain.loop.Context`): its
@@ -354,9 +404,20 @@ class Run:
                         progress=self.progress, policy=path)
 
 
+def export_value_model(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """``searchrl export-value``: the value model in ``src`` (a directory or a Hub name) written to ``out`` as a
+    ``*ForTokenClassification`` directory with its tokenizer
+    (:meth:`searchrl.models.value.ValueModel.export_token_classification`)."""
+    from ..models.policy import dir_tokenizer, resolve_model_path
+    from ..models.value import ValueModel
+
+    path = resolve_model_path(src)
+    return ValueModel.from_pretrained(path).export_token_classification(out, tokenizer=dir_tokenizer(path))
+
+
 def worker_resources(cfg: Config):
     """A Ray worker's resources: those of a :class:`Run` of ``cfg`` built where the worker runs."""
     return Run(cfg, progress=False).resources()
 
 
-__all__ = ["Run", "RunDirError", "config_for_run_dir", "run_dir_override", "logger"]
+__all__ = ["Run", "RunDirError", "config_for_run_dir", "run_dir_override", "export_value_model", "logger"]
