@@ -11,7 +11,11 @@
 # 2. `searchrl demo --preset smoke` end to end on the GPU (model.device=auto);
 # 3. benchmarks/sampler.py on a Llama-3.2-1B-shaped random model in bf16: our sampler vs transformers'
 #    generate (fixed-length greedy decoding; line-by-line tree extension with the prefix cache);
-# 4. benchmarks/sft.py on a 1B-parameter Llama in bf16: training tokens/s and MFU.
+# 4. benchmarks/sft.py on a 1B-parameter Llama in bf16: training tokens/s and MFU;
+# 5. vLLM, where it imports (pip install 'searchrl[vllm]': vllm>=0.22,<0.32): tests/test_vllm_backend.py with the
+#    real engine (our sampler and vLLM on the same prompts, besides the stand-in tests), then
+#    benchmarks/vllm_check.py: the RL loop's weight sync on a running engine (perturbed weights and LoRA
+#    adapters pushed in place must change the outputs and equal a fresh engine on the changed checkpoint).
 #
 # Each step has its own time limit and writes its log to OUT_DIR (default runs/gpu-check); a failed
 # step does not stop the next. Test files that need the sandbox, torchrun on CPU, Ray or TRL are left
@@ -51,3 +55,13 @@ echo "sampler exit ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/sampler.log"
 timeout 100 $PY benchmarks/sft.py --steps 40 --hidden 2048 --layers 18 --vocab 32000 --tokens-per-batch 16384 --examples 6000 \
   --log-every 10 2>&1 | tee "$OUT_DIR/sft.log"
 echo "sft exit ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/sft.log"
+
+if $PY -c "import vllm" 2>/dev/null; then
+  timeout 300 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_vllm_backend.py 2>&1 | tee "$OUT_DIR/vllm-pytest.log" | tail -20
+  echo "vllm pytest exit ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/vllm-pytest.log"
+  timeout 400 $PY benchmarks/vllm_check.py --out "$OUT_DIR/vllm-check" 2>&1 | tee "$OUT_DIR/vllm-check.log" | tail -40
+  echo "vllm check exit ${PIPESTATUS[0]}" | tee -a "$OUT_DIR/vllm-check.log"
+else
+  echo "vllm is not installed: the vLLM contract and weight-sync checks did not run (pip install 'searchrl[vllm]')" \
+    | tee "$OUT_DIR/vllm-check.log"
+fi

@@ -15,7 +15,9 @@ def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
 
     ``searchrl``: our continuously batched sampler (static KV cache for Llama-family
     models, the HF forward for others); ``hf``: always the HF model's own forward; ``vllm``:
-    vLLM over the model's saved HF directory (:mod:`searchrl.engine.vllm_backend`).
+    vLLM started from the model's saved HF directory, then sampling with the in-memory model's
+    weights, which ``update_weights(model)`` pushes into the engine again after each update
+    (:mod:`searchrl.engine.vllm_backend`).
     """
     from .sampler import Sampler
 
@@ -31,5 +33,7 @@ def make_generator(engine_cfg, model, tokenizer, batch_size: int = 64):
         if not path or not os.path.isdir(path):
             raise ValueError("engine.backend=vllm loads the model from its saved HF directory; this model has none "
                              f"(name_or_path={path!r})")
-        return VLLMGenerator(path, tokenizer, max_num_seqs=batch_size)
+        source = None if isinstance(model, (str, os.PathLike)) else model
+        memory = getattr(engine_cfg, "gpu_memory_utilization", 0.9)  # vLLM's default
+        return VLLMGenerator(path, tokenizer, source=source, max_num_seqs=batch_size, gpu_memory_utilization=memory)
     raise ValueError(f"engine.backend must be one of searchrl | hf | vllm (searchrl.config.BACKENDS), got {backend!r}")

@@ -15,10 +15,12 @@ content does not depend on what else was generated with it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+from .. import tracking
 from ..data import resumable_shards, write_json
 from ..engine import SamplingParams
 from ..fanout import as_workers
@@ -127,4 +129,25 @@ def evaluate(source, task, cfg, out_dir: str | os.PathLike, model_id: str,
     if episodes:
         summary["episodes"] = episodes
     write_json(Path(out_dir) / "summary.json", summary)
+    rows = summary_rows(summary)
+    tracking.record(out_dir, metrics={r["split"]: {k: v for k, v in r.items() if k != "split"} for r in rows},
+                    tables={"eval": rows}, kind="eval",
+                    config={"model": model_id, **(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {})})
     return summary
+
+
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per split of :func:`evaluate`'s summary: greedy accuracy, pass@k, sizes and mean tokens (what the
+    trackers show as the evaluation's table)."""
+    rows = []
+    for split, s in summary.items():
+        if split == "episodes" or not isinstance(s, dict):
+            continue
+        row: dict[str, Any] = {"split": split}
+        if "greedy" in s:
+            row["greedy"] = s["greedy"]
+        row.update({f"pass@{k}": v for k, v in s.get("pass@k", {}).items()})
+        row.update({k: s.get(k) for k in ("num_problems", "num_samples", "mean_tokens", "mean_tokens_correct")})
+        row.update({f"episodes/{k}": v for k, v in summary.get("episodes", {}).get(split, {}).items()})
+        rows.append(row)
+    return rows

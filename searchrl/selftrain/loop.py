@@ -15,7 +15,10 @@ checkpoint"). What they share lives here, once:
   names), so a killed run continues where it stopped;
 * **sharded collection** into the iteration's directory, keyed by what produced the shards
   (:func:`searchrl.rundir.shard_key`), so changed settings never reuse stale shards;
-* paths written into the directory relative to the run directory (a copied run still works).
+* paths written into the directory relative to the run directory (a copied run still works);
+* the command's **trackers** (:mod:`searchrl.tracking`): each iteration's statistics (its record and
+  the statistics files it wrote, :func:`iteration_stats`) at step = the iteration, and a table of
+  all iterations when the loop ends.
 
 A method supplies only what differs (:class:`Method`): which state entries are model paths,
 how an iteration collects its data with the current models, and how it trains the next ones.
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import tracking
 from ..data import read_json, resumable_shards, write_json
 from ..rundir import Stage, rel, resolve
 
@@ -174,21 +178,40 @@ def run_loop(loop: Loop, method: Method, iterations: int, state: dict) -> dict:
     if loop.stage.done:
         return loop.stage.info()
     loop.stage.begin()
-    method.start(loop, state)
-    last = loop.dir
-    for n in range(1, iterations + 1):
-        it = Iteration(n, loop.dir / f"iter{n}")
-        done = it.dir / DONE
-        if done.exists():
-            record = read_json(done)
-            method.resumed(loop, it, record, state)
-        else:
-            record = method.train(loop, it, state, method.collect(loop, it, state))
-            write_json(done, record)  # last: the iteration is trusted from here on
-        state.update({k: loop.resolve(record[k]) for k in method.paths if k in record})
-        last = it.dir
+    with tracking.start(loop.dir, config=loop.stage.depends, kind="selftrain") as tracker:
+        method.start(loop, state)
+        last, rows = loop.dir, []
+        for n in range(1, iterations + 1):
+            it = Iteration(n, loop.dir / f"iter{n}")
+            done = it.dir / DONE
+            if done.exists():
+                record = read_json(done)
+                method.resumed(loop, it, record, state)
+            else:
+                record = method.train(loop, it, state, method.collect(loop, it, state))
+                write_json(done, record)  # last: the iteration is trusted from here on
+            state.update({k: loop.resolve(record[k]) for k in method.paths if k in record})
+            last = it.dir
+            if tracker.enabled:
+                stats = iteration_stats(it, record)
+                tracker.log_metrics(tracking.flat_numbers(stats), step=n)
+                rows.append({"iteration": n, **stats})
+        tracker.log_table("iterations", rows)
     loop.stage.finish(**method.summary(loop, state, last))
     return loop.stage.info()
+
+
+def iteration_stats(it: Iteration, record: dict) -> dict:
+    """What the trackers show of a finished iteration: its record (``done.json``) and the statistics files it
+    wrote at its top level (ReST's ``gen_stats.json``, ReST-GRPO's ``assembly.json``, ReST-MCTS*'s
+    ``stats.json``), each key under its file's name (``gen_stats/kept_fraction``)."""
+    stats = dict(record)
+    for path in sorted(it.dir.glob("*.json")):
+        if path.name != DONE:
+            data = read_json(path)
+            if isinstance(data, dict):
+                stats.update({f"{path.stem}/{k}": v for k, v in data.items()})
+    return stats
 
 
 def read_records(method_dir: str | os.PathLike, name: str = DONE) -> list[dict]:
@@ -197,4 +220,5 @@ def read_records(method_dir: str | os.PathLike, name: str = DONE) -> list[dict]:
     return [read_json(p) for p in sorted(paths, key=lambda p: int(p.parent.name[4:]))]
 
 
-__all__ = ["Context", "Iteration", "Loop", "Method", "MethodBase", "run_loop", "read_records", "DONE"]
+__all__ = ["Context", "Iteration", "Loop", "Method", "MethodBase", "run_loop", "read_records", "iteration_stats",
+           "DONE"]

@@ -1,4 +1,4 @@
-"""The accelerate side of a run: its processes, its precision, its trackers, and the launches refused.
+"""The accelerate side of a run: its processes, its precision, and the launches refused.
 
 A trainer runs on :class:`accelerate.Accelerator`, so ``accelerate launch`` or ``torchrun``
 runs it data-parallel (DDP) unchanged. :func:`make_accelerator` makes (or checks) the one
@@ -18,21 +18,21 @@ accelerator of a run and refuses what the trainer core would get wrong without a
 * **Accumulation.** accelerate's own ``gradient_accumulation_steps`` is refused, because its
   backward divides the loss a second time (:func:`searchrl.train.optim.accumulation_step`
   accumulates instead).
-* **Trackers.** ``report_to`` (e.g. ``"tensorboard"``, ``"wandb"`` or both) becomes the
-  accelerator's ``log_with``; the tracker packages are only imported when asked for, and a
-  missing one is an error rather than accelerate's silent drop.
+
+Trackers are not accelerate's here: the command's ``tracking`` section opens them
+(:mod:`searchrl.tracking`, from :class:`~searchrl.train.core.TrainRun`); an accelerator the caller
+made with ``log_with=...`` keeps its own trackers, which the metrics log also feeds
+(:class:`~searchrl.train.metrics.MetricsLog`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from searchrl.train.config import TrainConfig, tracker_names
+from searchrl.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,35 +47,16 @@ def resolve_mixed_precision(setting: str) -> str:
 def make_accelerator(cfg: TrainConfig, accelerator=None):
     """The :class:`accelerate.Accelerator` of a run: ``accelerator`` after checking it, or a new one.
 
-    A new one gets ``cfg.mixed_precision`` and the trackers of ``cfg.report_to`` (tensorboard
-    logs to ``output_dir/tensorboard/``, wandb keeps its files in ``output_dir``). A given one
-    must not accumulate gradients itself, and must have been made with trackers
-    (``log_with``) if ``cfg.report_to`` asks for them.
+    A new one gets ``cfg.mixed_precision``. A given one must not accumulate gradients itself.
     """
     from accelerate import Accelerator
 
-    names = tracker_names(cfg.report_to)
     if accelerator is None:
-        kw: dict[str, Any] = {}
-        if names:
-            from accelerate.utils import ProjectConfiguration
-
-            out = Path(cfg.output_dir)
-            kw = {"log_with": names, "project_config": ProjectConfiguration(
-                project_dir=str(out), logging_dir=str(out / "tensorboard"))}
         try:
-            accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), **kw)
+            accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
         except ValueError as e:  # accelerate's process-wide state was set up earlier with another precision
             logger.warning("%s; using the existing accelerate state", e)
-            accelerator = Accelerator(**kw)
-        have = {str(getattr(t, "value", t)) for t in accelerator.log_with}
-        missing = [n for n in names if n not in have]
-        if missing:  # accelerate drops a tracker whose package is missing, with only a debug message
-            raise ValueError(f"report_to={cfg.report_to!r}: {', '.join(missing)} is not installed "
-                             f"(pip install {' '.join(missing)})")
-    elif names and not accelerator.log_with:
-        raise ValueError(f"report_to={cfg.report_to!r} but the given Accelerator has no trackers; make it with "
-                         f"log_with=... or pass no accelerator")
+            accelerator = Accelerator()
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and accelerator.num_processes == 1:  # every process would think it is the only one
         raise ValueError(f"launched as {world} processes (WORLD_SIZE) but accelerate runs each alone, so all of them "

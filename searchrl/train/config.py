@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 
 from ..settings import SettingError, at_least
 
-TRACKERS = ("tensorboard", "wandb")  # report_to names; other accelerate trackers work through an Accelerator
-
 
 @dataclass(kw_only=True)
 class OptimConfig:
@@ -50,7 +48,11 @@ class OptimConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig(OptimConfig):
-    """What every resumable training run needs besides its optimizer; trainers' configs subclass it."""
+    """What every resumable training run needs besides its optimizer; trainers' configs subclass it.
+
+    Trackers (W&B, TensorBoard) are not a trainer's setting but the command's: the run config's
+    ``tracking`` section (:mod:`searchrl.tracking`), which the trainer core reads when a run starts.
+    """
 
     output_dir: str = field(metadata={"help": "directory for checkpoints, metrics and the final model (path)"})
     seed: int = field(default=0, metadata={
@@ -63,9 +65,6 @@ class TrainConfig(OptimConfig):
         "help": "steps between metrics.jsonl lines; the last step is always logged (optimizer steps)"})
     keep_last: int = field(default=1, metadata={
         "help": "resumable checkpoints kept; older ones are deleted (checkpoints)"})
-    report_to: str = field(default="", metadata={
-        "help": "also send metrics to these accelerate trackers: '' (none), 'tensorboard', 'wandb', or "
-                "both comma-separated; their files go under output_dir (choice)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the transformer's activations in the backward pass instead of keeping them: "
                 "less memory, about a third more compute, the same gradients (bool)"})
@@ -94,7 +93,6 @@ class TrainConfig(OptimConfig):
         if self.fsdp and self.lora_rank:
             raise ValueError("fsdp=true with lora_rank > 0 is not supported: train LoRA adapters under DDP "
                              "(fsdp=false), where the frozen weights are small next to full fine-tuning's state")
-        tracker_names(self.report_to)  # validates
 
     def lora_target_names(self) -> list[str]:
         return [t.strip() for t in self.lora_targets.split(",") if t.strip()]
@@ -105,15 +103,6 @@ class TrainConfig(OptimConfig):
             return {}
         return {"rank": self.lora_rank, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
                 "targets": sorted(self.lora_target_names())}
-
-
-def tracker_names(report_to: str) -> list[str]:
-    """``"tensorboard, wandb"`` -> ``["tensorboard", "wandb"]``; an unknown name is a ValueError."""
-    names = [n.strip() for n in report_to.split(",") if n.strip()]
-    bad = [n for n in names if n not in TRACKERS]
-    if bad:
-        raise ValueError(f"report_to: unknown tracker(s) {bad}; use '' or a comma-separated subset of {TRACKERS}")
-    return list(dict.fromkeys(names))
 
 
 @dataclass

@@ -17,7 +17,8 @@ The pieces, one job each, lower in the layers: :mod:`~searchrl.train.accel` (the
 precision, refused launches), :mod:`~searchrl.train.optim` (AdamW, schedule, the accumulation
 step), :mod:`~searchrl.train.adapters` (gradient checkpointing, LoRA),
 :mod:`~searchrl.train.fsdp` (sharding), :mod:`~searchrl.train.checkpoint` (checkpoints, final
-model) and :mod:`~searchrl.train.metrics` (metrics log, compute time).
+model) and :mod:`~searchrl.train.metrics` (metrics log, compute time); its metrics go to the
+command's trackers (:mod:`searchrl.tracking`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from searchrl import tracking
 from searchrl.train import fsdp
 from searchrl.train.adapters import add_lora, merge_lora, set_checkpointing, transformers_in
 from searchrl.train.checkpoint import Checkpointer, load_weights, write_final
@@ -151,9 +153,11 @@ class TrainRun:
             if self.main:  # leftovers of writes cut short by a crash
                 self.checkpoints.clean()
                 shutil.rmtree(self.out / ".final.tmp", ignore_errors=True)
-            self.metrics = MetricsLog(
-                self.out / METRICS_FILE, self.start_step, acc, config=_config_dict(self.cfg),
-                tracker_kwargs={"wandb": {"name": str(self.out), "dir": str(self.out)}})
+            config = _config_dict(self.cfg)
+            # the command's trackers (tracking.report_to), one run named after output_dir inside the run dir
+            tracker = tracking.start(self.out, config=config, kind="train", main=self.main)
+            self.metrics = MetricsLog(self.out / METRICS_FILE, self.start_step, acc, tracker=tracker,
+                                      project=tracking.project(), config=config)
             self.model.train()
         except BaseException:
             self._restore(failed=True)

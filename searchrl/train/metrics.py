@@ -4,11 +4,11 @@
   appended (one write and fsync each) rather than rewritten, so logging costs one line, not
   the file. On resume, lines after the checkpoint's step are dropped, so the file reads as one
   uninterrupted run; a line cut short by a crash is dropped too
-  (:func:`searchrl.data.read_jsonl_log`). ``report_to`` (e.g. ``"tensorboard"``, ``"wandb"``
-  or both, comma-separated) additionally sends each line to accelerate's trackers
-  (:func:`searchrl.train.accel.make_accelerator`). metrics.jsonl stays the record: a tracker
-  keeps what it was sent, so after a resume the steps between the checkpoint and the crash
-  appear twice there.
+  (:func:`searchrl.data.read_jsonl_log`). The numbers of each line also go to the run's
+  :class:`~searchrl.tracking.Tracker` (the command's ``tracking.report_to``: W&B, TensorBoard) and
+  to the trackers of an accelerator the caller made with ``log_with=...``. metrics.jsonl stays
+  the record: a tracker keeps what it was sent, so after a resume the steps between the
+  checkpoint and the crash appear twice there.
 * **Time** (:class:`Stopwatch`) counts training compute only: writing metrics and
   checkpoints and running the caller's callback are paused out, so tokens/s and the stored
   ``train_time_s`` measure training, across all resumed parts of a run.
@@ -33,16 +33,18 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
-    """``metrics.jsonl``, cut back to ``start_step`` when opened, then appended to; plus accelerate trackers.
+    """``metrics.jsonl``, cut back to ``start_step`` when opened, then appended to; plus trackers.
 
-    Trackers are used when the accelerator was made with ``log_with`` (see
-    :func:`searchrl.train.accel.make_accelerator`); ones the caller already started are logged to and left
-    running, ones started here are finished by :meth:`close`.
+    ``tracker``: the run's :class:`~searchrl.tracking.Tracker` (closed by :meth:`close`). An accelerator
+    made with ``log_with=...`` by the caller brings its own accelerate trackers: ones the caller already
+    started are logged to and left running, ones started here (``project``, ``config``) are finished by
+    :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, start_step: int, accelerator, *, project: str = "searchrl",
-                 config: Mapping[str, Any] | None = None, tracker_kwargs: Mapping[str, dict] | None = None):
+    def __init__(self, path: str | os.PathLike, start_step: int, accelerator, *, tracker=None,
+                 project: str = "searchrl", config: Mapping[str, Any] | None = None):
         self.path = Path(path)
+        self.tracker = tracker
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         if self.main:  # rewritten once per start, then appended to line by line
@@ -57,19 +59,23 @@ class MetricsLog:
         if accelerator.log_with and not accelerator.trackers:
             flat = {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
                     for k, v in (config or {}).items()}  # tensorboard's hparams take scalars only
-            accelerator.init_trackers(project, config=flat, init_kwargs=dict(tracker_kwargs or {}))
+            accelerator.init_trackers(project, config=flat)
             self._started = list(accelerator.trackers)
 
     def write(self, record: dict) -> None:
         """Append ``record`` (with a ``"step"``) to the file and send its numbers to the trackers."""
         if self.main:
             append_jsonl(self.path, record)
+        values = {k: v for k, v in record.items()
+                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.tracker is not None:
+            self.tracker.log_metrics(values, step=record["step"])
         if self.accelerator.trackers:
-            values = {k: v for k, v in record.items()
-                      if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.accelerator.log(values, step=record["step"])
 
     def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
         # not accelerator.end_training(): that also destroys the process group
         for tracker in self._started:
             tracker.finish()

@@ -511,7 +511,7 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
         critic: a scalar :class:`~searchrl.models.value.ValueModel` (needed when ``cfg.uses_critic``;
             initialise it from the same checkpoint, :meth:`ValueModel.from_policy` on a copy).
         make_generator: ``model -> Generator`` sampling from the live policy (default: our
-            :class:`~searchrl.engine.Sampler`).
+            :class:`~searchrl.engine.Sampler`); after every update it gets ``update_weights(model)``.
         callback: ``callback(iteration, logs)`` after every iteration (and its checkpoint).
         prefixes: per problem, text every response starts with (ReST-GRPO's partial-solution
             prompts, ReST-RL eq. 3): graded with the completion, trained as prompt.
@@ -594,7 +594,9 @@ def train_rl(policy, tokenizer, task, problems: Sequence[dict], cfg: RLConfig, *
             if upd.grad_norms:
                 if sampling_copy is not None:
                     fsdp.copy_weights(run.model, actor, sampling_copy)
-                generator.update_weights()
+                # the live policy's new weights into the generator (vLLM: pushed into its running engine;
+                # our sampler: re-read from the same module), never the checkpoint it started from
+                generator.update_weights(sampling)
             t_train = time.perf_counter() - t2
             # ---- 4: metrics, checkpoint
             counters["samples"] += len(batch)

@@ -294,7 +294,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, *,
             checkpoint, if any) as ``callback(step, logs)``; ``step`` counts finished steps,
             ``logs`` is the metrics line written at this step or None.
         accelerator: an existing :class:`accelerate.Accelerator` to use; by default one is made
-            with ``cfg.mixed_precision`` (and ``cfg.report_to``'s trackers).
+            with ``cfg.mixed_precision`` (trackers: the ``tracking`` section, :mod:`searchrl.tracking`).
 
     Returns:
         Summary: ``final_loss``, ``steps``, ``tokens`` (non-padding, all processes),
