@@ -1,8 +1,9 @@
 """The ``searchrl`` command. Thin: each subcommand builds a config and calls one pipeline function.
 
 Every setting is a field of the config dataclasses, set in a recipe (``--config``) or as a
-``key=value`` override; ``searchrl <command> --help`` lists them all with their defaults
-(computed only when asked, so ``searchrl --help`` imports no torch).
+``key=value`` override; ``searchrl <command> --help`` lists, with their defaults, the sections that
+command reads (:data:`COMMAND_SECTIONS`) and the ``task.*`` of the task the command line selects,
+``--help-all`` every setting (computed only when asked, so ``searchrl --help`` imports no torch).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 DESCRIPTION = ("Teach language models to search, and improve them with their own searches: "
@@ -19,19 +21,66 @@ DESCRIPTION = ("Teach language models to search, and improve them with their own
 
 
 class _LazyEpilogParser(argparse.ArgumentParser):
-    """An argument parser whose epilog (the settings list) is built only when help is shown."""
+    """An argument parser whose epilog (the settings list) is built only when help is shown.
+
+    ``epilog_fn(parser)`` builds it; ``help_all`` (set by ``--help-all``) asks for every setting,
+    and ``help_argv`` (set by :func:`parse_args`) is the command line, whose ``--config`` and
+    ``task.name=`` pick the task whose settings are shown."""
 
     def __init__(self, *args, epilog_fn=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._epilog_fn = epilog_fn
+        self.help_all = False
+        self.help_argv: list[str] = []
 
     def format_help(self) -> str:
         if self._epilog_fn is not None:
-            self.epilog = self._epilog_fn()
+            self.epilog = self._epilog_fn(self)
         return super().format_help()
 
 
-def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=value overrides; default shown)") -> str:
+class _HelpAll(argparse.Action):
+    """``--help-all``: the help with every setting of every section, then exit."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.help_all = True
+        parser.print_help()
+        parser.exit()
+
+
+# The config sections each command reads (what its pipeline functions in pipelines/*.py read), beside
+# the top-level settings (run_dir, seed, data_dir, base_model) and the selected task's task.*:
+# `searchrl CMD --help` lists only these, `--help-all` every setting. A dotted entry is one subsection.
+# A command not named here lists every setting.
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "export-verl": (),
+    "export-value": (),
+    "sft": ("model", "sft", "tracking"),
+    "eval": ("model", "engine", "eval", "tracking"),
+    "generate": ("model", "engine", "eval"),
+    "value-data": ("model", "engine", "value_data", "search"),
+    "train-value": ("model", "value", "tracking"),
+    "search": ("model", "engine", "search", "tracking"),
+    "compare-search": ("model", "engine", "search", "value_data", "value", "tracking"),
+    "ppo": ("model", "engine", "ppo", "eval", "tracking"),
+    "grpo": ("model", "engine", "grpo", "eval", "tracking"),
+    "selftrain": ("model", "engine", "selftrain", "rest_sft", "eval", "tracking"),
+    "rest-mcts": ("model", "engine", "rest_mcts", "search.mcts_star", "rest_sft", "value", "eval", "tracking"),
+    "rest-grpo": ("model", "engine", "rest_grpo", "grpo", "dpo", "eval", "tracking"),
+    "demo": ("model", "engine", "demo", "sft", "selftrain", "rest_sft", "ppo", "eval", "tracking"),
+}
+_TOP_LEVEL = ("run_dir", "seed", "data_dir", "base_model")
+
+
+def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=value overrides; default shown)",
+                 sections: tuple[str, ...] | None = None, top_level: bool = True) -> str:
+    """The settings of ``cfg`` (default: the defaults), one line each: ``key = default: help``.
+    ``sections``: only the top-level settings (unless ``top_level`` is false), ``task.*`` and these
+    sections (None: every setting)."""
     from .config import Config
 
     cfg = cfg if cfg is not None else Config()
@@ -47,22 +96,79 @@ def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=val
                 continue
             lines.append(f"  {prefix}{f.name} = {value!r}: {f.metadata.get('help', '')}")
 
-    walk(cfg, "")
+    if sections is None:
+        walk(cfg, "")
+        return "\n".join(lines)
+    for f in dataclasses.fields(cfg):
+        if top_level and f.name in _TOP_LEVEL:
+            lines.append(f"  {f.name} = {getattr(cfg, f.name)!r}: {f.metadata.get('help', '')}")
+    for section in ("task", *sections):
+        obj = cfg
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        walk(obj, section + ".")
     return "\n".join(lines)
 
 
-def _demo_help() -> str:
+def _help_task(argv: list[str]) -> str | None:
+    """The task a command line selects, for its help: the last ``task.name=`` override, else the
+    ``--config`` recipe's ``task.name``; None when neither names one (or the recipe does not load)."""
+    for arg in reversed(argv):
+        if arg.startswith("task.name="):
+            return arg.split("=", 1)[1]
+    recipe = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            recipe = argv[i + 1]
+        elif arg.startswith("--config="):
+            recipe = arg.split("=", 1)[1]
+    if recipe is None:
+        return None
+    from .config import ConfigError, read_recipe
+
+    try:
+        task = read_recipe(recipe).data.get("task")
+    except (ConfigError, OSError):
+        return None
+    return str(task["name"]) if isinstance(task, dict) and task.get("name") is not None else None
+
+
+def _help_config(argv: list[str]):
+    """Default settings with the task the command line selects (its own defaults under task.*)."""
+    from .config import Config, ConfigError, load_config
+
+    name = _help_task(argv)
+    if name is not None:
+        try:
+            return load_config(None, [f"task.name={name}"])
+        except ConfigError:  # an unknown task name: the command itself says so
+            pass
+    return Config()
+
+
+def _command_help(parser: "_LazyEpilogParser") -> str:
+    """A command's settings: the sections it reads (COMMAND_SECTIONS), every one with --help-all."""
+    command = parser.prog.split()[-1]
+    cfg = _help_config(parser.help_argv)
+    if parser.help_all or command not in COMMAND_SECTIONS:
+        return _config_help(cfg)
+    return _config_help(cfg, f"settings this command reads (task {cfg.task.name}; set in a recipe or as key=value; "
+                             f"default shown; --help-all lists every setting)", COMMAND_SECTIONS[command])
+
+
+def _demo_help(parser: "_LazyEpilogParser") -> str:
     from .pipelines.demo import load_demo_config
 
-    return _config_help(load_demo_config("default", None, []),
-                        "settings of the default preset (--preset smoke overrides some; set any in a recipe or "
-                        "as key=value)")
+    title = ("settings of the default preset (--preset smoke overrides some; set any in a recipe or as key=value"
+             + ("" if parser.help_all else "; --help-all lists every setting") + ")")
+    return _config_help(load_demo_config("default", None, []), title,
+                        None if parser.help_all else COMMAND_SECTIONS["demo"])
 
 
-def _task_help() -> str:
-    from .config import Config
-
-    return _config_help(Config().task, "task settings (task.KEY=value; default shown)").replace("\n  ", "\n  task.")
+def _task_help(parser: "_LazyEpilogParser") -> str:
+    cfg = _help_config(parser.help_argv)
+    return _config_help(cfg, f"task settings (task {cfg.task.name}; task.KEY=value; default shown)",
+                        None if parser.help_all else COMMAND_SECTIONS["data"], top_level=False)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -106,7 +212,7 @@ def _positive(args: argparse.Namespace, **bounds: int) -> None:
 
 
 def _search_values(cfg) -> dict[str, str]:
-    return {f"search.{k}": getattr(cfg.search, k) for k in ("value", "orm", "classifier", "mcts_star_value")}
+    return {f"search.{k}": getattr(cfg.search, k) for k in ("value", "orm", "prm", "classifier", "mcts_star_value")}
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -285,6 +391,15 @@ def cmd_export_verl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_value(args: argparse.Namespace) -> int:
+    from .pipelines.run import export_value_model
+
+    out = export_value_model(args.src, args.out)
+    print(f"{out}: {args.src} as a *ForTokenClassification directory (one label; its sigmoid is the value at "
+          f"every token)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipelines.demo import load_demo_config, open_demo, run_demo
 
@@ -292,6 +407,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = args.opened = open_demo(cfg, progress=not args.quiet)
     run_demo(cfg, progress=not args.quiet, run=run)
     print((run.dir / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .pipelines.view import run_view, serve
+
+    _positive(args, page_size=1)
+    index = run_view(args.run_dir, args.out, args.page_size)
+    print(f"site: {index.resolve().as_uri()}")
+    if args.serve:
+        from .data import InputError
+
+        try:
+            server = serve(index.parent, args.port)
+        except OSError as e:  # the port is taken, or below 1024 without the right
+            raise InputError(f"--port {args.port}: cannot serve on 127.0.0.1 ({e.strerror or e})") from None
+        host, port = server.server_address[:2]
+        print(f"serving {index.parent} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
     return 0
 
 
@@ -305,10 +442,11 @@ def _common(p: argparse.ArgumentParser, run_dir: bool = True) -> None:
         p.add_argument("--run-dir", help="run directory (same as run_dir=...); an existing one starts from the "
                                          "config it recorded, with the overrides on top")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
+    p.add_argument("--help-all", action=_HelpAll, help="show this help with every setting of every section")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. sft.lr=3e-4 eval.ks=[1,2,4]")
 
 
-def _sub(sub, name: str, help_: str, func, epilog_fn=_config_help, run_dir: bool = True) -> argparse.ArgumentParser:
+def _sub(sub, name: str, help_: str, func, epilog_fn=_command_help, run_dir: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_, epilog_fn=epilog_fn,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p, run_dir)
@@ -329,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.search import method_choices
 
     parser = argparse.ArgumentParser(prog="searchrl", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"searchrl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyEpilogParser)
 
     data = _sub(sub, "data", "write the task's splits into --out (Countdown: train/valid/test_seen/test_unseen,\n"
@@ -341,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "token-level PPO from Guided-ReST), evaluation, table and plots (resumable)", cmd_demo,
                 epilog_fn=_demo_help)
     demo.add_argument("--preset", default=None, choices=("default", "full", "smoke"),
-                      help="default: the real comparison (about an hour on a 2-core CPU, estimated from its "
-                           "measured parts); full: the same with 32 samples per problem, pass@k up to k=32 (about "
+                      help="default: the real comparison (29 min from a fresh clone on a 2-core CPU, "
+                           "measured: docs/methods/rest.md); full: the same with 32 samples per problem, pass@k up to k=32 (about "
                            "2.5 hours there, estimated); smoke: minuscule settings, about 30 s, numbers meaningless. "
                            "An existing run directory keeps its own unless this is given.")
     ev = _sub(sub, "eval", "greedy and sampled pass@k on the eval splits; writes results.json, results.md and "
@@ -407,11 +546,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev_.add_argument("--split", required=True, help="the task's split to export")
     ev_.add_argument("--out", required=True, help="output .parquet file")
     ev_.add_argument("--n", type=int, default=0, help="first N problems (default: all)")
+    xv = _sub(sub, "export-value", "write a scalar value model (a directory or a Hub name) as a "
+              "*ForTokenClassification directory that transformers, TRL and vLLM load as they are", cmd_export_value,
+              run_dir=False)
+    xv.add_argument("src", help="value model directory (written by train-value) or Hub name org/name[@revision]")
+    xv.add_argument("out", help="new output directory")
     rg = _sub(sub, "rest-grpo", "ReST-GRPO (ReST-RL Algorithm 1: sample rest_grpo.samples solutions per question, "
               "drop questions whose reward std < sigma0, add partial-solution prompts of the best ones, train GRPO "
               "with the grpo section; rest_grpo.method=grpo: the GRPO baseline on the same loop and steps) from "
               "--model into <run_dir>/<name>/iterN, with reward_std.png; resumable", cmd_rest_grpo)
     _trainer_args(rg, "train", "rest_grpo.method", "last")
+    vw = sub.add_parser("view", help="write a run directory as a static site (no server: open index.html from "
+                        "file://): stages and settings, results and plots, samples filterable by grade, SoS traces "
+                        "and search trees, Guided-ReST prefixes, self-repair episodes, training curves",
+                        description="write RUN_DIR as a static site into --out (default RUN_DIR/view); --serve "
+                                    "also serves it on 127.0.0.1")
+    vw.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (any command's)")
+    vw.add_argument("--out", help="site directory (default: RUN_DIR/view; replaced whole on every run)")
+    vw.add_argument("--page-size", type=int, default=50, help="samples, episodes or trees per page (default: 50)")
+    vw.add_argument("--serve", action="store_true", help="then serve the site on http://127.0.0.1:PORT until Ctrl-C")
+    vw.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000; 0: any free port)")
+    vw.set_defaults(func=cmd_view, quiet=True)
     rc = sub.add_parser("recipes", help="list the shipped recipes, one line each (use a name with --config)",
                         description="the shipped recipes (package data): --config NAME runs one, e.g. "
                                     "`searchrl sft --config countdown/sos-tiny`")
@@ -419,13 +574,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed package's version (its metadata), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("searchrl")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .config import list_recipes
 
     recipes = list_recipes()
     width = max(len(name) for name, _ in recipes)
-    for name, summary in recipes:
-        print(f"{name:<{width}}  {summary}")
+    try:
+        for name, summary in recipes:
+            print(f"{name:<{width}}  {summary}", flush=True)
+    except BrokenPipeError:  # `searchrl recipes | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -440,6 +610,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``key=value`` overrides may stand anywhere among the options
     (``ppo --run-dir R a=1 --model M b=2``), in the order given."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for action in parser._subparsers._group_actions:  # each command's help shows the task the line selects
+        for p in action.choices.values():
+            p.help_argv = argv
     args, extra = parser.parse_known_args(argv)
     if extra:
         bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
@@ -471,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if "searchrl.fanout" in sys.modules:  # the command's Ray actors end with it
             sys.modules["searchrl.fanout"].close_all()
+        if "searchrl.tracking" in sys.modules:  # and its trackers (files flushed, W&B runs finished)
+            sys.modules["searchrl.tracking"].deactivate()
 
 
 def _restore(args: argparse.Namespace) -> None:

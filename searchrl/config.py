@@ -30,6 +30,7 @@ from .data import InputError
 from .search import registry as search_methods
 from .search.config import BeamConfig, MCTSStarConfig, VMMCTSConfig
 from .settings import SettingError, at_least, one_of
+from .tracking import TrackingConfig
 from .train.config import DPOConfig, RLConfig, SFTConfig, ValueTrainConfig
 
 
@@ -41,8 +42,9 @@ def _f(default: Any, help: str, **kw) -> Any:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny-1m", "a preset (micro, tiny-1m, tiny-3m, small-8m, small-20m; vocabulary from the task) "
-                              "or a local Hugging Face model directory")
+    name: str = _f("tiny-1m", "a preset (micro, tiny-1m, tiny-3m, small-8m, small-20m; vocabulary from the task), "
+                              "a local Hugging Face model directory, or a Hub name org/name[@revision] (through the "
+                              "Hugging Face cache: HF_HOME, HF_HUB_OFFLINE)")
     max_seq_len: int = _f(1024, "context length of presets (tokens)")
     dtype: str = _f("float32", "weights dtype for loading: float32 | bfloat16 | float16")
     device: str = _f("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
@@ -69,10 +71,15 @@ class EngineConfig:
                               "'auto' or HOST:PORT = one started by `ray start`")
     cpus_per_worker: float = _f(1.0, "CPUs each Ray actor reserves (its torch threads)")
     gpus_per_worker: float = _f(0.0, "GPUs each Ray actor reserves (1 = a GPU each; fractions share one)")
+    gpu_memory_utilization: float = _f(0.9, "backend vllm: the share of the GPU's memory the engine takes (vLLM's "
+                                            "gpu_memory_utilization); lower it where a trainer shares the GPU (ppo, "
+                                            "grpo: e.g. 0.3, as TRL's colocate mode)")
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {' | '.join(BACKENDS)}, got {self.backend!r}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise SettingError("gpu_memory_utilization", self.gpu_memory_utilization, "must be in (0, 1]")
         if self.workers < 0 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
             raise ValueError(f"workers >= 0, cpus_per_worker > 0 and gpus_per_worker >= 0, got {self.workers}, "
                              f"{self.cpus_per_worker}, {self.gpus_per_worker}")
@@ -230,6 +237,37 @@ class ValueDataConfig:
                  mcts_star_problems=(0, "0 = n_problems"), shepherd_problems=(0, "0 = n_problems"), temperature=0.0)
 
 
+#: published PRM input conventions (searchrl.models.verifiers.CONVENTIONS) and how step scores make a state's
+VERIFIER_CONVENTIONS = ("math-shepherd", "qwen-prm")
+VERIFIER_AGGREGATES = ("min", "last", "prod")
+
+
+@dataclass
+class VerifierConfig:
+    """How an off-the-shelf verifier given as a search scorer is read (searchrl.models.verifiers); our own value
+    models ignore these. A field left '' takes the convention's value."""
+
+    convention: str = _f("math-shepherd", "input convention of a PRM / reward model: math-shepherd (question, "
+                                          "then each step followed by ' ки', labels + / -) | qwen-prm (chat "
+                                          "template, steps joined by <extra_0>, class 1 positive)")
+    separator: str = _f("", "text inserted after each step, where a PRM is read ('' = the convention's)")
+    positive_label: str = _f("", "the positive class: an index or a label name; a causal-LM PRM's good token "
+                                 "('' = the convention's: +, or 1; a one-label head is read through a sigmoid)")
+    negative_label: str = _f("", "a causal-LM PRM's bad token ('' = the convention's: -)")
+    format: str = _f("", "plain (question and steps as text) | chat (the verifier's chat template) ('' = the "
+                         "convention's)")
+    system: str = _f("", "system prompt of the chat format ('' = the convention's)")
+    aggregate: str = _f("min", "a state's score from its step scores: min | last | prod")
+    causal_lm: bool = _f(False, "read a causal LM given as a scorer as a Math-Shepherd PRM (good token's "
+                                "probability among good / bad at each separator); otherwise a causal LM is refused")
+
+    def __post_init__(self):
+        one_of(self, "convention", VERIFIER_CONVENTIONS)
+        one_of(self, "aggregate", VERIFIER_AGGREGATES)
+        if self.format:
+            one_of(self, "format", ("plain", "chat"))
+
+
 @dataclass
 class SearchConfig:
     """Settings of ``searchrl search`` and ``searchrl compare-search`` (the methods' own settings are
@@ -247,7 +285,9 @@ class SearchConfig:
                       "(value-data --source math-shepherd), independently of the value model")
     mcts_star_value: str = _f("", "value model of mcts-star and mcts-star-vote ('' = made from MCTS* value "
                                   "targets, as ReST-MCTS* trains its own)")
-    orm: str = _f("", "outcome reward model (bon-orm, orm-mcts)")
+    orm: str = _f("", "outcome reward model (bon-orm, orm-mcts). Every scorer setting takes a value-model "
+                      "directory, an off-the-shelf verifier (*ForTokenClassification PRM, *ForSequenceClassification "
+                      "reward model; read as search.verifier says) or a Hub name org/name[@revision]")
     classifier: str = _f("", "VGS 3-class value model (beam, dvts, bon-classifier, classifier-vote; '' = made "
                              "from VGS roll-outs)")
     pool_samples: int = _f(32, "sampling methods (bon-*, vote, prm-min): samples per problem, of which each "
@@ -259,15 +299,19 @@ class SearchConfig:
     shard_problems: int = _f(25, "problems per resumable shard of the pool and of each tree search (the unit "
                                  "engine.workers fan out)")
     seed: int = _f(0, "seed of every method's sampling")
+    keep_trees: int = _f(20, "problems whose search tree and chosen response are kept per (method, budget), the "
+                             "first N, in methods/trees-<method>-<budget>.jsonl (0 = none, -1 = all; not part of "
+                             "any result's key)")
     vm_mcts: VMMCTSConfig = field(default_factory=VMMCTSConfig)
     mcts_star: MCTSStarConfig = field(default_factory=MCTSStarConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
     def __post_init__(self):
         if not self.budgets or any(b < 1 for b in self.budgets):
             raise SettingError("budgets", list(self.budgets), "must be positive token counts")
         at_least(self, pool_samples=1, max_tokens=1, batch_size=1, shard_problems=1, n_problems=(0, "0 = all"),
-                 temperature=0.0)
+                 temperature=0.0, keep_trees=(-1, "-1 = all"))
         if not 0 < self.top_p <= 1:
             raise SettingError("top_p", self.top_p, "must be in (0, 1]")
         unknown = [m for m in self.methods if not search_methods.known(m)]
@@ -317,6 +361,7 @@ class Config:
     rest_mcts: RestMCTSConfig = field(default_factory=RestMCTSConfig)
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(output_dir=""))
     demo: DemoConfig = field(default_factory=DemoConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     base_model: str = _f("", "start self-training from this checkpoint instead of training the SFT base "
                          "('' = train it into <run_dir>/sft; builtin:NAME = shipped in searchrl/presets)")
 
@@ -367,6 +412,24 @@ def _yaml_line(text: str, keys: list[str]) -> int | None:
     return line
 
 
+def _migrate_report_to(d: dict) -> dict:
+    """Each trainer section's own ``report_to`` (``sft.report_to``, ``ppo.report_to``, ...: before one
+    ``tracking`` section served every stage of a command) moved into ``tracking.report_to``, the names of
+    all of them joined."""
+    names: list[str] = []
+    for key, section in list(d.items()):
+        if key != "tracking" and isinstance(section, dict) and "report_to" in section:
+            section = dict(section)
+            names += [n.strip() for n in str(section.pop("report_to") or "").split(",") if n.strip()]
+            d[key] = section
+    if names:
+        tracking = dict(d.get("tracking") or {})
+        given = [n.strip() for n in str(tracking.get("report_to") or "").split(",") if n.strip()]
+        tracking["report_to"] = ",".join(dict.fromkeys(given + names))
+        d["tracking"] = tracking
+    return d
+
+
 def _migrate(d: Any) -> Any:
     """Settings in an older layout moved to where they are now: ``data`` -> ``task`` (written before
     tasks had a config section), then the task's own old settings, by its config's ``migrate`` hook
@@ -378,6 +441,7 @@ def _migrate(d: Any) -> Any:
     d = dict(d)
     if "data" in d and "task" not in d:
         d["task"] = {"name": DEFAULT_TASK, **(d.pop("data") or {})}
+    d = _migrate_report_to(d)
     migrate = getattr(named_task_config(d.get("task")), "migrate", None)
     return migrate(d) if migrate is not None else d
 

@@ -280,3 +280,53 @@ def test_demo_refuses_an_unknown_eval_split_before_training(tmp_path, capsys):
     assert main(["demo", "--preset", "smoke", "--run-dir", str(run), "--quiet", "eval.splits=[test_seen,tset]"]) == 2
     assert "tset.jsonl: no such split" in capsys.readouterr().err
     assert not (run / "sft").exists() and not (run / "rest").exists()
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_shows_only_the_sections_the_command_reads(capsys):
+    short = _help(capsys, "sft", "--help")
+    assert len(short.splitlines()) <= 80, len(short.splitlines())
+    assert "  sft.lr = " in short and "  model.name = " in short and "  task.n_train = " in short
+    assert "  ppo." not in short and "  search." not in short and "  value." not in short
+    assert "--help-all" in short
+    full = _help(capsys, "sft", "--help-all")
+    assert len(full.splitlines()) > 300 and "  ppo.critic_lr = " in full and "  search.budgets = " in full
+    cs = _help(capsys, "compare-search", "--help")
+    assert "  search.budgets = " in cs and "  value_data." in cs and "  value.lr = " in cs
+    assert "  ppo." not in cs and "  sft." not in cs
+    rm = _help(capsys, "rest-mcts", "--help")  # one subsection of search only
+    assert "  search.mcts_star.iterations = " in rm and "  search.budgets = " not in rm
+
+
+def test_help_lists_the_settings_of_the_selected_task(capsys):
+    countdown = _help(capsys, "sft", "--help")
+    assert "task countdown" in countdown and "  task.n_numbers = " in countdown
+    code = _help(capsys, "sft", "--help", "task.name=code")
+    assert "task code" in code and "  task.n_public = " in code and "task.n_numbers" not in code
+    recipe = _help(capsys, "eval", "--config", "math/synthetic-tiny", "--help")
+    assert "task math" in recipe and "task.n_numbers" not in recipe and "task.n_public" not in recipe
+    data = _help(capsys, "data", "--help", "task.name=code")
+    assert "  task.n_public = " in data and "  seed = " not in data and "  sft." not in data
+
+
+def test_every_command_with_settings_is_scoped():
+    from searchrl.cli import COMMAND_SECTIONS, _config_help, build_parser
+
+    parser = build_parser()
+    commands = {c for a in parser._subparsers._group_actions for c in a.choices}
+    assert set(COMMAND_SECTIONS) <= commands
+    for command, sections in COMMAND_SECTIONS.items():  # every section named exists
+        assert _config_help(sections=sections).count("\n") > 0, command
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    out = _help(capsys, "--version")
+    assert out.strip() == f"searchrl {version('searchrl')}"
