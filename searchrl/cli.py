@@ -76,11 +76,21 @@ COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
 _TOP_LEVEL = ("run_dir", "seed", "data_dir", "base_model")
 
 
+#: the section whose settings a command's --help explains one by one (the rest: one compact block each)
+COMMAND_FOCUS: dict[str, str] = {"data": "task", "sft": "sft", "eval": "eval", "generate": "eval",
+                                 "value-data": "value_data", "train-value": "value", "search": "search",
+                                 "compare-search": "search", "ppo": "ppo", "grpo": "grpo", "selftrain": "selftrain",
+                                 "rest-mcts": "rest_mcts", "rest-grpo": "rest_grpo", "demo": "demo"}
+
+
 def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=value overrides; default shown)",
-                 sections: tuple[str, ...] | None = None, top_level: bool = True) -> str:
-    """The settings of ``cfg`` (default: the defaults), one line each: ``key = default: help``.
-    ``sections``: only the top-level settings (unless ``top_level`` is false), ``task.*`` and these
-    sections (None: every setting)."""
+                 sections: tuple[str, ...] | None = None, top_level: bool = True, focus: str = "") -> str:
+    """The settings of ``cfg`` (default: the defaults). ``sections`` None: every setting, one line each
+    (``key = default: help``). Else only the top-level settings (unless ``top_level`` is false), ``task.*``
+    and these sections: the ``focus`` section's own settings one line each with their help, every other
+    section (and the focus section's subsections) as one compact block of ``key=default``."""
+    import textwrap
+
     from .config import Config
 
     cfg = cfg if cfg is not None else Config()
@@ -96,6 +106,16 @@ def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=val
                 continue
             lines.append(f"  {prefix}{f.name} = {value!r}: {f.metadata.get('help', '')}")
 
+    def compact(obj, name):
+        plain = [f"{f.name}={getattr(obj, f.name)!r}" for f in dataclasses.fields(obj)
+                 if f.name != "output_dir" and not dataclasses.is_dataclass(getattr(obj, f.name))]
+        if plain:
+            lines.extend(textwrap.wrap(f"{name}.*: " + ", ".join(plain), width=110, initial_indent="  ",
+                                       subsequent_indent="      ", break_on_hyphens=False))
+        for f in dataclasses.fields(obj):
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                compact(getattr(obj, f.name), f"{name}.{f.name}")
+
     if sections is None:
         walk(cfg, "")
         return "\n".join(lines)
@@ -106,7 +126,18 @@ def _config_help(cfg=None, title: str = "settings (set in a recipe or as key=val
         obj = cfg
         for part in section.split("."):
             obj = getattr(obj, part)
-        walk(obj, section + ".")
+        if section != focus:
+            compact(obj, section)
+            continue
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name == "output_dir":
+                continue
+            if dataclasses.is_dataclass(value):
+                compact(value, f"{section}.{f.name}")
+            else:
+                lines.append(f"  {section}.{f.name} = {value!r}: {f.metadata.get('help', '')}")
+    lines.append("  (a block lists its section's key=default; --help-all explains every setting)")
     return "\n".join(lines)
 
 
@@ -153,7 +184,8 @@ def _command_help(parser: "_LazyEpilogParser") -> str:
     if parser.help_all or command not in COMMAND_SECTIONS:
         return _config_help(cfg)
     return _config_help(cfg, f"settings this command reads (task {cfg.task.name}; set in a recipe or as key=value; "
-                             f"default shown; --help-all lists every setting)", COMMAND_SECTIONS[command])
+                             f"default shown; --help-all lists every setting)", COMMAND_SECTIONS[command],
+                        focus=COMMAND_FOCUS.get(command, ""))
 
 
 def _demo_help(parser: "_LazyEpilogParser") -> str:
@@ -162,13 +194,13 @@ def _demo_help(parser: "_LazyEpilogParser") -> str:
     title = ("settings of the default preset (--preset smoke overrides some; set any in a recipe or as key=value"
              + ("" if parser.help_all else "; --help-all lists every setting") + ")")
     return _config_help(load_demo_config("default", None, []), title,
-                        None if parser.help_all else COMMAND_SECTIONS["demo"])
+                        None if parser.help_all else COMMAND_SECTIONS["demo"], focus="demo")
 
 
 def _task_help(parser: "_LazyEpilogParser") -> str:
     cfg = _help_config(parser.help_argv)
     return _config_help(cfg, f"task settings (task {cfg.task.name}; task.KEY=value; default shown)",
-                        None if parser.help_all else COMMAND_SECTIONS["data"], top_level=False)
+                        None if parser.help_all else COMMAND_SECTIONS["data"], top_level=False, focus="task")
 
 
 # ----------------------------------------------------------------------------- commands

@@ -243,8 +243,8 @@ def test_demo_help_shows_the_presets_settings(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     out = capsys.readouterr().out
-    assert "run_dir = 'runs/demo'" in out and "rest_sft.lr = 0.0002" in out and "about 30 s" in out
-    assert "ppo.critic_lr = 0.001" in out  # the preset's PPO rows
+    assert "run_dir = 'runs/demo'" in out and "lr=0.0002" in _block(out, "rest_sft") and "about 30 s" in out
+    assert "critic_lr=0.001" in _block(out, "ppo")  # the preset's PPO rows
 
 
 def test_failed_and_refused_commands_leave_the_run_dir_usable(tmp_path, capsys):
@@ -289,26 +289,44 @@ def _help(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
+def _block(out: str, section: str) -> str:
+    """The compact block of ``section`` in a scoped help (``  section.*: key=default, ...`` and its
+    continuation lines), joined into one line."""
+    lines = out.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith(f"  {section}.*: ")]
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("      "):
+        end += 1
+    return " ".join(line.strip() for line in lines[start:end])
+
+
 def test_help_shows_only_the_sections_the_command_reads(capsys):
     short = _help(capsys, "sft", "--help")
-    assert len(short.splitlines()) <= 80, len(short.splitlines())
-    assert "  sft.lr = " in short and "  model.name = " in short and "  task.n_train = " in short
+    assert len(short.splitlines()) <= 60, len(short.splitlines())
+    # the command's own section explained setting by setting, the others one compact block each
+    assert "  sft.lr = " in short and "name='tiny-1m'" in _block(short, "model") and "n_train=" in _block(short, "task")
     assert "  ppo." not in short and "  search." not in short and "  value." not in short
     assert "--help-all" in short
     full = _help(capsys, "sft", "--help-all")
     assert len(full.splitlines()) > 300 and "  ppo.critic_lr = " in full and "  search.budgets = " in full
     cs = _help(capsys, "compare-search", "--help")
-    assert "  search.budgets = " in cs and "  value_data." in cs and "  value.lr = " in cs
+    assert "  search.budgets = " in cs and "split=" in _block(cs, "value_data") and "lr=" in _block(cs, "value")
+    assert "iterations=30" in _block(cs, "search.vm_mcts")  # a subsection of the focus section: compact
     assert "  ppo." not in cs and "  sft." not in cs
     rm = _help(capsys, "rest-mcts", "--help")  # one subsection of search only
-    assert "  search.mcts_star.iterations = " in rm and "  search.budgets = " not in rm
+    assert "iterations=" in _block(rm, "search.mcts_star") and "  search.budgets = " not in rm
+    assert "  rest_mcts.iterations = " in rm
+    from searchrl.cli import COMMAND_SECTIONS
+
+    for command in COMMAND_SECTIONS:  # each about a screen, not ~360 lines
+        assert len(_help(capsys, command, "--help").splitlines()) <= 90, command
 
 
 def test_help_lists_the_settings_of_the_selected_task(capsys):
     countdown = _help(capsys, "sft", "--help")
-    assert "task countdown" in countdown and "  task.n_numbers = " in countdown
+    assert "task countdown" in countdown and "n_numbers=3" in _block(countdown, "task")
     code = _help(capsys, "sft", "--help", "task.name=code")
-    assert "task code" in code and "  task.n_public = " in code and "task.n_numbers" not in code
+    assert "task code" in code and "n_public=" in _block(code, "task") and "n_numbers" not in code
     recipe = _help(capsys, "eval", "--config", "math/synthetic-tiny", "--help")
     assert "task math" in recipe and "task.n_numbers" not in recipe and "task.n_public" not in recipe
     data = _help(capsys, "data", "--help", "task.name=code")
