@@ -120,9 +120,12 @@ def check_model_dir(path: str | os.PathLike, kind: str | tuple[str, ...] | None 
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
     if not weights:
         raise FileNotFoundError(f"{shown}: no weights (*.safetensors or *.bin) next to config.json")
-    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-        raise FileNotFoundError(f"{shown}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
     found = model_dir_kind(cfg)
+    # a searchrl value model reads the policy's token ids: it needs no tokenizer of its own (policies and
+    # off-the-shelf verifiers, which decode the text again, do)
+    if found != "value" and not any((path / f).exists()
+                                    for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise FileNotFoundError(f"{shown}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
     wanted = SCORER_KINDS if kind == "scorer" else (kind,) if isinstance(kind, str) else kind
     if wanted is not None and found not in wanted:
         if found == "value":
