@@ -190,6 +190,19 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
+def _padded(seqs: Sequence[Sequence[int]], rows: Sequence[int], pad: int, left: bool = False):
+    """``seqs[rows]`` as one batch: ids padded with ``pad`` to the longest (on the left when ``left``: a
+    sequence classifier reads its last position) and the attention mask."""
+    longest = max(len(seqs[j]) for j in rows)
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for r, j in enumerate(rows):
+        span = slice(longest - len(seqs[j]), longest) if left else slice(0, len(seqs[j]))
+        ids[r, span] = torch.tensor(seqs[j])
+        mask[r, span] = 1
+    return ids, mask
+
+
 class _Verifier(nn.Module):
     """What both verifier kinds share: the policy's view of the ids, the verifier's tokenizer and format."""
 
@@ -319,12 +332,7 @@ class TokenClassificationPRM(_Verifier):
         self.eval()
         try:
             for rows in self._batches(seqs):
-                longest = len(seqs[rows[0]])
-                ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), longest), dtype=torch.long)
-                for r, j in enumerate(rows):
-                    ids[r, :len(seqs[j])] = torch.tensor(seqs[j])
-                    mask[r, :len(seqs[j])] = 1
+                ids, mask = _padded(seqs, rows, pad)
                 logits = self._logits(ids.to(self.device), mask.to(self.device)).float()
                 for r, j in enumerate(rows):
                     at = logits[r, items[j][1]]  # [steps, L or V]
@@ -407,12 +415,7 @@ class SequenceClassificationRM(_Verifier):
         self.eval()
         try:
             for rows in self._batches(seqs):
-                longest = len(seqs[rows[0]])
-                ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), longest), dtype=torch.long)
-                for r, j in enumerate(rows):
-                    ids[r, longest - len(seqs[j]):] = torch.tensor(seqs[j])
-                    mask[r, longest - len(seqs[j]):] = 1
+                ids, mask = _padded(seqs, rows, pad, left=True)
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
                 if logits.shape[-1] == 1:
                     p = torch.sigmoid(logits[:, 0])
