@@ -428,7 +428,8 @@ def run_compare_search(run: Run, policy: str | os.PathLike | None = None) -> dic
         for m in s.methods:
             logger.info("search: %s at %d tokens per problem", m, budget)
             rows.append(s.run_method(m, budget)["row"])
-    label = str(policy) if policy else (run.cfg.base_model or rel(run.dir, s.policy))
+    shipped = not policy and str(run.cfg.base_model).startswith("builtin:")
+    label = run.cfg.base_model if shipped else run.short(policy or s.policy)  # inside the run dir: relative
     title = (f"{run.cfg.task.name} {c.split}, {len(s.problems)} problems; policy {label}; "
              f"pool: {c.pool_samples} samples at temperature {c.temperature:g}")
     meta = {"split": c.split, "n_problems": len(s.problems), "policy": label,
