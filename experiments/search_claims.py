@@ -36,7 +36,8 @@ CLAIMS = [
     ("rest-rl-table2", "rest_rl", "ReST-RL Table 2 (Qwen3-8B, APPS-style code): VM-MCTS .615 > ORM-MCTS .538 > "
                                   "BoN-ORM .531 > BoN-PRM .516",
      [("vm-mcts", "orm-mcts", ".615 vs .538"), ("orm-mcts", "bon-orm", ".538 vs .531"),
-      ("bon-orm", "prm-min", ".531 vs .516"), ("vm-mcts", "prm-min", ".615 vs .516")]),
+      ("bon-orm", "prm-min", ".531 vs .516"), ("vm-mcts", "prm-min", ".615 vs .516"),
+      ("vm-mcts", "bon-orm", ".615 vs .531 (Fig. 3b: VM-MCTS ahead of every other verifier)")]),
     ("rest-mcts-verifiers", "rest_mcts", "ReST-MCTS* verifiers (GSM8K / MATH500, Mistral-7B: MetaMATH policy): SC 83.9 / "
                                          "35.1 < SC + ORM 86.6 / 38.0, SC + MS 86.3 / 38.3 < SC + ReST-MCTS* value "
                                          "87.5 / 39.0",
