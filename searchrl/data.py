@@ -305,3 +305,15 @@ def resumable_shards(n: int, shard_size: int, path_of: Callable[[int, int], Path
     for span in spans:
         records.extend(made[span] if span in made else read_jsonl(path_of(*span)))
     return records
+
+
+def embed_json(obj: Any, *, allow_nan: bool = False) -> str:
+    """``obj`` as one line of JSON that is safe inside an HTML ``<script>`` element: ``<``, ``>`` and ``&``
+    (and the line separators U+2028/U+2029, which some readers split lines at) written as ``\\u``
+    escapes, which JSON reads back unchanged. The run viewer embeds its data this way, and the search
+    trees are written this way so a page can embed a line as it is."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=allow_nan, separators=(",", ":"))
+    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from ..data import InputError
+from .actions import ActionSplitter
 
 #: the published conventions (see module docs); a setting left '' takes its convention's value
 CONVENTIONS: dict[str, dict[str, str]] = {
@@ -88,10 +89,7 @@ class TextView:
     """The question and the steps a search's token ids (in the policy's vocabulary) stand for (module docs)."""
 
     def __init__(self, tokenizer, step_stop: str = "\n"):
-        self.tokenizer, self.stop = tokenizer, step_stop
-        eos = getattr(tokenizer, "eos_token_id", None)
-        self.eos = set(eos) if isinstance(eos, (list, tuple, set)) else ({int(eos)} if eos is not None else set())
-        self._ends: dict[int, bool] = {}
+        self.tokenizer, self.split = tokenizer, ActionSplitter(tokenizer, step_stop)  # the searches' own step rule
         self.around: tuple[str, str] | None = None
         try:
             from .tokenizer import prompt_for
@@ -110,24 +108,11 @@ class TextView:
                 return text[len(before):len(text) - len(after)].strip()
         return self.tokenizer.decode(list(prompt_ids), skip_special_tokens=True).strip()
 
-    def _ends_action(self, token: int) -> bool:
-        hit = self._ends.get(token)
-        if hit is None:
-            hit = token in self.eos or self.stop in self.tokenizer.decode([token], skip_special_tokens=False)
-            self._ends[token] = hit
-        return hit
-
     def segments(self, state_ids: Sequence[int]) -> list[tuple[int, str]]:
         """``[(end, text)]`` per action of a state (token end, stripped text; blank ones included)."""
-        out, start = [], 0
         ids = [int(t) for t in state_ids]
-        for i, t in enumerate(ids):
-            if self._ends_action(t):
-                out.append((i + 1, self.tokenizer.decode(ids[start:i + 1], skip_special_tokens=True).strip()))
-                start = i + 1
-        if start < len(ids):
-            out.append((len(ids), self.tokenizer.decode(ids[start:], skip_special_tokens=True).strip()))
-        return out
+        return [(e, self.tokenizer.decode(ids[s:e], skip_special_tokens=True).strip())
+                for s, e in self.split.actions(ids)]
 
     def steps(self, state_ids: Sequence[int]) -> list[str]:
         return [t for _, t in self.segments(state_ids) if t]

@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import InputError, atomic_write, read_json, read_jsonl, resumable_shards, write_json, write_text
+from ..data import InputError, atomic_write, embed_json, read_json, read_jsonl, resumable_shards, write_json, write_text
 from ..rundir import problems_digest, rel, shard_key
 from ..search import registry
 from ..search.registry import PoolMethod, SearchMethod, TreeMethod
@@ -105,16 +105,11 @@ def trees_path(results: Path, method: str, budget: int) -> Path:
 
 #: what a JSON line must not hold as it is to go into an HTML ``<script>`` (and to stay one line for readers that
 #: split at U+2028 / U+2029, as ``str.splitlines`` and older JavaScript do): each as its JSON escape
-_SCRIPT_SAFE = {ord("<"): "\\u003c", 0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
 def write_trees(path: Path, key: str, per: list[dict], keep_trees: int) -> list[int]:
     """Write the kept problems' trees (``per``'s records' ``tree``, taken out of them) to ``path`` as JSON
-    Lines, each with the result's ``key``; ``<``, U+2028 and U+2029 are written as JSON escapes (the same
-    JSON) so a page can embed a line in a ``<script>`` as it is. Nothing kept: no file (an older one is
-    removed: it would describe another result). Returns the kept problems that had no tree."""
-    import json
-
+    Lines, each with the result's ``key``, through :func:`~searchrl.data.embed_json` (the same JSON, safe to
+    embed in a ``<script>`` as it is). Nothing kept: no file (an older one is removed: it would describe
+    another result). Returns the kept problems that had no tree."""
     trees = {r["index"]: r.pop("tree") for r in per if "tree" in r}
     wanted = [r["index"] for r in per if keeps(keep_trees, r["index"])]
     if not wanted:
@@ -123,7 +118,7 @@ def write_trees(path: Path, key: str, per: list[dict], keep_trees: int) -> list[
     with atomic_write(path) as f:
         for i in wanted:
             if i in trees:
-                f.write(json.dumps({**trees[i], "key": key}, ensure_ascii=False).translate(_SCRIPT_SAFE) + "\n")
+                f.write(embed_json({**trees[i], "key": key}, allow_nan=True) + "\n")
     return [i for i in wanted if i not in trees]
 
 

@@ -32,23 +32,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data import InputError, atomic_write
+from ..data import InputError, atomic_write, embed_json
 
 #: the sections with paginated groups: (key in the model, page title, what one item is)
 SECTIONS = (("samples", "Samples", "sample"), ("selftrain", "Self-training", "generation"),
             ("episodes", "Episodes", "episode"), ("trees", "Search trees", "tree"))
 ASSETS = ("viewer.js", "viewer.css")
 DEFAULT_PAGE_SIZE = 50
-
-
-def embed_json(obj: Any) -> str:
-    """``obj`` as JSON that is safe inside an HTML ``<script>`` element: ``<``, ``>`` and ``&`` (and
-    the line separators U+2028/U+2029) written as ``\\u`` escapes, which JSON reads back unchanged."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
-                    ("\u2029", "\\u2029")):
-        text = text.replace(ch, esc)
-    return text
 
 
 def _finite(obj: Any) -> Any:
