@@ -88,11 +88,20 @@ class _Helper:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
 
+    STARTUP = 300.0  # seconds the helper may take to import math-verify; not charged to any answer
+
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "searchrl.tasks.math.verify_worker"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         text=True, bufsize=1)
+            proc = subprocess.Popen([sys.executable, "-m", "searchrl.tasks.math.verify_worker"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True, bufsize=1)
+            line = self._read(proc, self.STARTUP)
+            if line is None or line.strip() != "ready":
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"the math-verify helper did not start in {self.STARTUP:.0f} s; run `python -m "
+                                   "searchrl.tasks.math.verify_worker` to see why (is math-verify installed?)")
+            self.proc = proc
         return self.proc
 
     def _kill(self) -> None:
