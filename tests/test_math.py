@@ -35,7 +35,9 @@ def test_equivalence_by_math_verify_never_raises():
 
 
 def test_an_answer_past_its_timeout_is_not_equivalent_and_the_helper_recovers():
-    assert are_equivalent([("\\frac{3}{6}", "0.5")] * 3, timeout=1e-6) == [False, False, False]
+    # 9^(9^9) never finishes in sympy: that answer overruns, the helper is replaced, the next is graded
+    # by the new one, within a timeout that does not count the helper's start-up
+    assert are_equivalent([("9^{9^{9}}", "1"), ("\\frac{3}{6}", "0.5")], timeout=2.0) == [False, True]
     assert is_equivalent("\\frac{3}{6}", "0.5")
 
 
