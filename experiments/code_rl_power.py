@@ -252,6 +252,20 @@ def figure2(root: Path, lrs: dict[str, str], draws: int = 2000) -> None:
     d = np.array([draw(got["rest-grpo"]) - draw(got["grpo"]) for _ in range(draws)])
     lo, hi = np.percentile(d, [2.5, 97.5])
     per = {arm: ", ".join(f"{100 * v.mean():.1f}% of {v.size}" for v in got[arm]) for arm in got}
+    from searchrl.eval.report import plot_reward_std
+    from searchrl.selftrain.rest_grpo import reward_std_by_step
+
+    pooled = {}
+    for arm in ("rest-grpo", "grpo"):
+        by_step: dict[int, list[float]] = {}
+        for s in SEEDS:
+            for step, stds in reward_std_by_step(method_dir(root, arm, lrs[arm], s)):
+                by_step.setdefault(step, []).extend(stds)
+        pooled[NAMES[arm]] = sorted(by_step.items())
+    out = root / "reward_std_3seeds.png"
+    plot_reward_std(pooled, out, 0.05, "Reward std of the groups GRPO trained on (8 per step, G = 8), synthetic code "
+                    "task, 3 seeds pooled per step")
+    print(f"\n{out}")
     print(f"\nT7 (Figure 2): groups trained on with reward std < 0.05: ReST-GRPO {pct(share['rest-grpo'])}% "
           f"[{per['rest-grpo']}], GRPO {pct(share['grpo'])}% [{per['grpo']}]; ReST-GRPO − GRPO "
           f"{diff((share['rest-grpo'] - share['grpo'], lo, hi))} points (the paper: ReST-GRPO fewer)")
