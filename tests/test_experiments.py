@@ -58,3 +58,31 @@ def test_token_efficiency_by_hand(tmp_path):
     # at B/2 = 50 the method has (1/2, 1/2) against the base's (1/2, 1/2) at 100: difference 0
     assert r["half_budget"]["diff"] == 0.0 and r["problems"] == 2 and 0 < r["reached"] <= 1
     assert te.tokens_to_reach([[(False, 5)]], 0.5) is None and te.ratio([[(False, 5)]], base.values(), 100) == 0.0
+
+
+def test_the_power_comparisons_interval_carries_seed_variance_and_steps_match(tmp_path):
+    """experiments/code_rl_power.py: the two-level bootstrap, and GRPO's steps taken from ReST-GRPO's records."""
+    import numpy as np
+    import pytest
+
+    pw = _load("code_rl_power")
+    # the same shift on every problem and seed: the interval is that shift exactly
+    a = np.tile(np.linspace(0, 1, 50), (3, 1))
+    d, lo, hi = pw.two_level_ci(a, a + 0.1, draws=200)
+    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    # seeds that disagree (+0.3, 0, -0.3 on every problem): mean 0, but resampling seeds widens the interval
+    # to what a draw of 3 of them can give (at least one draw of three +0.3 seeds among 200 is likely)
+    b = a + np.array([[0.3], [0.0], [-0.3]])
+    d, lo, hi = pw.two_level_ci(a, b, draws=200)
+    assert d == pytest.approx(0.0) and lo < -0.1 and hi > 0.1
+    # GRPO's steps per iteration: the mean of the same seed's ReST-GRPO iterations (one pass over P_Q+ each)
+    for it, steps in ((1, 62), (2, 59)):
+        p = tmp_path / "rest-grpo-lr3e-5-s1" / "rest-grpo" / f"iter{it}" / "done.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"grpo_iterations": steps, "training_samples": steps * 64}))
+    assert pw.rest_grpo_steps(tmp_path, "3e-5", 1) == 60  # 60.5 rounds to even
+    cmd = pw.command(tmp_path, "dapo", "3e-5", 1)
+    assert "grpo.iterations=60" in cmd and "rest_grpo.method=grpo" in cmd and "grpo.policy_loss=dapo" in cmd
+    assert pw.training_record(tmp_path, "rest-grpo", "3e-5", 1) == "GRPO samples 3968 + 3776"
+    with pytest.raises(SystemExit, match="has not finished"):
+        pw.rest_grpo_steps(tmp_path, "1e-4", 1)

@@ -26,7 +26,7 @@ Searches hand the scorer token ids in the *policy's* vocabulary; a verifier has 
 format. So a verifier decodes with the policy's tokenizer (:class:`TextView`): the question is the user
 message of the prompt (the chat template rendered around a sentinel locates it; a template it cannot
 locate gives the whole decoded prompt), and the steps are the state's actions: runs of tokens that end at a
-token whose text holds the task's action stop (``"\\n"``, as :class:`searchrl.search.common.ActionSplitter`)
+token whose text holds the task's action stop (``"\\n"``, as :class:`searchrl.actions.ActionSplitter`)
 or at EOS, stripped, blank ones dropped. The verifier's text then follows one of two published conventions
 (``search.verifier.convention``; each field can be set on its own):
 
@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from ..data import InputError
-from .actions import ActionSplitter
+from ..actions import ActionSplitter
 
 #: the published conventions (see module docs); a setting left '' takes its convention's value
 CONVENTIONS: dict[str, dict[str, str]] = {

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..engine.types import CompletionOutput, RequestOutput, SamplingParams  # torch-free
-from ..models.actions import ActionSplitter, eos_ids  # noqa: F401 (part of this module's interface)
+from ..actions import ActionSplitter, eos_ids  # noqa: F401 (part of this module's interface)
 from ..seeding import stable_seed
 
 
