@@ -1,0 +1,151 @@
+"""ReST-MCTS* against ReST-EM at matched generation tokens, 3 iterations, 3 seeds (issue #28; claims M1, M2, M4).
+
+Why: the earlier comparison (``experiments/math_rest_mcts.py``) ran 2 iterations, one seed, and
+did not match the two methods' generation compute. A pilot on this testbed measured the gap. At
+iteration 1, on 300 questions, MCTS* (6 iterations a question) generated 43,030 tokens and solved 112.
+ReST-EM (1 sample a question) generated 9,004 tokens and kept 112. Unmatched, ReST-MCTS* spends 4.8x
+the compute.
+
+**Protocol** (written before the runs; the pilot ran only iteration 1 of seed 0):
+
+* The synthetic math task's ``tiny-1m`` SFT base (``searchrl sft --config
+  recipes/math/synthetic-tiny.yaml --run-dir runs/math-a``, 800 steps). Its ``valid`` pass@1 is
+  35.0 (4 samples, 300 problems), inside 20-60%; a response averages 31 tokens.
+* **ReST-MCTS\\***: 3 iterations on the first 300 ``selftrain`` questions (the recipe's search:
+  6 MCTS* iterations a question, 96 tokens), seeds 0, 1, 2 (``rest_mcts.seed``, and the seeds of
+  its policy SFT and value training). Each iteration records its generated tokens.
+* **ReST-EM**: 3 iterations of 1 sample a question from the base (ReST-EM fine-tunes from the
+  base each iteration), on the first N ``selftrain`` questions. N is chosen so its generated tokens
+  match the same seed's ReST-MCTS\\*: N = (ReST-MCTS\\*'s mean generated tokens per iteration) /
+  (the base's mean response tokens on ``valid``), capped at the split's 2,000. Both arms'
+  actual tokens are reported, with their ratio.
+* **Endpoint**: pass@1 (4 samples) on the 600 test problems (``test_seen`` + ``test_unseen``) of
+  each arm's last policy, the mean over seeds, with the two-level bootstrap of
+  ``experiments/code_rl_power.py``; greedy accuracy (the paper's self-training table reads the
+  policy alone) is reported beside it.
+
+Run it (resumable)::
+
+    searchrl sft --config recipes/math/synthetic-tiny.yaml --run-dir runs/math-a
+    python experiments/math_rest_mcts_power.py run
+    python experiments/math_rest_mcts_power.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from code_rl_power import diff, pct, per_problem, two_level_ci  # noqa: E402
+
+ROOT = "runs/mp"
+BASE = "runs/math-a"
+SEEDS = (0, 1, 2)
+ITERATIONS = 3
+SPLIT_SIZE = 2000
+COMMON = ["--config", "recipes/math/synthetic-tiny.yaml", f"data_dir={BASE}/data", f"base_model={BASE}/sft/final",
+          "eval.splits=[valid,test_seen,test_unseen]", "eval.n_samples=4", "eval.ks=[1,4]"]
+
+
+def mcts_dir(root: Path, seed: int) -> Path:
+    return root / f"mcts-s{seed}"
+
+
+def em_dir(root: Path, seed: int) -> Path:
+    return root / f"em-s{seed}"
+
+
+def mcts_tokens(root: Path, seed: int) -> list[int]:
+    """Generated tokens of each finished ReST-MCTS* iteration."""
+    return [json.loads(p.read_text())["generated_tokens"]
+            for p in sorted((mcts_dir(root, seed) / "rest-mcts").glob("iter*/stats.json"))]
+
+
+def em_tokens(root: Path, seed: int) -> list[int]:
+    return [json.loads(p.read_text())["response_tokens"]
+            for p in sorted((em_dir(root, seed) / "rest-em").glob("iter*/gen_stats.json"))]
+
+
+def base_tokens(root: Path) -> float:
+    res = json.loads((root / "base" / "eval" / "results.json").read_text())["methods"]
+    return float(next(iter(res.values()))["valid"]["mean_tokens"])
+
+
+def em_problems(root: Path, seed: int) -> int:
+    """ReST-EM's questions per iteration: the same seed's mean MCTS* tokens / the base's tokens a response."""
+    toks = mcts_tokens(root, seed)
+    if len(toks) < ITERATIONS:
+        raise SystemExit(f"{mcts_dir(root, seed)}: ReST-MCTS* has not finished its {ITERATIONS} iterations; "
+                         "ReST-EM's question count is matched to its tokens")
+    return min(SPLIT_SIZE, round(sum(toks) / len(toks) / base_tokens(root)))
+
+
+def run(root: Path, searchrl: list[str]) -> None:
+    if not (root / "base" / "eval" / "results.json").exists():
+        subprocess.run([*searchrl, "eval", "--run-dir", str(root / "base"), *COMMON], check=True)
+    for seed in SEEDS:
+        seeds = [f"rest_sft.seed={seed}"]
+        jobs = [(mcts_dir(root, seed) / "rest-mcts-eval",
+                 ["rest-mcts", "--run-dir", str(mcts_dir(root, seed)), *COMMON, f"rest_mcts.iterations={ITERATIONS}",
+                  f"rest_mcts.seed={seed}", f"value.seed={seed}", *seeds, "--eval"]),
+                (em_dir(root, seed) / "rest-em-eval",
+                 lambda seed=seed: ["selftrain", "--run-dir", str(em_dir(root, seed)), "--name", "rest-em", *COMMON,
+                                    f"selftrain.iterations={ITERATIONS}", f"selftrain.seed={seed}",
+                                    f"selftrain.n_problems={em_problems(root, seed)}", *seeds, "--eval"])]
+        for done, cmd in jobs:
+            if (done / "results.json").exists():
+                continue
+            cmd = [*searchrl, *(cmd() if callable(cmd) else cmd)]
+            print("$", shlex.join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+
+
+def greedy(path: Path, split: str) -> np.ndarray:
+    res = json.loads((path / "results.json").read_text())["methods"]
+    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
+
+
+def report(root: Path) -> None:
+    evals = {"SFT base": [root / "base" / "eval"], "ReST-EM": [em_dir(root, s) / "rest-em-eval" for s in SEEDS],
+             "ReST-MCTS*": [mcts_dir(root, s) / "rest-mcts-eval" for s in SEEDS]}
+    splits = {"test (600)": ("test_seen", "test_unseen"), "test_seen (300)": ("test_seen",),
+              "test_unseen (300)": ("test_unseen",), "valid (300)": ("valid",)}
+
+    def mat(name, sp, fn):
+        return np.stack([np.concatenate([fn(p, s) for s in sp]) for p in evals[name]])
+
+    for label, fn in (("pass@1", per_problem), ("greedy", greedy)):
+        m = {(a, n): mat(a, sp, fn) for a in evals for n, sp in splits.items()}
+        print(f"\n{label} (%), mean over seeds (each seed's value in brackets)\n")
+        print("| arm | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
+        for a in evals:
+            print(f"| {a} | " + " | ".join(pct(m[a, n].mean()) + ("" if a == "SFT base" else " [" + ", ".join(
+                pct(r.mean()) for r in m[a, n]) + "]") for n in splits) + " |")
+        print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
+        for x, y in (("SFT base", "ReST-EM"), ("SFT base", "ReST-MCTS*"), ("ReST-EM", "ReST-MCTS*")):
+            print(f"| {y} − {x} | " + " | ".join(diff(two_level_ci(m[x, n], m[y, n])) for n in splits) + " |")
+    print("\ngenerated tokens per iteration (ReST-MCTS* / ReST-EM):")
+    for s in SEEDS:
+        mt, et = mcts_tokens(root, s), em_tokens(root, s)
+        print(f"- seed {s}: {mt} / {et}; ratio {sum(et) / max(sum(mt), 1):.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("action", choices=("run", "report"))
+    ap.add_argument("--root", default=ROOT, help="where the runs go (default %(default)s)")
+    ap.add_argument("--searchrl", default="searchrl", help="how to call the CLI (default %(default)s)")
+    args = ap.parse_args(argv)
+    (run(Path(args.root), shlex.split(args.searchrl)) if args.action == "run" else report(Path(args.root)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
