@@ -117,6 +117,16 @@ def chosen(root: Path) -> dict[str, str]:
     return json.loads((root / "chosen.json").read_text())
 
 
+def run_unless_done(searchrl: list[str], eval_out: Path, args) -> None:
+    """Run ``searchrl *args()`` (printed first) unless ``eval_out`` already holds its evaluation's results;
+    ``args`` is called only then, so a command built from earlier runs' records is built after them."""
+    if (eval_out / "results.json").exists():
+        return
+    cmd = [*searchrl, *args()]
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def run(root: Path, phase: str, searchrl: list[str]) -> None:
     if phase == "sweep":
         jobs = [(arm, lr, 0) for lr in ("1e-4", "3e-5", "3e-4") for arm in ARMS if lr in LRS[arm]]
@@ -124,15 +134,9 @@ def run(root: Path, phase: str, searchrl: list[str]) -> None:
     else:
         lrs = chosen(root)
         jobs = [(arm, lrs[arm], s) for s in SEEDS[1:] for arm in ARMS]
-    base = root / "base"
-    if not (base / "eval" / "results.json").exists():
-        subprocess.run([*searchrl, "eval", "--run-dir", str(base), *COMMON], check=True)
+    run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *COMMON])
     for arm, lr, seed in jobs:
-        if (eval_dir(root, arm, lr, seed) / "results.json").exists():
-            continue
-        cmd = [*searchrl, *command(root, arm, lr, seed)]
-        print("$", shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        run_unless_done(searchrl, eval_dir(root, arm, lr, seed), lambda: command(root, arm, lr, seed))
 
 
 def per_problem(path: Path, split: str) -> np.ndarray:
@@ -142,11 +146,22 @@ def per_problem(path: Path, split: str) -> np.ndarray:
     return np.asarray(pp["correct"], dtype=float) / np.asarray(pp["n"], dtype=float)
 
 
+def seed_matrix(dirs, splits, value=per_problem) -> np.ndarray:
+    """runs x problems: ``value`` (per-problem pass@1 by default) of each eval directory in ``dirs`` (one per
+    seed) over ``splits`` concatenated. The matrices the power scripts' tables and intervals are made of."""
+    return np.stack([np.concatenate([value(d, s) for s in splits]) for d in dirs])
+
+
+def seed_cell(m: np.ndarray) -> str:
+    """A table cell: the mean over runs, and each run's own value in brackets when there are several."""
+    return pct(m.mean()) + (" [" + ", ".join(pct(r.mean()) for r in m) + "]" if len(m) > 1 else "")
+
+
 def arm_matrix(root: Path, arm: str, lr: str | None, splits, seeds) -> np.ndarray:
     """seeds x problems pass@1 of one arm over ``splits`` concatenated (the base: one row)."""
     if arm == "base":
-        return np.concatenate([per_problem(root / "base" / "eval", s) for s in splits])[None]
-    return np.stack([np.concatenate([per_problem(eval_dir(root, arm, lr, s), sp) for sp in splits]) for s in seeds])
+        return seed_matrix([root / "base" / "eval"], splits)
+    return seed_matrix([eval_dir(root, arm, lr, s) for s in seeds], splits)
 
 
 def two_level_ci(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -212,7 +227,7 @@ def report(root: Path, phase: str) -> None:
         for name, sp in splits.items():
             m = arm_matrix(root, arm, lrs.get(arm), sp, SEEDS)
             mats[arm, name] = m
-            cells.append(pct(m.mean()) + ("" if arm == "base" else " [" + ", ".join(pct(r.mean()) for r in m) + "]"))
+            cells.append(seed_cell(m))
         print(f"| {NAMES.get(arm, 'SFT base')} | {lrs.get(arm, '')} | " + " | ".join(cells) + " |")
     print("\nwhat each arm trained on, per seed:\n")
     for arm in ARMS:
@@ -271,19 +286,26 @@ def figure2(root: Path, lrs: dict[str, str], draws: int = 2000) -> None:
           f"{diff((share['rest-grpo'] - share['grpo'], lo, hi))} points (the paper: ReST-GRPO fewer)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def script_main(doc: str, root: str, run, report, argv: list[str] | None, phases: tuple[str, ...] = ()) -> int:
+    """The command line of the power scripts: ``run`` or ``report`` under ``--root`` (``--phase`` too when
+    the script has phases; they are passed on after the root)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("action", choices=("run", "report"))
-    ap.add_argument("--phase", choices=("sweep", "seeds"), default="seeds")
-    ap.add_argument("--root", default=ROOT, help="where the runs go (default %(default)s)")
+    if phases:
+        ap.add_argument("--phase", choices=phases, default=phases[-1])
+    ap.add_argument("--root", default=root, help="where the runs go (default %(default)s)")
     ap.add_argument("--searchrl", default="searchrl", help="how to call the CLI (default %(default)s)")
     args = ap.parse_args(argv)
-    root = Path(args.root)
+    extra = (args.phase,) if phases else ()
     if args.action == "run":
-        run(root, args.phase, shlex.split(args.searchrl))
+        run(Path(args.root), *extra, shlex.split(args.searchrl))
     else:
-        report(root, args.phase)
+        report(Path(args.root), *extra)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main(__doc__, ROOT, run, report, argv, phases=("sweep", "seeds"))
 
 
 if __name__ == "__main__":

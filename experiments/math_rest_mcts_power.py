@@ -33,17 +33,14 @@ Run it (resumable)::
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import diff, pct, per_problem, two_level_ci  # noqa: E402
+from code_rl_power import diff, per_problem, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
 
 ROOT = "runs/mp"
 BASE = "runs/math-a"
@@ -88,23 +85,16 @@ def em_problems(root: Path, seed: int) -> int:
 
 
 def run(root: Path, searchrl: list[str]) -> None:
-    if not (root / "base" / "eval" / "results.json").exists():
-        subprocess.run([*searchrl, "eval", "--run-dir", str(root / "base"), *COMMON], check=True)
+    run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *COMMON])
     for seed in SEEDS:
         seeds = [f"rest_sft.seed={seed}"]
-        jobs = [(mcts_dir(root, seed) / "rest-mcts-eval",
-                 ["rest-mcts", "--run-dir", str(mcts_dir(root, seed)), *COMMON, f"rest_mcts.iterations={ITERATIONS}",
-                  f"rest_mcts.seed={seed}", f"value.seed={seed}", *seeds, "--eval"]),
-                (em_dir(root, seed) / "rest-em-eval",
-                 lambda seed=seed: ["selftrain", "--run-dir", str(em_dir(root, seed)), "--name", "rest-em", *COMMON,
-                                    f"selftrain.iterations={ITERATIONS}", f"selftrain.seed={seed}",
-                                    f"selftrain.n_problems={em_problems(root, seed)}", *seeds, "--eval"])]
-        for done, cmd in jobs:
-            if (done / "results.json").exists():
-                continue
-            cmd = [*searchrl, *(cmd() if callable(cmd) else cmd)]
-            print("$", shlex.join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
+        run_unless_done(searchrl, mcts_dir(root, seed) / "rest-mcts-eval", lambda: [
+            "rest-mcts", "--run-dir", str(mcts_dir(root, seed)), *COMMON, f"rest_mcts.iterations={ITERATIONS}",
+            f"rest_mcts.seed={seed}", f"value.seed={seed}", *seeds, "--eval"])
+        run_unless_done(searchrl, em_dir(root, seed) / "rest-em-eval", lambda: [  # built after ReST-MCTS* ran
+            "selftrain", "--run-dir", str(em_dir(root, seed)), "--name", "rest-em", *COMMON,
+            f"selftrain.iterations={ITERATIONS}", f"selftrain.seed={seed}",
+            f"selftrain.n_problems={em_problems(root, seed)}", *seeds, "--eval"])
 
 
 def greedy(path: Path, split: str) -> np.ndarray:
@@ -118,16 +108,12 @@ def report(root: Path) -> None:
     splits = {"test (600)": ("test_seen", "test_unseen"), "test_seen (300)": ("test_seen",),
               "test_unseen (300)": ("test_unseen",), "valid (300)": ("valid",)}
 
-    def mat(name, sp, fn):
-        return np.stack([np.concatenate([fn(p, s) for s in sp]) for p in evals[name]])
-
     for label, fn in (("pass@1", per_problem), ("greedy", greedy)):
-        m = {(a, n): mat(a, sp, fn) for a in evals for n, sp in splits.items()}
+        m = {(a, n): seed_matrix(evals[a], sp, fn) for a in evals for n, sp in splits.items()}
         print(f"\n{label} (%), mean over seeds (each seed's value in brackets)\n")
         print("| arm | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
         for a in evals:
-            print(f"| {a} | " + " | ".join(pct(m[a, n].mean()) + ("" if a == "SFT base" else " [" + ", ".join(
-                pct(r.mean()) for r in m[a, n]) + "]") for n in splits) + " |")
+            print(f"| {a} | " + " | ".join(seed_cell(m[a, n]) for n in splits) + " |")
         print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
         for x, y in (("SFT base", "ReST-EM"), ("SFT base", "ReST-MCTS*"), ("ReST-EM", "ReST-MCTS*")):
             print(f"| {y} − {x} | " + " | ".join(diff(two_level_ci(m[x, n], m[y, n])) for n in splits) + " |")
@@ -138,13 +124,7 @@ def report(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=("run", "report"))
-    ap.add_argument("--root", default=ROOT, help="where the runs go (default %(default)s)")
-    ap.add_argument("--searchrl", default="searchrl", help="how to call the CLI (default %(default)s)")
-    args = ap.parse_args(argv)
-    (run(Path(args.root), shlex.split(args.searchrl)) if args.action == "run" else report(Path(args.root)))
-    return 0
+    return script_main(__doc__, ROOT, run, report, argv)
 
 
 if __name__ == "__main__":

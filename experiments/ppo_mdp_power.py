@@ -29,16 +29,13 @@ Run it (resumable)::
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import diff, pct, per_problem, two_level_ci  # noqa: E402
+from code_rl_power import diff, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
 
 ROOT = "runs/ppo-pw"
 ARMS = {"op": ("operation-level PPO", "gae_action"), "token": ("token-level PPO", "gae")}
@@ -52,22 +49,16 @@ def eval_dir(root: Path, arm: str, seed: int) -> Path:
 
 
 def run(root: Path, searchrl: list[str]) -> None:
-    if not (root / "base" / "eval" / "results.json").exists():
-        subprocess.run([*searchrl, "eval", "--run-dir", str(root / "base"), *COMMON], check=True)
+    run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *COMMON])
     for seed in SEEDS:
         for arm, (_, est) in ARMS.items():
-            if (eval_dir(root, arm, seed) / "results.json").exists():
-                continue
-            cmd = [*searchrl, "ppo", "--run-dir", str(root / f"{arm}-s{seed}"), *COMMON, f"ppo.adv_estimator={est}",
-                   f"ppo.seed={seed}", "--eval"]
-            print("$", shlex.join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
+            run_unless_done(searchrl, eval_dir(root, arm, seed), lambda: [
+                "ppo", "--run-dir", str(root / f"{arm}-s{seed}"), *COMMON, f"ppo.adv_estimator={est}",
+                f"ppo.seed={seed}", "--eval"])
 
 
 def matrix(root: Path, arm: str, splits) -> np.ndarray:
-    if arm == "base":
-        return np.concatenate([per_problem(root / "base" / "eval", s) for s in splits])[None]
-    return np.stack([np.concatenate([per_problem(eval_dir(root, arm, s), sp) for sp in splits]) for s in SEEDS])
+    return seed_matrix([root / "base" / "eval"] if arm == "base" else [eval_dir(root, arm, s) for s in SEEDS], splits)
 
 
 def report(root: Path) -> None:
@@ -78,8 +69,7 @@ def report(root: Path) -> None:
     print("| arm | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
     for a in ("base", *ARMS):
         name = "SoS base" if a == "base" else "SoS + " + ARMS[a][0]
-        print(f"| {name} | " + " | ".join(pct(m[a, n].mean()) + ("" if a == "base" else " [" + ", ".join(
-            pct(r.mean()) for r in m[a, n]) + "]") for n in splits) + " |")
+        print(f"| {name} | " + " | ".join(seed_cell(m[a, n]) for n in splits) + " |")
     print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
     for label, a, b in (("operation-level − SoS (the gate)", "base", "op"), ("token-level − SoS", "base", "token"),
                         ("operation-level − token-level (P2)", "token", "op")):
@@ -87,13 +77,7 @@ def report(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=("run", "report"))
-    ap.add_argument("--root", default=ROOT, help="where the runs go (default %(default)s)")
-    ap.add_argument("--searchrl", default="searchrl", help="how to call the CLI (default %(default)s)")
-    args = ap.parse_args(argv)
-    (run(Path(args.root), shlex.split(args.searchrl)) if args.action == "run" else report(Path(args.root)))
-    return 0
+    return script_main(__doc__, ROOT, run, report, argv)
 
 
 if __name__ == "__main__":
