@@ -103,8 +103,6 @@ def trees_path(results: Path, method: str, budget: int) -> Path:
     return results.parent / f"trees-{method}-{budget}.jsonl"
 
 
-#: what a JSON line must not hold as it is to go into an HTML ``<script>`` (and to stay one line for readers that
-#: split at U+2028 / U+2029, as ``str.splitlines`` and older JavaScript do): each as its JSON escape
 def write_trees(path: Path, key: str, per: list[dict], keep_trees: int) -> list[int]:
     """Write the kept problems' trees (``per``'s records' ``tree``, taken out of them) to ``path`` as JSON
     Lines, each with the result's ``key``, through :func:`~searchrl.data.embed_json` (the same JSON, safe to

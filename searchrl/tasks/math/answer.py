@@ -83,12 +83,11 @@ class _Helper:
     so the caller's ``__main__`` is never imported again."""
 
     CHUNK = 64  # requests in flight: keeps both pipes far from full
+    STARTUP = 300.0  # seconds the helper may take to import math-verify; not charged to any answer
 
     def __init__(self):
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
-
-    STARTUP = 300.0  # seconds the helper may take to import math-verify; not charged to any answer
 
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
