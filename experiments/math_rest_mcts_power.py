@@ -23,6 +23,11 @@ the compute.
   each arm's last policy, the mean over seeds, with the two-level bootstrap of
   ``experiments/code_rl_power.py``; greedy accuracy (the paper's self-training table reads the
   policy alone) is reported beside it.
+* **Per iteration** (claims M1 and M4, added after seed 0's pilot and before any seed's iteration
+  evaluations): the policies of iterations 1 and 2 of both arms are evaluated the same way, so the
+  report also has the two arms at iteration 1 (M1) and ReST-MCTS\\*'s iteration 3 − iteration 1
+  (M4). That bootstrap resamples each iteration's seeds independently although the seeds are the
+  same runs: conservative.
 
 Run it (resumable)::
 
@@ -40,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from searchrl.rundir import resolve  # noqa: E402
 from code_rl_power import diff, per_problem, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
 
 ROOT = "runs/mp"
@@ -84,6 +90,26 @@ def em_problems(root: Path, seed: int) -> int:
     return min(SPLIT_SIZE, round(sum(toks) / len(toks) / base_tokens(root)))
 
 
+#: each arm: (its run directory, its method directory's name, the key its iteration records keep the policy under,
+#: the directory of its last policy's evaluation)
+ARMS = {"ReST-EM": (em_dir, "rest-em", "model", "rest-em-eval"),
+        "ReST-MCTS*": (mcts_dir, "rest-mcts", "policy", "rest-mcts-eval")}
+
+
+def iteration_policy(root: Path, arm: str, seed: int, n: int) -> Path:
+    """The policy ``arm``'s iteration ``n`` of ``seed`` trained (its ``iterN/done.json``)."""
+    where, name, key, _ = ARMS[arm]
+    method = where(root, seed) / name
+    return resolve(method, json.loads((method / f"iter{n}" / "done.json").read_text())[key])
+
+
+def iteration_eval(root: Path, arm: str, seed: int, n: int) -> Path:
+    where, _, _, last = ARMS[arm]
+    if n == ITERATIONS:
+        return where(root, seed) / last
+    return Path(f"{where(root, seed)}-iter{n}") / "eval"
+
+
 def run(root: Path, searchrl: list[str]) -> None:
     run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *COMMON])
     for seed in SEEDS:
@@ -95,6 +121,12 @@ def run(root: Path, searchrl: list[str]) -> None:
             "selftrain", "--run-dir", str(em_dir(root, seed)), "--name", "rest-em", *COMMON,
             f"selftrain.iterations={ITERATIONS}", f"selftrain.seed={seed}",
             f"selftrain.n_problems={em_problems(root, seed)}", *seeds, "--eval"])
+    for seed in SEEDS:  # the earlier iterations' policies (claims M1 and M4)
+        for arm in ARMS:
+            for n in range(1, ITERATIONS):
+                out = iteration_eval(root, arm, seed, n)
+                run_unless_done(searchrl, out, lambda out=out, arm=arm, seed=seed, n=n: [
+                    "eval", "--run-dir", str(out.parent), *COMMON, "--model", str(iteration_policy(root, arm, seed, n))])
 
 
 def greedy(path: Path, split: str) -> np.ndarray:
@@ -117,10 +149,31 @@ def report(root: Path) -> None:
         print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
         for x, y in (("SFT base", "ReST-EM"), ("SFT base", "ReST-MCTS*"), ("ReST-EM", "ReST-MCTS*")):
             print(f"| {y} − {x} | " + " | ".join(diff(two_level_ci(m[x, n], m[y, n])) for n in splits) + " |")
+    iterations(root, splits)
     print("\ngenerated tokens per iteration (ReST-MCTS* / ReST-EM):")
     for s in SEEDS:
         mt, et = mcts_tokens(root, s), em_tokens(root, s)
         print(f"- seed {s}: {mt} / {et}; ratio {sum(et) / max(sum(mt), 1):.2f}")
+
+
+def iterations(root: Path, splits: dict) -> None:
+    """pass@1 of every iteration's policy, and the differences claims M1 (the arms at iteration 1) and M4
+    (ReST-MCTS* over its iterations) read."""
+    its = range(1, ITERATIONS + 1)
+    m = {(a, n, s): seed_matrix([iteration_eval(root, a, seed, n) for seed in SEEDS], sp)
+         for a in ARMS for n in its for s, sp in splits.items()}
+    print("\npass@1 (%) by iteration, mean over seeds (each seed's value in brackets)\n")
+    print("| arm | iteration | " + " | ".join(splits) + " |\n| :--- | ---: |" + " ---: |" * len(splits))
+    for a in ARMS:
+        for n in its:
+            print(f"| {a} | {n} | " + " | ".join(seed_cell(m[a, n, s]) for s in splits) + " |")
+    print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
+    rows = [(f"ReST-MCTS* − ReST-EM, iteration {n}", ("ReST-EM", n), ("ReST-MCTS*", n)) for n in its]
+    rows += [(f"ReST-MCTS* iteration {n} − iteration {n - 1}", ("ReST-MCTS*", n - 1), ("ReST-MCTS*", n))
+             for n in its[1:]]
+    rows += [(f"ReST-MCTS* iteration {ITERATIONS} − iteration 1", ("ReST-MCTS*", 1), ("ReST-MCTS*", ITERATIONS))]
+    for label, (xa, xn), (ya, yn) in rows:
+        print(f"| {label} | " + " | ".join(diff(two_level_ci(m[xa, xn, s], m[ya, yn, s])) for s in splits) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
