@@ -153,3 +153,16 @@ def test_rest_grpo_loop_runs_resumes_and_logs_reward_std(task, tmp_path):
     pairs = read_jsonl(tmp_path / "d" / "iter1" / "prompts.jsonl")
     assert all(p["chosen"][:1].isdigit() and not p["rejected"][:1].isdigit() for p in pairs)
     assert (final_d / "config.json").exists() if pairs else final_d == tmp_path / "base"
+
+
+def test_the_command_log_names_what_each_iteration_trains():
+    from searchrl.config import load_config
+    from searchrl.pipelines.selftrain import training_per_iteration
+
+    def said(*overrides):
+        return training_per_iteration(load_config([], list(overrides)))
+
+    assert said() == "one GRPO pass over its assembled prompts (P_Q+)"  # the default: all of P_Q+
+    assert said("rest_grpo.grpo_iterations=5", "grpo.iterations=20") == "5 GRPO steps"
+    assert said("rest_grpo.method=grpo", "grpo.iterations=20") == "20 GRPO steps"
+    assert said("rest_grpo.method=rest-dpo", "dpo.epochs=1") == "1 DPO epoch(s) on its pairs"

@@ -50,6 +50,16 @@ def selftrain_stats(run: Run, name: str | None = None) -> list[dict]:
     return read_stats(run.dir / selftrain_name(run, name))
 
 
+def training_per_iteration(cfg) -> str:
+    """What ``rest_grpo.method`` trains each iteration, as the command's log says it."""
+    c = cfg.rest_grpo
+    if c.method == "rest-dpo":
+        return f"{cfg.dpo.epochs:g} DPO epoch(s) on its pairs"
+    if c.method == "rest-grpo" and not c.grpo_iterations:  # Algorithm 1 line 19: all of P_Q+
+        return "one GRPO pass over its assembled prompts (P_Q+)"
+    return f"{c.grpo_iterations if c.method == 'rest-grpo' else cfg.grpo.iterations} GRPO steps"
+
+
 def run_rest_grpo_command(run: Run, policy: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """``searchrl rest-grpo``: ReST-GRPO (or, with ``rest_grpo.method=grpo``, GRPO on the same loop and
     steps) from ``policy`` into ``<run_dir>/<name or method>``; returns the last policy directory."""
@@ -61,8 +71,8 @@ def run_rest_grpo_command(run: Run, policy: str | os.PathLike | None = None, nam
     out = run.dir / (name or cfg.method)
     run.ensure_data()
     problems = _problems(run, cfg.split, cfg.n_problems)
-    logger.info("%s from %s on %d %s questions, %d iterations of %d GRPO steps, into %s", cfg.method, path,
-                len(problems), cfg.split, cfg.iterations, run.cfg.grpo.iterations, out)
+    logger.info("%s from %s on %d %s questions, %d iterations of %s, into %s", cfg.method, path,
+                len(problems), cfg.split, cfg.iterations, training_per_iteration(run.cfg), out)
     final = run_rest_grpo(run.selftrain_context(), cfg=cfg, grpo_cfg=run.cfg.grpo, dpo_cfg=run.cfg.dpo,
                           problems=problems, method_dir=out, policy=path)
     if cfg.method != "rest-dpo":
