@@ -277,7 +277,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .pipelines.commands import run_eval
 
     run = _run(args, sampling=True)
-    results = run_eval(run, args.model)
+    # a recipe's eval.method names the run's base policy ("SFT base"); another --model is named by its
+    # path unless eval.method= is on the command line
+    named = any(o.split("=", 1)[0].strip() == "eval.method" for o in args.overrides)
+    method = run.short(run.policy_path(args.model)) if args.model and not named else None
+    results = run_eval(run, args.model, method=method)
     out = run.dir / "eval"
     print((out / "results.md").read_text(encoding="utf-8"))
     print(f"results: {out}/results.json ({results['meta']['seconds']} s)")
@@ -518,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "An existing run directory keeps its own unless this is given.")
     ev = _sub(sub, "eval", "greedy and sampled pass@k on the eval splits; writes results.json, results.md and "
               "PNG plots into <run_dir>/eval", cmd_eval)
-    ev.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
+    ev.add_argument("--model", help="checkpoint directory (default: the run's base policy); the tables name it by its "
+                    "path unless eval.method= is given")
     gen = _sub(sub, "generate", "sample graded completions for one split into <run_dir>/generate", cmd_generate)
     gen.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
     gen.add_argument("--split", default="valid", help="split to sample (default: valid)")

@@ -99,6 +99,8 @@ def test_eval_of_another_model_never_reuses_the_first_models_samples(tmp_path):
     model.save_pretrained(other)
     tok.save_pretrained(other)
     assert main(["eval", "--run-dir", str(run), "--quiet", "--model", str(other)]) == 0
+    # named by its path: the recorded eval.method ("tiny") names the run's base, not B
+    assert list(json.loads((run / "eval" / "results.json").read_text())["methods"]) == [f"{tmp_path.name}/B"]
     dirs = sorted((run / "eval" / "samples" / "test_seen").iterdir())
     assert len(dirs) == 4  # greedy + sampled, per model
     for mode in ("sampled",):  # each model's own samples (both greedy ones are empty here)
@@ -111,6 +113,8 @@ def test_eval_of_another_model_never_reuses_the_first_models_samples(tmp_path):
     assert main(["eval", "--run-dir", str(run), "--quiet"]) == 0
     assert json.loads((run / "eval" / "results.json").read_text())["methods"]["tiny"] == a
     assert {p: p.stat().st_mtime_ns for p in shards} == mtimes
+    assert main(["eval", "--run-dir", str(run), "--quiet", "--model", str(other), "eval.method=B"]) == 0  # unless named
+    assert list(json.loads((run / "eval" / "results.json").read_text())["methods"]) == ["B"]
 
 
 def test_stage_from_an_older_version_without_a_new_setting_is_accepted(tmp_path, capsys):
