@@ -24,9 +24,14 @@ the same testbed, problems and search settings.
   samples (Algorithm 2 targets: 125 ``selftrain`` problems, 12 iterations).
 * Endpoint: VM-MCTS accuracy at each budget, the paired difference ReST-RL − VM-MCTS over the same
   problems with its bootstrap 95% interval; verdict reproduced / refuted / inconclusive per budget.
-  One seed of ReST-GRPO training: the interval is over problems, not training seeds.
+* **Seeds** (added after seed 0 had run, because a claim about a trained policy needs 3 training
+  seeds, as the RL claims do; seed 0 alone gave −3.7 (−9.0..+1.3) at 1,024 and −8.0 (−13.7..−2.7)
+  at 4,096): the ReST arm is run with seeds 1 and 2 too (``rest_grpo.seed``, ``grpo.seed``, and
+  ``value_data.seed`` and ``value.seed`` of its value model). The base arm is one fixed policy and
+  value model. The interval for the mean over seeds is the two-level bootstrap of
+  ``experiments/code_rl_power.py`` (problems paired, seeds resampled).
 
-Run it (resumable; about 70 min here)::
+Run it (resumable; about 45 min here for seed 0 and both arms, then 17 min a further seed)::
 
     python experiments/rest_rl_vm_mcts.py run
     python experiments/rest_rl_vm_mcts.py report
@@ -40,8 +45,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import run_unless_done, script_main  # noqa: E402
+from code_rl_power import diff, per_problem, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
 from search_claims import load_run, verdict  # noqa: E402
 
 ROOT = "runs/t13"
@@ -53,9 +60,26 @@ REST_GRPO = ["rest_grpo.iterations=2", "rest_grpo.n_problems=32", "rest_grpo.sam
              "grpo.tokens_per_batch=4096"]
 
 
-def policy(root: Path) -> Path:
+SEEDS = (0, 1, 2)
+
+
+def rest_dir(root: Path, seed: int) -> Path:
+    return root / ("rest" if seed == 0 else f"rest-s{seed}")
+
+
+def vm_rest_dir(root: Path, seed: int) -> Path:
+    return root / ("vm-rest" if seed == 0 else f"vm-rest-s{seed}")
+
+
+def seeded(seed: int) -> list[str]:
+    """The ReST arm's seeds (seed 0: the defaults, as the first run had them)."""
+    return [] if seed == 0 else [f"rest_grpo.seed={seed}", f"grpo.seed={seed}", f"value_data.seed={seed}",
+                                 f"value.seed={seed}"]
+
+
+def policy(root: Path, seed: int) -> Path:
     """The ReST-GRPO run's last policy (its iteration 2)."""
-    return root / "rest" / "rest-grpo" / "iter2" / "grpo" / "final"
+    return rest_dir(root, seed) / "rest-grpo" / "iter2" / "grpo" / "final"
 
 
 def run(root: Path, searchrl: list[str]) -> None:
@@ -64,56 +88,67 @@ def run(root: Path, searchrl: list[str]) -> None:
     print("$", shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *common, *VALID])
-    run_unless_done(searchrl, root / "rest" / "rest-grpo-eval", lambda: [
-        "rest-grpo", "--run-dir", str(root / "rest"), *common, *REST_GRPO, *VALID, "--eval"])
     methods = ["search.methods=[vm-mcts]"]
-    run_unless_done(searchrl, root / "vm-base" / "compare-search", lambda: [
-        "compare-search", "--run-dir", str(root / "vm-base"), *common, *methods])
-    run_unless_done(searchrl, root / "vm-rest" / "compare-search", lambda: [
-        "compare-search", "--run-dir", str(root / "vm-rest"), *common, *methods, "--model", str(policy(root))])
+    for seed in SEEDS:
+        run_unless_done(searchrl, rest_dir(root, seed) / "rest-grpo-eval", lambda: [
+            "rest-grpo", "--run-dir", str(rest_dir(root, seed)), *common, *REST_GRPO, *seeded(seed), *VALID, "--eval"])
+        if seed == 0:
+            run_unless_done(searchrl, root / "vm-base" / "compare-search", lambda: [
+                "compare-search", "--run-dir", str(root / "vm-base"), *common, *methods])
+        run_unless_done(searchrl, vm_rest_dir(root, seed) / "compare-search", lambda: [
+            "compare-search", "--run-dir", str(vm_rest_dir(root, seed)), *common, *methods, *seeded(seed),
+            "--model", str(policy(root, seed))])
+
+
+def greedy(path: Path, split: str) -> np.ndarray:
+    res = json.loads((path / "results.json").read_text())["methods"]
+    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
 
 
 def gate(root: Path) -> None:
-    from searchrl.eval.metrics import compare_methods
+    """The ReST-GRPO policies against the base on ``valid``."""
+    base, rest = [root / "base" / "eval"], [rest_dir(root, s) / "rest-grpo-eval" for s in SEEDS]
+    print("Gate, `valid` (200 problems, 4 samples; each seed's value in brackets):\n")
+    for label, fn in (("pass@1", per_problem), ("greedy", greedy)):
+        a, b = seed_matrix(base, ["valid"], fn), seed_matrix(rest, ["valid"], fn)
+        print(f"- {label}: SoS base {100 * a.mean():.1f}, ReST-GRPO {seed_cell(b)}; "
+              f"ReST-GRPO − base {diff(two_level_ci(a, b))}")
 
-    evals = {"SoS base": root / "base" / "eval", "ReST-GRPO": root / "rest" / "rest-grpo-eval"}
-    methods = {k: next(iter(json.loads((p / "results.json").read_text())["methods"].values()))
-               for k, p in evals.items()}
-    print("Gate, `valid` (200 problems, 4 samples):\n")
-    for name, m in methods.items():
-        s = m["valid"]
-        print(f"- {name}: pass@1 {100 * s['pass@k']['1']:.1f}, greedy {100 * s['greedy']:.1f}")
-    for c in compare_methods(methods, ["valid"], ["pass@1", "greedy"]):
-        if c["a"] == "SoS base":
-            print(f"- ReST-GRPO − base, {c['metric']}: {100 * c['diff']:+.1f} "
-                  f"({100 * c['ci'][0]:+.1f}..{100 * c['ci'][1]:+.1f})")
+
+def correct(path: Path, budget: int) -> np.ndarray:
+    """Per-problem correctness (by problem index) of VM-MCTS at ``budget`` in one compare-search run."""
+    _, by = load_run(path)
+    rec = by[("vm-mcts", budget)]
+    return np.asarray([float(r["correct"]) for r in sorted(rec["problems"], key=lambda r: r["index"])])
 
 
 def report(root: Path) -> None:
-    from searchrl.eval.metrics import paired_difference
-
     gate(root)
-    _, base = load_run(root / "vm-base")
-    _, rest = load_run(root / "vm-rest")
-    print("\nVM-MCTS on 300 `test_seen` problems: accuracy % (95% CI), generated tokens a problem used\n")
+    meta, base = load_run(root / "vm-base")
+    print("\nVM-MCTS on 300 `test_seen` problems: accuracy % (each seed's in brackets), generated tokens a problem "
+          "used (the mean over seeds)\n")
     print("| budget | VM-MCTS (SoS base) | ReST-RL (ReST-GRPO + VM-MCTS) | ReST-RL − VM-MCTS (pp) | verdict |")
     print("| ---: | :--- | :--- | :--- | :--- |")
-    for (method, budget), a in sorted(base.items(), key=lambda kv: kv[0][1]):
-        b = rest[(method, budget)]
-        pa = {r["index"]: float(r["correct"]) for r in a["problems"]}
-        pb = {r["index"]: float(r["correct"]) for r in b["problems"]}
-        common = sorted(pa.keys() & pb.keys())
-        d = paired_difference([pa[i] for i in common], [pb[i] for i in common])
+    for budget in meta["budgets"]:
+        a = correct(root / "vm-base", budget)[None]
+        b = np.stack([correct(vm_rest_dir(root, s), budget) for s in SEEDS])
+        tokens = np.mean([load_run(vm_rest_dir(root, s))[1][("vm-mcts", budget)]["row"]["generated_tokens"]
+                          for s in SEEDS])
+        d = two_level_ci(a, b)
+        print(f"| {budget:,} | {100 * a.mean():.1f}, {base[('vm-mcts', budget)]['row']['generated_tokens']:.0f} | "
+              f"{seed_cell(b)}, {tokens:.0f} | {diff(d)} | {verdict([d[1], d[2]])} |")
+    print("\nEach seed against the base (paired bootstrap over problems):")
+    from searchrl.eval.metrics import paired_difference
 
-        def cell(row: dict) -> str:
-            return (f"{100 * row['accuracy']:.1f} ({100 * row['ci_low']:.1f}..{100 * row['ci_high']:.1f}), "
-                    f"{row['generated_tokens']:.0f}")
-
-        print(f"| {budget:,} | {cell(a['row'])} | {cell(b['row'])} | {100 * d['diff']:+.1f} "
-              f"({100 * d['ci'][0]:+.1f}..{100 * d['ci'][1]:+.1f}) | {verdict(d['ci'])} |")
-    for name, path in (("SoS base", root / "vm-base"), ("ReST-GRPO", root / "vm-rest")):
-        meta = json.loads((path / "compare-search" / "results.json").read_text())["meta"]
-        print(f"\n{name}: value model {meta['models']}")
+    for s in SEEDS:
+        cells = []
+        for budget in meta["budgets"]:
+            p = paired_difference(correct(root / "vm-base", budget), correct(vm_rest_dir(root, s), budget))
+            cells.append(f"{budget:,}: {diff((p['diff'], *p['ci']))}")
+        print(f"- seed {s}: " + "; ".join(cells))
+    for name, path in [("SoS base", root / "vm-base")] + [(f"ReST-GRPO seed {s}", vm_rest_dir(root, s)) for s in SEEDS]:
+        m = json.loads((path / "compare-search" / "results.json").read_text())["meta"]
+        print(f"- {name}: policy {m['policy']}, value model {m['models']}")
 
 
 def main(argv: list[str] | None = None) -> int:
