@@ -56,6 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
+from searchrl.rundir import resolve
+from searchrl.selftrain.loop import read_records
+
 ROOT = "runs/pw"
 BASE = "runs/code-a"
 ARMS = ("rest-grpo", "grpo", "dapo", "rest-dpo")
@@ -93,7 +96,7 @@ def eval_dir(root: Path, arm: str, lr: str, seed: int) -> Path:
 
 def rest_grpo_steps(root: Path, lr: str, seed: int) -> int:
     """GRPO steps per iteration that ReST-GRPO (same rate, same seed) took on average: one pass over P_Q+."""
-    recs = [json.loads(p.read_text()) for p in sorted(method_dir(root, "rest-grpo", lr, seed).glob("iter*/done.json"))]
+    recs = read_records(method_dir(root, "rest-grpo", lr, seed))
     steps = [r["grpo_iterations"] for r in recs if "grpo_iterations" in r]
     if len(steps) < 2:
         raise SystemExit(f"{run_dir(root, 'rest-grpo', lr, seed)}: ReST-GRPO has not finished its 2 iterations; "
@@ -117,14 +120,23 @@ def chosen(root: Path) -> dict[str, str]:
     return json.loads((root / "chosen.json").read_text())
 
 
+def run_command(searchrl: list[str], args: list[str]) -> None:
+    """Run ``searchrl *args``, printed first; a failure stops the script."""
+    cmd = [*searchrl, *args]
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
 def run_unless_done(searchrl: list[str], eval_out: Path, args) -> None:
     """Run ``searchrl *args()`` (printed first) unless ``eval_out`` already holds its evaluation's results;
     ``args`` is called only then, so a command built from earlier runs' records is built after them."""
-    if (eval_out / "results.json").exists():
-        return
-    cmd = [*searchrl, *args()]
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    if not (eval_out / "results.json").exists():
+        run_command(searchrl, args())
+
+
+def iteration_model(method: Path, n: int, key: str) -> Path:
+    """The model a self-training method directory's iteration ``n`` recorded under ``key`` (its ``iterN/done.json``)."""
+    return resolve(method, read_records(method)[n - 1][key])
 
 
 def run(root: Path, phase: str, searchrl: list[str]) -> None:
@@ -144,6 +156,12 @@ def per_problem(path: Path, split: str) -> np.ndarray:
     res = json.loads((path / "results.json").read_text())["methods"]
     pp = next(iter(res.values()))[split]["per_problem"]
     return np.asarray(pp["correct"], dtype=float) / np.asarray(pp["n"], dtype=float)
+
+
+def greedy(path: Path, split: str) -> np.ndarray:
+    """Per-problem greedy correctness of one eval on one split."""
+    res = json.loads((path / "results.json").read_text())["methods"]
+    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
 
 
 def seed_matrix(dirs, splits, value=per_problem) -> np.ndarray:

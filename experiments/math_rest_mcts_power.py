@@ -42,11 +42,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from searchrl.rundir import resolve  # noqa: E402
-from code_rl_power import diff, per_problem, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
+from searchrl.selftrain.loop import read_records  # noqa: E402
+from code_rl_power import (diff, greedy, iteration_model, per_problem, run_unless_done, script_main,  # noqa: E402
+                           seed_cell, seed_matrix, two_level_ci)
 
 ROOT = "runs/mp"
 BASE = "runs/math-a"
@@ -67,13 +66,11 @@ def em_dir(root: Path, seed: int) -> Path:
 
 def mcts_tokens(root: Path, seed: int) -> list[int]:
     """Generated tokens of each finished ReST-MCTS* iteration."""
-    return [json.loads(p.read_text())["generated_tokens"]
-            for p in sorted((mcts_dir(root, seed) / "rest-mcts").glob("iter*/stats.json"))]
+    return [r["generated_tokens"] for r in read_records(mcts_dir(root, seed) / "rest-mcts", "stats.json")]
 
 
 def em_tokens(root: Path, seed: int) -> list[int]:
-    return [json.loads(p.read_text())["response_tokens"]
-            for p in sorted((em_dir(root, seed) / "rest-em").glob("iter*/gen_stats.json"))]
+    return [r["response_tokens"] for r in read_records(em_dir(root, seed) / "rest-em", "gen_stats.json")]
 
 
 def base_tokens(root: Path) -> float:
@@ -97,10 +94,9 @@ ARMS = {"ReST-EM": (em_dir, "rest-em", "model", "rest-em-eval"),
 
 
 def iteration_policy(root: Path, arm: str, seed: int, n: int) -> Path:
-    """The policy ``arm``'s iteration ``n`` of ``seed`` trained (its ``iterN/done.json``)."""
+    """The policy ``arm``'s iteration ``n`` of ``seed`` trained."""
     where, name, key, _ = ARMS[arm]
-    method = where(root, seed) / name
-    return resolve(method, json.loads((method / f"iter{n}" / "done.json").read_text())[key])
+    return iteration_model(where(root, seed) / name, n, key)
 
 
 def iteration_eval(root: Path, arm: str, seed: int, n: int) -> Path:
@@ -127,11 +123,6 @@ def run(root: Path, searchrl: list[str]) -> None:
                 out = iteration_eval(root, arm, seed, n)
                 run_unless_done(searchrl, out, lambda out=out, arm=arm, seed=seed, n=n: [
                     "eval", "--run-dir", str(out.parent), *COMMON, "--model", str(iteration_policy(root, arm, seed, n))])
-
-
-def greedy(path: Path, split: str) -> np.ndarray:
-    res = json.loads((path / "results.json").read_text())["methods"]
-    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
 
 
 def report(root: Path) -> None:

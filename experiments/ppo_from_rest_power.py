@@ -29,15 +29,12 @@ Run it (resumable; about 45 min here, the data included)::
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from searchrl.rundir import resolve  # noqa: E402
-from code_rl_power import diff, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
+from code_rl_power import (diff, iteration_model, run_command, run_unless_done, script_main, seed_cell,  # noqa: E402
+                           seed_matrix, two_level_ci)
 
 ROOT = "runs/ppo-rest"
 SEEDS = (0, 1, 2)
@@ -49,9 +46,8 @@ COMMON = ["--config", "searchrl/presets/demo-default.yaml", "data_dir=runs/cd-da
 
 
 def start_policy(root: Path, name: str) -> Path:
-    """The self-training run's last policy (its ``iter3/done.json``)."""
-    method = root / "start" / name
-    return resolve(method, json.loads((method / f"iter{ITERATIONS}" / "done.json").read_text())["model"])
+    """The self-training run's last policy."""
+    return iteration_model(root / "start" / name, ITERATIONS, "model")
 
 
 def ppo_eval(root: Path, name: str, seed: int) -> Path:
@@ -59,9 +55,7 @@ def ppo_eval(root: Path, name: str, seed: int) -> Path:
 
 
 def run(root: Path, searchrl: list[str]) -> None:
-    cmd = [*searchrl, "data", "--config", "searchrl/presets/demo-default.yaml", "--out", "runs/cd-data"]  # once
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    run_command(searchrl, ["data", "--config", "searchrl/presets/demo-default.yaml", "--out", "runs/cd-data"])  # once
     for name, (_, settings) in STARTS.items():
         run_unless_done(searchrl, root / "start" / f"{name}-eval", lambda: [
             "selftrain", "--run-dir", str(root / "start"), "--name", name, *COMMON,
@@ -85,13 +79,12 @@ def report(root: Path) -> None:
     print("pass@1 (%), mean over PPO seeds (each seed's value in brackets)\n")
     print("| arm | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
     for a in arms:
-        print(f"| {a} | " + " | ".join(seed_cell(m[a, n]) if len(m[a, n]) > 1 else f"{100 * m[a, n].mean():.1f}"
-                                       for n in splits) + " |")
+        print(f"| {a} | " + " | ".join(seed_cell(m[a, n]) for n in splits) + " |")
     print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
     for claim, (label, _) in zip(("P1", "P3"), STARTS.values()):
         print(f"| {claim}: {label} + PPO − {label} | "
               + " | ".join(diff(two_level_ci(m[label, n], m[f"{label} + PPO", n])) for n in splits) + " |")
-    print(f"| Guided-ReST + PPO − ReST + PPO | "
+    print("| Guided-ReST + PPO − ReST + PPO | "
           + " | ".join(diff(two_level_ci(m["ReST + PPO", n], m["Guided-ReST + PPO", n])) for n in splits) + " |")
 
 

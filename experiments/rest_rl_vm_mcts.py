@@ -39,16 +39,14 @@ Run it (resumable; about 45 min here for seed 0 and both arms, then 17 min a fur
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import diff, per_problem, run_unless_done, script_main, seed_cell, seed_matrix, two_level_ci  # noqa: E402
+from code_rl_power import (diff, greedy, per_problem, run_command, run_unless_done, script_main,  # noqa: E402
+                           seed_cell, seed_matrix, two_level_ci)
 from search_claims import load_run, verdict  # noqa: E402
 
 ROOT = "runs/t13"
@@ -84,9 +82,7 @@ def policy(root: Path, seed: int) -> Path:
 
 def run(root: Path, searchrl: list[str]) -> None:
     common = ["--config", CONFIG, f"data_dir={DATA}"]
-    cmd = [*searchrl, "data", "--config", "experiments/claims/countdown-vgs.yaml", "--out", DATA]  # once
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    run_command(searchrl, ["data", "--config", "experiments/claims/countdown-vgs.yaml", "--out", DATA])  # once
     run_unless_done(searchrl, root / "base" / "eval", lambda: ["eval", "--run-dir", str(root / "base"), *common, *VALID])
     methods = ["search.methods=[vm-mcts]"]
     for seed in SEEDS:
@@ -100,11 +96,6 @@ def run(root: Path, searchrl: list[str]) -> None:
             "--model", str(policy(root, seed))])
 
 
-def greedy(path: Path, split: str) -> np.ndarray:
-    res = json.loads((path / "results.json").read_text())["methods"]
-    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
-
-
 def gate(root: Path) -> None:
     """The ReST-GRPO policies against the base on ``valid``."""
     base, rest = [root / "base" / "eval"], [rest_dir(root, s) / "rest-grpo-eval" for s in SEEDS]
@@ -115,39 +106,36 @@ def gate(root: Path) -> None:
               f"ReST-GRPO − base {diff(two_level_ci(a, b))}")
 
 
-def correct(path: Path, budget: int) -> np.ndarray:
-    """Per-problem correctness (by problem index) of VM-MCTS at ``budget`` in one compare-search run."""
-    _, by = load_run(path)
-    rec = by[("vm-mcts", budget)]
-    return np.asarray([float(r["correct"]) for r in sorted(rec["problems"], key=lambda r: r["index"])])
+def correct(by: dict, budget: int) -> np.ndarray:
+    """Per-problem correctness (by problem index) of VM-MCTS at ``budget``, from a run's :func:`load_run` records."""
+    return np.asarray([float(r["correct"]) for r in sorted(by[("vm-mcts", budget)]["problems"], key=lambda r: r["index"])])
 
 
 def report(root: Path) -> None:
+    from searchrl.eval.metrics import paired_difference
+
     gate(root)
     meta, base = load_run(root / "vm-base")
+    runs = {s: load_run(vm_rest_dir(root, s)) for s in SEEDS}  # seed -> (meta, records)
     print("\nVM-MCTS on 300 `test_seen` problems: accuracy % (each seed's in brackets), generated tokens a problem "
           "used (the mean over seeds)\n")
     print("| budget | VM-MCTS (SoS base) | ReST-RL (ReST-GRPO + VM-MCTS) | ReST-RL − VM-MCTS (pp) | verdict |")
     print("| ---: | :--- | :--- | :--- | :--- |")
     for budget in meta["budgets"]:
-        a = correct(root / "vm-base", budget)[None]
-        b = np.stack([correct(vm_rest_dir(root, s), budget) for s in SEEDS])
-        tokens = np.mean([load_run(vm_rest_dir(root, s))[1][("vm-mcts", budget)]["row"]["generated_tokens"]
-                          for s in SEEDS])
+        a = correct(base, budget)[None]
+        b = np.stack([correct(by, budget) for _, by in runs.values()])
+        tokens = np.mean([by[("vm-mcts", budget)]["row"]["generated_tokens"] for _, by in runs.values()])
         d = two_level_ci(a, b)
         print(f"| {budget:,} | {100 * a.mean():.1f}, {base[('vm-mcts', budget)]['row']['generated_tokens']:.0f} | "
               f"{seed_cell(b)}, {tokens:.0f} | {diff(d)} | {verdict([d[1], d[2]])} |")
     print("\nEach seed against the base (paired bootstrap over problems):")
-    from searchrl.eval.metrics import paired_difference
-
-    for s in SEEDS:
+    for s, (_, by) in runs.items():
         cells = []
         for budget in meta["budgets"]:
-            p = paired_difference(correct(root / "vm-base", budget), correct(vm_rest_dir(root, s), budget))
+            p = paired_difference(correct(base, budget), correct(by, budget))
             cells.append(f"{budget:,}: {diff((p['diff'], *p['ci']))}")
         print(f"- seed {s}: " + "; ".join(cells))
-    for name, path in [("SoS base", root / "vm-base")] + [(f"ReST-GRPO seed {s}", vm_rest_dir(root, s)) for s in SEEDS]:
-        m = json.loads((path / "compare-search" / "results.json").read_text())["meta"]
+    for name, m in [("SoS base", meta)] + [(f"ReST-GRPO seed {s}", m) for s, (m, _) in runs.items()]:
         print(f"- {name}: policy {m['policy']}, value model {m['models']}")
 
 
