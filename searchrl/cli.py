@@ -280,8 +280,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # a recipe's eval.method names the run's base policy ("SFT base"); another --model is named by its
     # path unless eval.method= is on the command line
     named = any(o.split("=", 1)[0].strip() == "eval.method" for o in args.overrides)
-    method = run.short(run.policy_path(args.model)) if args.model and not named else None
-    results = run_eval(run, args.model, method=method)
+    results = run_eval(run, args.model, by_path=bool(args.model) and not named)
     out = run.dir / "eval"
     print((out / "results.md").read_text(encoding="utf-8"))
     print(f"results: {out}/results.json ({results['meta']['seconds']} s)")

@@ -73,9 +73,9 @@ def run_sft(run: Run) -> Path:
 
 
 def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str = "eval",
-             method: str | None = None) -> dict:
+             method: str | None = None, by_path: bool = False) -> dict:
     """Greedy and sampled pass@k of a checkpoint on the eval splits; writes the report (``method``: the
-    name tables and plots give it, default ``eval.method``)."""
+    name tables and plots give it, default the checkpoint's path when ``by_path``, else ``eval.method``)."""
     from ..eval.evaluate import sampling_note
     from ..eval.report import SPLIT_TITLES, machine, write_report
     from ..rundir import rel
@@ -86,7 +86,7 @@ def run_eval(run: Run, model_dir: str | os.PathLike | None = None, out_name: str
     run.ensure_data()
     t0 = time.perf_counter()
     summary = run.evaluate(path, out)
-    results = {"methods": {method or cfg.eval.method: summary},
+    results = {"methods": {method or (run.short(path) if by_path else cfg.eval.method): summary},
                "meta": {"model": rel(run.dir, path), "eval": to_dict(cfg)["eval"],
                         "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}}
     write_report(out, results, splits=list(cfg.eval.splits), ks=list(cfg.eval.ks), sampling=sampling_note(cfg.eval),
