@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="checkpoint directory (default: the run's base policy); the tables name it by its "
                     "path unless eval.method= is given")
     gen = _sub(sub, "generate", "sample graded completions for one split into <run_dir>/generate", cmd_generate)
-    gen.add_argument("--model", help="checkpoint directory (default: <run_dir>/sft/final)")
+    gen.add_argument("--model", help="checkpoint directory (default: the run's base policy)")
     gen.add_argument("--split", default="valid", help="split to sample (default: valid)")
     gen.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
     gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")

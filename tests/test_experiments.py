@@ -86,3 +86,33 @@ def test_the_power_comparisons_interval_carries_seed_variance_and_steps_match(tm
     assert pw.training_record(tmp_path, "rest-grpo", "3e-5", 1) == "GRPO samples 3968 + 3776"
     with pytest.raises(SystemExit, match="has not finished"):
         pw.rest_grpo_steps(tmp_path, "1e-4", 1)
+
+
+def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, capsys):
+    """experiments/guided_pass32.py: pass@32 of a problem is 'any of 32 correct', and the table pairs the arms."""
+    import pytest
+
+    p32 = _load("guided_pass32")
+
+    def write(name, seed, seen, unseen, n=32, root=tmp_path):  # per-problem correct counts
+        d = p32.eval_dir(root, name, seed)
+        d.mkdir(parents=True)
+        split = lambda c: {"per_problem": {"correct": c, "n": [n] * len(c)}}  # noqa: E731
+        d.joinpath("results.json").write_text(json.dumps(
+            {"methods": {name: {"test_seen": split(seen), "test_unseen": split(unseen)}}}))
+
+    write("sos", None, [32, 1, 0, 0], [1, 0, 0, 0])
+    for s in p32.SEEDS:
+        write("rest", s, [1, 1, 0, 0], [1, 0, 0, 0])
+        write("guided-rest", s, [2, 1, 1, 0], [1, 1, 1, 1])
+    assert list(p32.solved(p32.eval_dir(tmp_path, "sos", None), "test_seen")) == [1, 1, 0, 0]
+    p32.report(tmp_path)
+    out = capsys.readouterr().out
+    # pass@32: SoS 50 / 25, ReST 50 / 25, Guided-ReST 75 / 100; the same on every seed, so the intervals are points
+    assert "| Guided-ReST | 75.0 [75.0, 75.0, 75.0] | 100.0 [100.0, 100.0, 100.0] |" in out
+    assert "| Guided-ReST − ReST | +25.0 (" in out and "| +75.0 (" in out
+    # pass@1 from the same samples: SoS seen (32 + 1) / 32 / 4 problems, unseen 1 / 32 / 4
+    assert "| SoS | 25.8 | 0.8 |" in out
+    write("sos", None, [1], [1], n=4, root=tmp_path / "bad")
+    with pytest.raises(ValueError, match="expected 32 samples per problem"):
+        p32.solved(p32.eval_dir(tmp_path / "bad", "sos", None), "test_seen")
