@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from searchrl.data import read_jsonl
+
 sys.path.insert(0, str(Path(__file__).parent))
 from code_rl_power import (diff, iteration_model, run_command, run_unless_done, script_main,  # noqa: E402
                            seed_cell, seed_matrix, two_level_ci)
@@ -48,7 +50,8 @@ K = 32
 #: name: (label, the selftrain settings that make it)
 METHODS = {"rest": ("ReST", ["selftrain.guidance_rounds=0"]), "guided-rest": ("Guided-ReST", [])}
 SPLITS = ("test_seen", "test_unseen")
-COMMON = ["--config", "searchrl/presets/demo-default.yaml", "data_dir=runs/cd-data", "base_model=builtin:sos-tiny-base"]
+DATA = "runs/cd-data"
+COMMON = ["--config", "searchrl/presets/demo-default.yaml", f"data_dir={DATA}", "base_model=builtin:sos-tiny-base"]
 EVAL = ["eval.splits=[test_seen,test_unseen]", "eval.n_problems=200", f"eval.n_samples={K}",
         "eval.ks=[1,2,4,8,16,32]"]
 
@@ -63,7 +66,7 @@ def eval_dir(root: Path, name: str, seed: int | None) -> Path:
 
 
 def run(root: Path, searchrl: list[str]) -> None:
-    run_command(searchrl, ["data", "--config", "searchrl/presets/demo-default.yaml", "--out", "runs/cd-data"])
+    run_command(searchrl, ["data", "--config", "searchrl/presets/demo-default.yaml", "--out", DATA])
     run_unless_done(searchrl, eval_dir(root, "sos", None), lambda: [
         "eval", "--run-dir", str(eval_dir(root, "sos", None).parent), *COMMON, *EVAL, "--model", "builtin:sos-tiny-base"])
     for seed in SEEDS:
@@ -92,7 +95,7 @@ def done_seeds(root: Path, name: str) -> list[int]:
     return [s for s in SEEDS if (eval_dir(root, name, s) / "results.json").exists()]
 
 
-def report(root: Path) -> None:
+def report(root: Path, data: Path = Path(DATA)) -> None:
     seeds = sorted(set(done_seeds(root, "rest")) & set(done_seeds(root, "guided-rest")))
     if not seeds:
         raise SystemExit(f"{root}: no seed has both methods evaluated yet")
@@ -110,6 +113,21 @@ def report(root: Path) -> None:
         for a, b in (("SoS", "Guided-ReST"), ("ReST", "Guided-ReST"), ("SoS", "ReST")):
             print(f"| {b} − {a} | " + " | ".join(diff(two_level_ci(m[a, s], m[b, s])) for s in SPLITS) + " |")
         print()
+    by_target(data, dirs)
+
+
+def by_target(data: Path, dirs: dict[str, list[Path]], split: str = "test_unseen") -> None:
+    """Where pass@32 is decided: each target's problems solved by any sample, per arm (mean over seeds)."""
+    problems = read_jsonl(data / f"{split}.jsonl")[: len(solved(dirs["SoS"][0], split))]
+    targets = sorted({p["target"] for p in problems})
+    print(f"{split}: problems solved by any of {K} samples, by target (mean over training seeds)\n")
+    print("| arm | " + " | ".join(str(t) for t in targets) + " |\n| :--- |" + " ---: |" * len(targets))
+    for a, ds in dirs.items():
+        m = seed_matrix(ds, (split,), value=solved).mean(axis=0)
+        print(f"| {a} | " + " | ".join(
+            f"{sum(x for x, p in zip(m, problems) if p['target'] == t):.1f} / {sum(p['target'] == t for p in problems)}"
+            for t in targets) + " |")
+    print()
 
 
 def main(argv: list[str] | None = None) -> int:

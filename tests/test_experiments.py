@@ -106,13 +106,19 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
         write("rest", s, [1, 1, 0, 0], [1, 0, 0, 0])
         write("guided-rest", s, [2, 1, 1, 0], [1, 1, 1, 1])
     assert list(p32.solved(p32.eval_dir(tmp_path, "sos", None), "test_seen")) == [1, 1, 0, 0]
-    p32.report(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    data.joinpath("test_unseen.jsonl").write_text("".join(
+        json.dumps({"nums": [1, 2, 3], "target": t}) + "\n" for t in (11, 46, 11, 46, 53)))  # one more than evaluated
+    p32.report(tmp_path, data)
     out = capsys.readouterr().out
     # pass@32: SoS 50 / 25, ReST 50 / 25, Guided-ReST 75 / 100; the same on every seed, so the intervals are points
     assert "| Guided-ReST | 75.0 [75.0, 75.0, 75.0] | 100.0 [100.0, 100.0, 100.0] |" in out
     assert "| Guided-ReST − ReST | +25.0 (" in out and "| +75.0 (" in out
     # pass@1 from the same samples: SoS seen (32 + 1) / 32 / 4 problems, unseen 1 / 32 / 4
     assert "| SoS | 25.8 | 0.8 |" in out
+    # where unseen pass@32 is decided: problems solved by target (Guided-ReST solves all four)
+    assert "| arm | 11 | 46 |" in out and "| SoS | 1.0 / 2 | 0.0 / 2 |" in out and "| Guided-ReST | 2.0 / 2 | 2.0 / 2 |" in out
     write("sos", None, [1], [1], n=4, root=tmp_path / "bad")
     with pytest.raises(ValueError, match="expected 32 samples per problem"):
         p32.solved(p32.eval_dir(tmp_path / "bad", "sos", None), "test_seen")
