@@ -117,6 +117,8 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
     assert "| Guided-ReST − ReST | +25.0 (" in out and "| +75.0 (" in out
     # pass@1 from the same samples: SoS seen (32 + 1) / 32 / 4 problems, unseen 1 / 32 / 4
     assert "| SoS | 25.8 | 0.8 |" in out
+    # pass@8 by the unbiased estimator: 1 correct of 32 gives 1 - C(31, 8) / C(32, 8) = 8 / 32; SoS seen (1 + 1/4) / 4
+    assert "| SoS | 31.2 | 6.2 |" in out
     # where unseen pass@32 is decided: problems solved by target (Guided-ReST solves all four)
     assert "| arm | 11 | 46 |" in out and "| SoS | 1.0 / 2 | 0.0 / 2 |" in out and "| Guided-ReST | 2.0 / 2 | 2.0 / 2 |" in out
     write("sos", None, [1], [1], n=4, root=tmp_path / "bad")
