@@ -24,8 +24,8 @@ Why: seed 001's headline is pass@32 (Guided-ReST 96.8 against SoS 77.1 and ReST 
   two; the unseen split (SoS 61.0) has room.
 * No setting is chosen here (the demo's settings are used as they are), so there is no ``valid`` phase.
 
-Run it (resumable; about 2 hours here: 10 min of self-training per seed for both methods, about
-14 min per 32-sample evaluation of 400 problems, seven of them)::
+Run it (resumable; 1 h 34 min here, measured: about 10 min of self-training per seed for both methods,
+and 10-12 min for each of the seven 32-sample evaluations of 400 problems)::
 
     python experiments/guided_pass32.py run
     python experiments/guided_pass32.py report
