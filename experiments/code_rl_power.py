@@ -175,6 +175,17 @@ def seed_cell(m: np.ndarray) -> str:
     return pct(m.mean()) + (" [" + ", ".join(pct(r.mean()) for r in m) + "]" if len(m) > 1 else "")
 
 
+def arm_tables(m: dict, arms, columns, pairs) -> None:
+    """Print two markdown tables from ``m[arm, column]`` (runs x problems): each arm's :func:`seed_cell`,
+    then ``y − x`` with its :func:`two_level_ci` interval for each ``(x, y)`` in ``pairs``."""
+    print("| arm | " + " | ".join(columns) + " |\n| :--- |" + " ---: |" * len(columns))
+    for a in arms:
+        print(f"| {a} | " + " | ".join(seed_cell(m[a, c]) for c in columns) + " |")
+    print("\n| difference | " + " | ".join(columns) + " |\n| :--- |" + " ---: |" * len(columns))
+    for x, y in pairs:
+        print(f"| {y} − {x} | " + " | ".join(diff(two_level_ci(m[x, c], m[y, c])) for c in columns) + " |")
+
+
 def arm_matrix(root: Path, arm: str, lr: str | None, splits, seeds) -> np.ndarray:
     """seeds x problems pass@1 of one arm over ``splits`` concatenated (the base: one row)."""
     if arm == "base":

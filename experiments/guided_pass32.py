@@ -43,8 +43,7 @@ import numpy as np
 from searchrl.data import read_jsonl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import (diff, iteration_model, run_command, run_unless_done, script_main,  # noqa: E402
-                           seed_cell, seed_matrix, two_level_ci)
+from code_rl_power import arm_tables, iteration_model, run_command, run_unless_done, script_main, seed_matrix  # noqa: E402
 
 ROOT = "runs/pass32"
 SEEDS = (0, 1, 2)
@@ -120,12 +119,7 @@ def report(root: Path, data: Path = Path(DATA)) -> None:
         metric, value = f"pass@{k}", pass_at(k)
         m = {(a, s): seed_matrix(d, (s,), value=value) for a, d in dirs.items() for s in SPLITS}
         print(f"{metric} (%), mean over training seeds (each seed's value in brackets)\n")
-        print("| arm | " + " | ".join(SPLITS) + " |\n| :--- |" + " ---: |" * len(SPLITS))
-        for a in dirs:
-            print(f"| {a} | " + " | ".join(seed_cell(m[a, s]) for s in SPLITS) + " |")
-        print("\n| difference | " + " | ".join(SPLITS) + " |\n| :--- |" + " ---: |" * len(SPLITS))
-        for a, b in (("SoS", "Guided-ReST"), ("ReST", "Guided-ReST"), ("SoS", "ReST")):
-            print(f"| {b} − {a} | " + " | ".join(diff(two_level_ci(m[a, s], m[b, s])) for s in SPLITS) + " |")
+        arm_tables(m, dirs, SPLITS, (("SoS", "Guided-ReST"), ("ReST", "Guided-ReST"), ("SoS", "ReST")))
         print()
     by_target(data, dirs)
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from searchrl.selftrain.loop import read_records  # noqa: E402
-from code_rl_power import (diff, greedy, iteration_model, per_problem, run_unless_done, script_main,  # noqa: E402
+from code_rl_power import (arm_tables, diff, greedy, iteration_model, per_problem, run_unless_done, script_main,  # noqa: E402
                            seed_cell, seed_matrix, two_level_ci)
 
 ROOT = "runs/mp"
@@ -134,12 +134,7 @@ def report(root: Path) -> None:
     for label, fn in (("pass@1", per_problem), ("greedy", greedy)):
         m = {(a, n): seed_matrix(evals[a], sp, fn) for a in evals for n, sp in splits.items()}
         print(f"\n{label} (%), mean over seeds (each seed's value in brackets)\n")
-        print("| arm | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
-        for a in evals:
-            print(f"| {a} | " + " | ".join(seed_cell(m[a, n]) for n in splits) + " |")
-        print("\n| difference | " + " | ".join(splits) + " |\n| :--- |" + " ---: |" * len(splits))
-        for x, y in (("SFT base", "ReST-EM"), ("SFT base", "ReST-MCTS*"), ("ReST-EM", "ReST-MCTS*")):
-            print(f"| {y} − {x} | " + " | ".join(diff(two_level_ci(m[x, n], m[y, n])) for n in splits) + " |")
+        arm_tables(m, evals, splits, (("SFT base", "ReST-EM"), ("SFT base", "ReST-MCTS*"), ("ReST-EM", "ReST-MCTS*")))
     iterations(root, splits)
     print("\ngenerated tokens per iteration (ReST-MCTS* / ReST-EM):")
     for s in SEEDS:
