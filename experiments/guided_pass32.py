@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,7 @@ ROOT = "runs/pass32"
 SEEDS = (0, 1, 2)
 ITERATIONS = 3
 K = 32
+TRACES = 20_000
 #: name: (label, the selftrain settings that make it)
 METHODS = {"rest": ("ReST", ["selftrain.guidance_rounds=0"]), "guided-rest": ("Guided-ReST", [])}
 SPLITS = ("test_seen", "test_unseen")
@@ -135,7 +138,12 @@ def by_target(data: Path, dirs: dict[str, list[Path]], split: str = "test_unseen
         print(f"| {a} | " + " | ".join(
             f"{sum(x for x, p in zip(m, problems) if p['target'] == t):.1f} / {sum(p['target'] == t for p in problems)}"
             for t in targets) + " |")
-    print()
+    # numbers are single tokens here: how often each of these targets is written anywhere in the training traces
+    seen = Counter()
+    for r in read_jsonl(data / "train.jsonl")[:TRACES]:
+        seen.update(int(x) for x in re.findall(r"\d+", r["trace"]))
+    print(f"\ntimes each is written in the first {TRACES:,} training traces (never as the target): "
+          + ", ".join(f"{t}: {seen[t]:,}" for t in targets) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,8 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
     data.mkdir()
     data.joinpath("test_unseen.jsonl").write_text("".join(
         json.dumps({"nums": [1, 2, 3], "target": t}) + "\n" for t in (11, 46, 11, 46, 53)))  # one more than evaluated
+    data.joinpath("train.jsonl").write_text("".join(json.dumps({"trace": t}) + "\n" for t in (
+        "Current State: 12:[1, 11], Operations: []\nExploring Operation: 1+11=12", "11,46 unequal")))
     p32.report(tmp_path, data)
     out = capsys.readouterr().out
     # pass@32: SoS 50 / 25, ReST 50 / 25, Guided-ReST 75 / 100; the same on every seed, so the intervals are points
@@ -120,6 +122,7 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
     # pass@8 by the unbiased estimator: 1 correct of 32 gives 1 - C(31, 8) / C(32, 8) = 8 / 32; SoS seen (1 + 1/4) / 4
     assert "| SoS | 31.2 | 6.2 |" in out
     # where unseen pass@32 is decided: problems solved by target (Guided-ReST solves all four)
+    assert "training traces (never as the target): 11: 3, 46: 1\n" in out
     assert "| arm | 11 | 46 |" in out and "| SoS | 1.0 / 2 | 0.0 / 2 |" in out and "| Guided-ReST | 2.0 / 2 | 2.0 / 2 |" in out
     write("sos", None, [1], [1], n=4, root=tmp_path / "bad")
     with pytest.raises(ValueError, match="expected 32 samples per problem"):
