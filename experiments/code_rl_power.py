@@ -151,17 +151,22 @@ def run(root: Path, phase: str, searchrl: list[str]) -> None:
         run_unless_done(searchrl, eval_dir(root, arm, lr, seed), lambda: command(root, arm, lr, seed))
 
 
+def problem_record(path: Path, split: str) -> dict:
+    """The per-problem record (``n``, ``correct``, ``greedy`` lists) of one eval (``searchrl eval``'s
+    ``results.json``, one method) on one split."""
+    res = json.loads((path / "results.json").read_text())["methods"]
+    return next(iter(res.values()))[split]["per_problem"]
+
+
 def per_problem(path: Path, split: str) -> np.ndarray:
     """Per-problem pass@1 (correct / samples) of one eval on one split."""
-    res = json.loads((path / "results.json").read_text())["methods"]
-    pp = next(iter(res.values()))[split]["per_problem"]
+    pp = problem_record(path, split)
     return np.asarray(pp["correct"], dtype=float) / np.asarray(pp["n"], dtype=float)
 
 
 def greedy(path: Path, split: str) -> np.ndarray:
     """Per-problem greedy correctness of one eval on one split."""
-    res = json.loads((path / "results.json").read_text())["methods"]
-    return np.asarray(next(iter(res.values()))[split]["per_problem"]["greedy"], dtype=float)
+    return np.asarray(problem_record(path, split)["greedy"], dtype=float)
 
 
 def seed_matrix(dirs, splits, value=per_problem) -> np.ndarray:

@@ -33,19 +33,20 @@ and 10-12 min for each of the seven 32-sample evaluations of 400 problems)::
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import sys
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from searchrl.data import read_jsonl
+from searchrl.data import iter_jsonl
+from searchrl.eval.metrics import pass_at_k
 
 sys.path.insert(0, str(Path(__file__).parent))
-from code_rl_power import arm_tables, iteration_model, run_command, run_unless_done, script_main, seed_matrix  # noqa: E402
+from code_rl_power import (arm_tables, iteration_model, problem_record, run_command, run_unless_done,  # noqa: E402
+                           script_main, seed_matrix)
 
 ROOT = "runs/pass32"
 SEEDS = (0, 1, 2)
@@ -89,22 +90,16 @@ def run(root: Path, searchrl: list[str]) -> None:
 
 def counts(path: Path, split: str) -> np.ndarray:
     """Per-problem correct samples of one evaluation on one split (each problem must have all K samples)."""
-    res = json.loads((path / "results.json").read_text())["methods"]
-    pp = next(iter(res.values()))[split]["per_problem"]
+    pp = problem_record(path, split)
     if set(pp["n"]) != {K}:
         raise ValueError(f"{path / 'results.json'}: {split}: expected {K} samples per problem, got {sorted(set(pp['n']))}")
     return np.asarray(pp["correct"])
 
 
-def pass_at(k: int):
-    """Per-problem pass@k from the K samples, the unbiased estimator 1 - C(K - c, k) / C(K, k) (Chen et al. 2021,
-    eq. 1); pass@K is whether any sample solved the problem."""
-    def value(path: Path, split: str) -> np.ndarray:
-        return np.array([1.0 - math.comb(K - c, k) / math.comb(K, k) for c in counts(path, split)])
-    return value
-
-
-solved = pass_at(K)
+def pass_matrix(c: np.ndarray, k: int) -> np.ndarray:
+    """Per-problem pass@k of runs x problems correct counts out of K samples (:func:`searchrl.eval.metrics.pass_at_k`,
+    the unbiased estimator); pass@K is whether any sample solved the problem."""
+    return np.vectorize(lambda x: pass_at_k(K, int(x), k), otypes=[float])(c)
 
 
 def done_seeds(root: Path, name: str) -> list[int]:
@@ -117,30 +112,32 @@ def report(root: Path, data: Path = Path(DATA)) -> None:
         raise SystemExit(f"{root}: no seed has both methods evaluated yet")
     dirs = {"SoS": [eval_dir(root, "sos", None)],
             **{label: [eval_dir(root, name, s) for s in seeds] for name, (label, _) in METHODS.items()}}
+    c = {(a, s): seed_matrix(d, (s,), value=counts) for a, d in dirs.items() for s in SPLITS}  # each eval read once
     print(f"training seeds {', '.join(map(str, seeds))}; 200 problems per split, {K} samples at T 1.0\n")
     for k in (K, 8, 1):
-        metric, value = f"pass@{k}", pass_at(k)
-        m = {(a, s): seed_matrix(d, (s,), value=value) for a, d in dirs.items() for s in SPLITS}
-        print(f"{metric} (%), mean over training seeds (each seed's value in brackets)\n")
-        arm_tables(m, dirs, SPLITS, (("SoS", "Guided-ReST"), ("ReST", "Guided-ReST"), ("SoS", "ReST")))
+        print(f"pass@{k} (%), mean over training seeds (each seed's value in brackets)\n")
+        arm_tables({key: pass_matrix(v, k) for key, v in c.items()}, dirs, SPLITS,
+                   (("SoS", "Guided-ReST"), ("ReST", "Guided-ReST"), ("SoS", "ReST")))
         print()
-    by_target(data, dirs)
+    by_target(data, {a: c[a, "test_unseen"] for a in dirs}, "test_unseen")
 
 
-def by_target(data: Path, dirs: dict[str, list[Path]], split: str = "test_unseen") -> None:
-    """Where pass@32 is decided: each target's problems solved by any sample, per arm (mean over seeds)."""
-    problems = read_jsonl(data / f"{split}.jsonl")[: len(solved(dirs["SoS"][0], split))]
+def by_target(data: Path, c: dict[str, np.ndarray], split: str) -> None:
+    """Where pass@32 is decided: each target's problems solved by any sample (``c``: each arm's runs x problems
+    correct counts on ``split``), per arm (mean over seeds)."""
+    n = len(next(iter(c.values()))[0])
+    problems = [p for _, p in islice(iter_jsonl(data / f"{split}.jsonl"), n)]
     targets = sorted({p["target"] for p in problems})
     print(f"{split}: problems solved by any of {K} samples, by target (mean over training seeds)\n")
     print("| arm | " + " | ".join(str(t) for t in targets) + " |\n| :--- |" + " ---: |" * len(targets))
-    for a, ds in dirs.items():
-        m = seed_matrix(ds, (split,), value=solved).mean(axis=0)
+    for a, m in c.items():
+        solved = (m > 0).mean(axis=0)
         print(f"| {a} | " + " | ".join(
-            f"{sum(x for x, p in zip(m, problems) if p['target'] == t):.1f} / {sum(p['target'] == t for p in problems)}"
+            f"{sum(x for x, p in zip(solved, problems) if p['target'] == t):.1f} / {sum(p['target'] == t for p in problems)}"
             for t in targets) + " |")
     # numbers are single tokens here: how often each of these targets is written anywhere in the training traces
     seen = Counter()
-    for r in read_jsonl(data / "train.jsonl")[:TRACES]:
+    for _, r in islice(iter_jsonl(data / "train.jsonl"), TRACES):
         seen.update(int(x) for x in re.findall(r"\d+", r["trace"]))
     print(f"\ntimes each is written in the first {TRACES:,} training traces (never as the target): "
           + ", ".join(f"{t}: {seen[t]:,}" for t in targets) + "\n")

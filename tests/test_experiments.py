@@ -105,7 +105,7 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
     for s in p32.SEEDS:
         write("rest", s, [1, 1, 0, 0], [1, 0, 0, 0])
         write("guided-rest", s, [2, 1, 1, 0], [1, 1, 1, 1])
-    assert list(p32.solved(p32.eval_dir(tmp_path, "sos", None), "test_seen")) == [1, 1, 0, 0]
+    assert list(p32.pass_matrix(p32.counts(p32.eval_dir(tmp_path, "sos", None), "test_seen"), 32)) == [1, 1, 0, 0]
     data = tmp_path / "data"
     data.mkdir()
     data.joinpath("test_unseen.jsonl").write_text("".join(
@@ -126,4 +126,4 @@ def test_pass32_report_reads_any_sample_solved_and_pairs_the_arms(tmp_path, caps
     assert "| arm | 11 | 46 |" in out and "| SoS | 1.0 / 2 | 0.0 / 2 |" in out and "| Guided-ReST | 2.0 / 2 | 2.0 / 2 |" in out
     write("sos", None, [1], [1], n=4, root=tmp_path / "bad")
     with pytest.raises(ValueError, match="expected 32 samples per problem"):
-        p32.solved(p32.eval_dir(tmp_path / "bad", "sos", None), "test_seen")
+        p32.counts(p32.eval_dir(tmp_path / "bad", "sos", None), "test_seen")
